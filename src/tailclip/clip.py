@@ -1,0 +1,337 @@
+"""Clipping operators shared by every tailclip optimizer, and adaptive threshold policies.
+
+The operators follow ``../shared/papers.md`` (tailclip's contract), for a group of gradient
+tensors ``g = (g_1, ..., g_K)`` and a threshold ``tau > 0``:
+
+* ``"global"``: ``g * min(1, tau / ||g||)`` with ``||g||^2 = sum_k ||g_k||^2`` (GClip).
+* ``"layer"``: ``g_k * min(1, tau / ||g_k||)`` for each tensor (the repositories' "local").
+* ``"coord"``: ``clamp(g, -tau, tau)`` elementwise (CClip).
+* ``None``: no clipping.
+
+A zero gradient keeps factor 1: ``tau / 0 = inf`` is clamped to 1, so no branch and no
+host synchronisation is needed (as ``torch.nn.utils.clip_grad_norm_``). Norms are taken once
+per tensor with ``torch._foreach_norm`` and combined, never inside a per-parameter loop, and
+accumulated in float32 (float64 for float64 tensors) so bfloat16 gradients do not lose the norm.
+
+The split API ``total_norm`` + ``clip_grads_with_norm_`` lets sharded or pipeline-parallel
+setups reduce the norm across ranks themselves before scaling.
+
+This module imports nothing but torch.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+ClipMode = Literal["global", "layer", "coord"] | None
+CLIP_MODES: tuple[ClipMode, ...] = ("global", "layer", "coord", None)
+
+__all__ = [
+    "CLIP_MODES",
+    "AutoClip",
+    "ClipMode",
+    "ClipStats",
+    "ThresholdPolicy",
+    "ZClip",
+    "check_clip_mode",
+    "clip_grads_",
+    "clip_grads_with_norm_",
+    "clip_tensors",
+    "tensor_norms",
+    "total_norm",
+]
+
+
+def check_clip_mode(mode: object, name: str = "clip") -> ClipMode:
+    """Return ``mode`` if it is a clipping mode, else raise a one-line ``ValueError``."""
+    if mode not in CLIP_MODES:
+        raise ValueError(
+            f"Invalid {name}: {mode!r}; allowed: 'global', 'layer', 'coord' or None"
+        )
+    return mode  # type: ignore[return-value]
+
+
+def _accumulation_dtype(tensors: list[Tensor]) -> torch.dtype:
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def tensor_norms(tensors: list[Tensor], foreach: bool = True) -> Tensor:
+    """Euclidean norm of each tensor, stacked into a 1-D tensor (float32, or float64).
+
+    One read of every tensor. With ``foreach`` the norms come from ``torch._foreach_norm``
+    per (device, dtype) bucket; the result lives on the device of ``tensors[0]``.
+    """
+    if not tensors:
+        return torch.zeros(0)
+    dtype = _accumulation_dtype(tensors)
+    device = tensors[0].device
+    if not foreach:
+        return torch.stack(
+            [torch.linalg.vector_norm(t, dtype=dtype).to(device) for t in tensors]
+        )
+    norms: list[Tensor | None] = [None] * len(tensors)
+    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, t in enumerate(tensors):
+        buckets.setdefault((t.device, t.dtype), []).append(i)
+    for index in buckets.values():
+        bucket_norms = torch._foreach_norm([tensors[i] for i in index], 2, dtype=dtype)
+        for i, n in zip(index, bucket_norms):
+            norms[i] = n.to(device)
+    return torch.stack(norms)  # type: ignore[arg-type]
+
+
+def total_norm(tensors: Iterable[Tensor], foreach: bool = True) -> Tensor:
+    """``||g|| = sqrt(sum_k ||g_k||^2)`` over all tensors, as a 0-dim tensor.
+
+    Accepts gradients or parameters (their ``.grad`` is *not* taken: pass gradients).
+    """
+    tensors = list(tensors)
+    if not tensors:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(tensor_norms(tensors, foreach))
+
+
+def _coefficient(norm: Tensor, max_norm: float | Tensor) -> Tensor:
+    """``min(1, tau / norm)``; ``tau / 0 = inf`` clamps to 1, a NaN norm stays NaN."""
+    return torch.clamp(max_norm / norm, max=1.0)
+
+
+def clip_grads_with_norm_(
+    tensors: Iterable[Tensor], max_norm: float | Tensor, norm: Tensor, foreach: bool = True
+) -> None:
+    """Scale ``tensors`` in place by ``min(1, max_norm / norm)`` for a given total ``norm``.
+
+    The second half of the split API: compute ``norm`` with :func:`total_norm` (and reduce it
+    across ranks if the tensors are sharded), then call this.
+    """
+    tensors = list(tensors)
+    if not tensors:
+        return
+    coef = _coefficient(norm, max_norm)
+    if foreach:
+        buckets: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+        for t in tensors:
+            buckets.setdefault((t.device, t.dtype), []).append(t)
+        for (device, _), group in buckets.items():
+            torch._foreach_mul_(group, coef.to(device))
+    else:
+        for t in tensors:
+            t.mul_(coef.to(t.device, t.dtype))
+
+
+@dataclass
+class ClipStats:
+    """Statistics of one clipping of a group, all 0-dim tensors (no host sync to make them).
+
+    ``grad_norm`` is the norm *before* clipping, ``clipped_norm`` the norm *after*;
+    ``clip_factor = clipped_norm / grad_norm`` (1 for a zero gradient) and ``clipped`` is
+    ``clip_factor < 1``. For ``"layer"`` and ``"coord"`` the factor is the ratio of the
+    group norms, a summary of the per-tensor or per-coordinate factors.
+    """
+
+    grad_norm: Tensor
+    clipped_norm: Tensor
+    clip_factor: Tensor
+    clipped: Tensor
+
+    @staticmethod
+    def of(grad_norm: Tensor, clipped_norm: Tensor) -> ClipStats:
+        factor = torch.where(grad_norm > 0, clipped_norm / grad_norm, torch.ones_like(grad_norm))
+        return ClipStats(grad_norm, clipped_norm, factor, factor < 1)
+
+    @staticmethod
+    def combine(stats: list[ClipStats]) -> ClipStats:
+        """Statistics of the union of several groups (norms add in squares)."""
+        if not stats:
+            zero = torch.zeros(())
+            return ClipStats.of(zero, zero)
+        grad = torch.linalg.vector_norm(torch.stack([s.grad_norm for s in stats]))
+        clipped = torch.linalg.vector_norm(torch.stack([s.clipped_norm for s in stats]))
+        return ClipStats.of(grad, clipped)
+
+
+def clip_tensors(
+    grads: list[Tensor],
+    mode: ClipMode,
+    max_norm: float | Tensor,
+    foreach: bool = True,
+    norms: Tensor | None = None,
+) -> tuple[list[Tensor], ClipStats]:
+    """Return ``u = clip(g; mode, max_norm)`` as new tensors (``grads`` untouched) and stats.
+
+    ``norms`` may pass precomputed per-tensor norms of ``grads`` (from :func:`tensor_norms`)
+    to avoid a second read. With ``mode=None`` the returned list *is* ``grads`` (no copy).
+    Pure torch, no host synchronisation, no data-dependent branching: the per-tensor path
+    (``foreach=False``) is usable under ``torch.func.vmap``.
+    """
+    if norms is None:
+        norms = tensor_norms(grads, foreach)
+    grad_norm = torch.linalg.vector_norm(norms)
+    if mode is None:
+        return grads, ClipStats.of(grad_norm, grad_norm)
+    if mode == "global":
+        coef = _coefficient(grad_norm, max_norm)
+        clipped = _scale(grads, [coef] * len(grads), foreach)
+        return clipped, ClipStats.of(grad_norm, grad_norm * coef)
+    if mode == "layer":
+        coefs = _coefficient(norms, max_norm)
+        clipped = _scale(grads, list(coefs.unbind()), foreach)
+        return clipped, ClipStats.of(grad_norm, torch.linalg.vector_norm(norms * coefs))
+    if mode == "coord":
+        if isinstance(max_norm, Tensor):
+            clipped = [torch.clamp(g, -max_norm.to(g.dtype), max_norm.to(g.dtype)) for g in grads]
+        elif foreach and grads:
+            clipped = torch._foreach_clamp_max(torch._foreach_clamp_min(grads, -max_norm), max_norm)
+        else:
+            clipped = [torch.clamp(g, -max_norm, max_norm) for g in grads]
+        return clipped, ClipStats.of(grad_norm, torch.linalg.vector_norm(tensor_norms(clipped, foreach)))
+    check_clip_mode(mode)
+    raise AssertionError("unreachable")
+
+
+def _scale(tensors: list[Tensor], coefs: list[Tensor], foreach: bool) -> list[Tensor]:
+    """``[t * c for t, c]`` with each 0-dim coefficient cast to its tensor's dtype/device."""
+    coefs = [c.to(t.device, t.dtype) for t, c in zip(tensors, coefs)]
+    if foreach and tensors:
+        return list(torch._foreach_mul(tensors, coefs))
+    return [t * c for t, c in zip(tensors, coefs)]
+
+
+def clip_grads_(
+    params: Iterable[Tensor] | Tensor,
+    mode: ClipMode = "global",
+    max_norm: float | Tensor = 1.0,
+    foreach: bool = True,
+) -> Tensor:
+    """Clip the ``.grad`` of ``params`` in place; return the total norm *before* clipping.
+
+    A drop-in for ``torch.nn.utils.clip_grad_norm_`` (``mode="global"``) that also offers
+    layer-wise and coordinate clipping. Parameters without a gradient are ignored.
+    """
+    check_clip_mode(mode, "mode")
+    if isinstance(params, Tensor):
+        params = [params]
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    clipped, stats = clip_tensors(grads, mode, max_norm, foreach)
+    if mode is not None:
+        if foreach:
+            torch._foreach_copy_(grads, clipped)
+        else:
+            for g, c in zip(grads, clipped):
+                g.copy_(c)
+    return stats.grad_norm
+
+
+class ThresholdPolicy(ABC):
+    """A clipping threshold that adapts to the history of gradient norms.
+
+    ``threshold(grad_norm)`` returns the threshold ``tau_t`` for this step's pre-clip norm
+    and records the observation; state is held in tensors and saved by ``state_dict``. Use
+    with any optimizer through :meth:`clip_`, or pass the policy as ``max_norm`` to a
+    tailclip optimizer with ``clip="global"``.
+    """
+
+    @abstractmethod
+    def threshold(self, grad_norm: Tensor) -> Tensor:
+        """Return ``tau_t`` for the pre-clip norm ``grad_norm`` and record the observation."""
+
+    def clip_(self, params: Iterable[Tensor], foreach: bool = True) -> Tensor:
+        """Global-norm clip of ``params``' gradients at the adaptive threshold; returns the norm."""
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return torch.zeros(())
+        norm = total_norm(grads, foreach)
+        clip_grads_with_norm_(grads, self.threshold(norm), norm, foreach)
+        return norm
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {k: v.clone() for k, v in vars(self).items() if isinstance(v, Tensor)}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        for key, value in state.items():
+            if not isinstance(getattr(self, key, None), Tensor):
+                raise KeyError(f"Unknown state key for {type(self).__name__}: {key!r}")
+            setattr(self, key, value.clone())
+
+
+class AutoClip(ThresholdPolicy):
+    """AutoClip (Seetharaman et al., 2020): clip at the ``percentile`` of all norms seen.
+
+    ``tau_t = quantile_p({||g_1||, ..., ||g_t||})``: the current norm joins the history first,
+    as in the paper. The history lives in a tensor buffer (doubling capacity) so the policy
+    needs no host synchronisation; ``history`` bounds it to the most recent norms if set.
+    """
+
+    def __init__(self, percentile: float = 10.0, history: int | None = None) -> None:
+        if not 0.0 < percentile <= 100.0:
+            raise ValueError(f"Invalid percentile: {percentile}; allowed: (0, 100]")
+        if history is not None and history < 1:
+            raise ValueError(f"Invalid history: {history}; allowed: an integer >= 1 or None")
+        self.percentile = percentile
+        self.history = history
+        self.norms = torch.zeros(0)
+        self.count = torch.zeros((), dtype=torch.int64)
+
+    def threshold(self, grad_norm: Tensor) -> Tensor:
+        norm = grad_norm.detach().reshape(1).to(self.norms.dtype if self.norms.numel() else torch.float32)
+        self.norms = torch.cat([self.norms.to(norm.device), norm])
+        if self.history is not None:
+            self.norms = self.norms[-self.history :]
+        self.count = self.count + 1
+        return torch.quantile(self.norms, self.percentile / 100.0)
+
+
+class ZClip(ThresholdPolicy):
+    """ZClip (Kumar et al., 2025): clip norms whose z-score against an EMA exceeds ``z_thresh``.
+
+    With EMA mean ``mu`` and variance ``sigma^2`` of past norms (smoothing ``alpha``), the
+    threshold is ``tau_t = mu_{t-1} + z_thresh * sigma_{t-1}``; the first ``warmup`` steps
+    only collect statistics (``tau = inf``) and initialise ``mu, sigma^2`` from their sample
+    mean and variance. After that the EMA is updated with the *clipped* norm
+    ``min(||g_t||, tau_t)``, so one spike does not inflate the statistics.
+    """
+
+    def __init__(self, alpha: float = 0.97, z_thresh: float = 2.5, warmup: int = 25) -> None:
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"Invalid alpha: {alpha}; allowed: [0, 1)")
+        if not z_thresh > 0.0:
+            raise ValueError(f"Invalid z_thresh: {z_thresh}; allowed: > 0")
+        if warmup < 1:
+            raise ValueError(f"Invalid warmup: {warmup}; allowed: an integer >= 1")
+        self.alpha = alpha
+        self.z_thresh = z_thresh
+        self.warmup = warmup
+        self.count = torch.zeros((), dtype=torch.int64)
+        self.mean = torch.zeros((), dtype=torch.float64)
+        self.var = torch.zeros((), dtype=torch.float64)
+        self.sum = torch.zeros((), dtype=torch.float64)
+        self.sum_sq = torch.zeros((), dtype=torch.float64)
+
+    def threshold(self, grad_norm: Tensor) -> Tensor:
+        norm = grad_norm.detach().to(torch.float64)
+        if self.mean.device != norm.device:
+            for key in ("count", "mean", "var", "sum", "sum_sq"):
+                setattr(self, key, getattr(self, key).to(norm.device))
+        warming = self.count < self.warmup
+        tau = torch.where(warming, math.inf, self.mean + self.z_thresh * self.var.sqrt())
+        observed = torch.minimum(norm, tau)
+        self.count = self.count + 1
+        self.sum = self.sum + torch.where(warming, norm, 0.0)
+        self.sum_sq = self.sum_sq + torch.where(warming, norm * norm, 0.0)
+        n = self.count.to(torch.float64)
+        warm_mean = self.sum / n
+        warm_var = (self.sum_sq / n - warm_mean**2).clamp(min=0.0)
+        ema_mean = self.alpha * self.mean + (1 - self.alpha) * observed
+        ema_var = self.alpha * self.var + (1 - self.alpha) * (observed - ema_mean) ** 2
+        self.mean = torch.where(warming, warm_mean, ema_mean)
+        self.var = torch.where(warming, warm_var, ema_var)
+        return tau.to(grad_norm.device, grad_norm.dtype)

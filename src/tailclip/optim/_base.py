@@ -1,0 +1,202 @@
+"""The thin ``torch.optim.Optimizer`` layer every tailclip optimizer stands on.
+
+It validates hyperparameters, gathers each group's parameters and gradients (``None`` grads
+skipped, sparse grads rejected), checks gradients for NaN/Inf under the ``nonfinite`` policy,
+resolves adaptive clipping thresholds, and records per-step statistics. The update itself is
+a functional core in each optimizer's module, called by :meth:`ClipOptimizer._update_group`.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from tailclip.clip import ClipStats, ThresholdPolicy, check_clip_mode, tensor_norms
+
+NONFINITE_POLICIES = ("raise", "skip")
+SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def check_lr(lr: float) -> None:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        raise ValueError(f"Invalid learning rate: {lr!r}; allowed: a number >= 0")
+    if not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}; allowed: lr >= 0")
+
+
+def check_unit_interval(name: str, value: float) -> None:
+    """``value`` in [0, 1): betas, momentum, EMA factors."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"Invalid {name}: {value}; allowed: 0 <= {name} < 1")
+
+
+def check_betas(betas: tuple[float, float]) -> None:
+    if len(betas) != 2:
+        raise ValueError(f"Invalid betas: {betas!r}; allowed: a pair (beta1, beta2)")
+    for i, beta in enumerate(betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {beta}; allowed: [0, 1)")
+
+
+def check_nonnegative(name: str, value: float) -> None:
+    if not value >= 0.0:
+        raise ValueError(f"Invalid {name}: {value}; allowed: {name} >= 0")
+
+
+def check_positive(name: str, value: float) -> None:
+    if not value > 0.0:
+        raise ValueError(f"Invalid {name}: {value}; allowed: {name} > 0")
+
+
+def check_max_norm(max_norm: float | ThresholdPolicy, clip: object) -> None:
+    """A positive threshold, or an adaptive policy (global clipping only)."""
+    check_clip_mode(clip)
+    if isinstance(max_norm, ThresholdPolicy):
+        if clip != "global":
+            raise ValueError(
+                f"Invalid max_norm: a {type(max_norm).__name__} policy needs clip='global', got clip={clip!r}"
+            )
+        return
+    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)):
+        raise ValueError(
+            f"Invalid max_norm: {max_norm!r}; allowed: a number > 0 or a ThresholdPolicy (AutoClip, ZClip)"
+        )
+    check_positive("max_norm", float(max_norm))
+
+
+class ClipOptimizer(Optimizer):
+    """Base class: gathering, checks and statistics shared by tailclip's optimizers.
+
+    After each :meth:`step`, :attr:`group_stats` holds one :class:`~tailclip.clip.ClipStats`
+    per param group that had gradients, and :attr:`step_stats` their combination (total
+    gradient norm before and after clipping, clip factor, whether clipping was active). They
+    are tensors made from norms the step takes anyway: reading them costs nothing until a
+    value is needed on the host.
+
+    ``nonfinite="raise"`` raises ``FloatingPointError`` naming the first parameter whose
+    gradient holds NaN or Inf; ``"skip"`` skips the whole step (parameters and state untouched)
+    and counts it in :attr:`skipped_steps`. Either check reads one scalar on the host per step.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        defaults: dict[str, Any],
+        *,
+        foreach: bool = True,
+        nonfinite: str = "raise",
+    ) -> None:
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"Invalid nonfinite: {nonfinite!r}; allowed: 'raise' or 'skip'")
+        defaults = {**defaults, "foreach": bool(foreach), "nonfinite": nonfinite}
+        super().__init__(params, defaults)
+        self.group_stats: list[ClipStats] = []
+        self.skipped_steps = 0
+
+    @property
+    def step_stats(self) -> ClipStats:
+        """Statistics of the last step over all groups (norms combined in squares)."""
+        return ClipStats.combine(self.group_stats)
+
+    def _gather(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
+        params, grads = [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            if p.dtype not in SUPPORTED_DTYPES:
+                raise TypeError(
+                    f"{type(self).__name__} got a {p.dtype} parameter; allowed: float32, float64, bfloat16, float16"
+                )
+            params.append(p)
+            grads.append(p.grad)
+        return params, grads
+
+    def _nonfinite_parameter(self, group_index: int, grads: list[Tensor]) -> str:
+        group = self.param_groups[group_index]
+        names = group.get("param_names")
+        for i, p in enumerate(group["params"]):
+            if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                name = names[i] if names else f"index {i}"
+                return f"param group {group_index}, parameter {name} (shape {tuple(p.shape)})"
+        return f"param group {group_index}"
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step; returns the closure's loss if one is given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        gathered = []
+        for index, group in enumerate(self.param_groups):
+            params, grads = self._gather(group)
+            if params:
+                gathered.append((index, group, params, grads, tensor_norms(grads, group["foreach"])))
+        if not gathered:
+            self.group_stats = []
+            return loss
+        group_norms = torch.stack([torch.linalg.vector_norm(n).to(gathered[0][4].device) for *_, n in gathered])
+        if not bool(torch.isfinite(group_norms).all()):
+            bad = next(g for g, n in zip(gathered, group_norms) if not torch.isfinite(n))
+            if bad[1]["nonfinite"] == "raise":
+                raise FloatingPointError(
+                    f"{type(self).__name__}: non-finite gradient in {self._nonfinite_parameter(bad[0], bad[3])}; "
+                    "pass nonfinite='skip' to skip such steps"
+                )
+            self.skipped_steps += 1
+            self.group_stats = [ClipStats.of(n, n) for n in group_norms]
+            return loss
+        self.group_stats = [
+            self._update_group(group, params, grads, norms) for _, group, params, grads, norms in gathered
+        ]
+        return loss
+
+    def _max_norm(self, group: dict[str, Any], norms: Tensor) -> float | Tensor:
+        """The group's threshold: a constant, or the adaptive policy's ``tau_t`` for this step."""
+        max_norm = group.get("max_norm")
+        if isinstance(max_norm, ThresholdPolicy):
+            return max_norm.threshold(torch.linalg.vector_norm(norms))
+        return max_norm
+
+    @abstractmethod
+    def _update_group(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
+    ) -> ClipStats:
+        """Apply the update rule to one group; ``norms`` are the raw gradients' tensor norms."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """``torch.optim`` state dict; adaptive threshold policies are saved as their state."""
+        state = super().state_dict()
+        for group in state["param_groups"]:
+            policy = group.get("max_norm")
+            if isinstance(policy, ThresholdPolicy):
+                group["max_norm"] = {"policy": type(policy).__name__, "state": policy.state_dict()}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict; a saved policy state is loaded into this optimizer's policy."""
+        saved_policies = []
+        groups = []
+        for saved, current in zip(state_dict["param_groups"], self.param_groups):
+            saved = dict(saved)
+            entry = saved.get("max_norm")
+            if isinstance(entry, dict) and "policy" in entry:
+                policy = current.get("max_norm")
+                if not isinstance(policy, ThresholdPolicy) or type(policy).__name__ != entry["policy"]:
+                    raise ValueError(
+                        f"Invalid state_dict: saved max_norm is a {entry['policy']} policy; "
+                        "construct the optimizer with the same policy before loading"
+                    )
+                saved_policies.append((policy, entry["state"]))
+                saved["max_norm"] = policy
+            groups.append(saved)
+        super().load_state_dict({**state_dict, "param_groups": groups})
+        for policy, policy_state in saved_policies:
+            policy.load_state_dict(policy_state)

@@ -1,0 +1,150 @@
+"""ClipSGD: clipped SGD with heavy-ball momentum (GClip, layer-wise clipping, CClip).
+
+With ``clip_target="gradient"`` (Zhang et al., NeurIPS 2020, Algorithm GClip/CClip)::
+
+    u_t = clip(g_t + wd x_t)
+    m_t = beta m_{t-1} + u_t            (m_1 = u_1)
+    x_{t+1} = x_t - lr m_t
+
+With ``clip_target="momentum"`` the momentum is accumulated unclipped and its clip is the
+step: ``m_t = beta m_{t-1} + g_t``, ``x_{t+1} = x_t - lr clip(m_t)``.
+Without clipping it is exactly ``torch.optim.SGD(momentum=beta)`` (same operations, same bits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tailclip.clip import ClipMode, ClipStats, ThresholdPolicy, check_clip_mode, clip_tensors
+from tailclip.optim._base import (
+    ClipOptimizer,
+    check_lr,
+    check_max_norm,
+    check_nonnegative,
+    check_unit_interval,
+)
+
+CLIP_TARGETS = ("gradient", "momentum")
+
+
+def clip_sgd(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffers: list[Tensor | None],
+    *,
+    lr: float,
+    momentum: float,
+    clip: ClipMode,
+    max_norm: float | Tensor,
+    clip_target: str,
+    weight_decay: float,
+    foreach: bool,
+    norms: Tensor | None = None,
+) -> ClipStats:
+    """Functional ClipSGD; updates ``params`` and fills/updates ``momentum_buffers`` in place.
+
+    ``norms`` are the per-tensor norms of ``grads`` if already known (used only when they
+    equal the norms of the clipped quantity: no weight decay, gradient target).
+    """
+    if weight_decay != 0:
+        grads = (
+            list(torch._foreach_add(grads, params, alpha=weight_decay))
+            if foreach
+            else [g.add(p, alpha=weight_decay) for g, p in zip(grads, params)]
+        )
+        norms = None
+    if clip_target == "gradient":
+        grads, stats = clip_tensors(grads, clip, max_norm, foreach, norms)
+    if momentum != 0:
+        grads = _heavy_ball(grads, momentum_buffers, momentum, foreach)
+    if clip_target == "momentum":
+        grads, stats = clip_tensors(grads, clip, max_norm, foreach)
+    if foreach:
+        torch._foreach_add_(params, grads, alpha=-lr)
+    else:
+        for p, d in zip(params, grads):
+            p.add_(d, alpha=-lr)
+    return stats
+
+
+def _heavy_ball(
+    grads: list[Tensor], buffers: list[Tensor | None], momentum: float, foreach: bool
+) -> list[Tensor]:
+    """``m_t = beta m_{t-1} + u_t`` with ``m_1 = u_1``; fills ``buffers`` in place."""
+    if foreach and all(b is not None for b in buffers):
+        torch._foreach_mul_(buffers, momentum)
+        torch._foreach_add_(buffers, grads, alpha=1.0)
+        return buffers  # type: ignore[return-value]
+    for i, g in enumerate(grads):
+        if buffers[i] is None:
+            buffers[i] = g.detach().clone()
+        else:
+            buffers[i].mul_(momentum).add_(g, alpha=1.0)
+    return buffers  # type: ignore[return-value]
+
+
+class ClipSGD(ClipOptimizer):
+    """SGD with heavy-ball momentum and gradient clipping (GClip, layer clipping, CClip).
+
+    Args:
+        params: parameters or param groups.
+        lr: step size (>= 0).
+        momentum: heavy-ball factor ``beta`` in [0, 1).
+        clip: ``"global"`` (group norm), ``"layer"`` (each tensor), ``"coord"`` (elementwise
+            clamp) or ``None``.
+        max_norm: threshold ``tau > 0``, or an adaptive :class:`~tailclip.clip.ThresholdPolicy`
+            (``clip="global"`` only).
+        clip_target: ``"gradient"`` clips ``g_t`` before the momentum, ``"momentum"`` clips
+            the step ``m_t``.
+        weight_decay: coupled L2 factor, ``g_t + wd x_t`` (as ``torch.optim.SGD``).
+        foreach: multi-tensor path (default) or a per-tensor loop with the same results.
+        nonfinite: ``"raise"`` or ``"skip"`` a step whose gradient holds NaN/Inf.
+
+    References: Zhang, Karimireddy, Veit, Kim, Reddi, Kumar, Sra, "Why are Adaptive Methods
+    Good for Attention Models?", NeurIPS 2020.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        momentum: float = 0.0,
+        clip: ClipMode = "global",
+        max_norm: float | ThresholdPolicy = 1.0,
+        clip_target: str = "gradient",
+        weight_decay: float = 0.0,
+        *,
+        foreach: bool = True,
+        nonfinite: str = "raise",
+    ) -> None:
+        check_lr(lr)
+        check_unit_interval("momentum", momentum)
+        check_clip_mode(clip)
+        check_max_norm(max_norm, clip)
+        if clip_target not in CLIP_TARGETS:
+            raise ValueError(f"Invalid clip_target: {clip_target!r}; allowed: 'gradient' or 'momentum'")
+        check_nonnegative("weight_decay", weight_decay)
+        defaults = dict(
+            lr=lr, momentum=momentum, clip=clip, max_norm=max_norm,
+            clip_target=clip_target, weight_decay=weight_decay,
+        )
+        super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
+
+    def _update_group(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
+    ) -> ClipStats:
+        buffers = [self.state[p].get("momentum_buffer") for p in params]
+        stats = clip_sgd(
+            params, grads, buffers,
+            lr=group["lr"], momentum=group["momentum"], clip=group["clip"],
+            max_norm=self._max_norm(group, norms), clip_target=group["clip_target"],
+            weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
+        )
+        if group["momentum"] != 0:
+            for p, buf in zip(params, buffers):
+                self.state[p]["momentum_buffer"] = buf
+        return stats
