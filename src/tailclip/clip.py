@@ -98,6 +98,12 @@ def total_norm(tensors: Iterable[Tensor], foreach: bool = True) -> Tensor:
     return torch.linalg.vector_norm(tensor_norms(tensors, foreach))
 
 
+def _check_max_norm(max_norm: float | Tensor) -> None:
+    """A constant threshold must be > 0 (a negative one would flip the gradients' sign)."""
+    if not isinstance(max_norm, Tensor) and not max_norm > 0:
+        raise ValueError(f"Invalid max_norm: {max_norm}; allowed: max_norm > 0")
+
+
 def _coefficient(norm: Tensor, max_norm: float | Tensor) -> Tensor:
     """``min(1, tau / norm)``; ``tau / 0 = inf`` clamps to 1, a NaN norm stays NaN."""
     return torch.clamp(max_norm / norm, max=1.0)
@@ -111,6 +117,7 @@ def clip_grads_with_norm_(
     The second half of the split API: compute ``norm`` with :func:`total_norm` (and reduce it
     across ranks if the tensors are sharded), then call this.
     """
+    _check_max_norm(max_norm)
     tensors = list(tensors)
     if not tensors:
         return
@@ -123,7 +130,7 @@ def clip_grads_with_norm_(
             torch._foreach_mul_(group, coef.to(device))
     else:
         for t in tensors:
-            t.mul_(coef.to(t.device, t.dtype))
+            t.mul_(coef.to(t.device))  # the coefficient keeps its precision, as in the foreach path
 
 
 @dataclass
@@ -171,6 +178,8 @@ def clip_tensors(
     Pure torch, no host synchronisation, no data-dependent branching: the per-tensor path
     (``foreach=False``) is usable under ``torch.func.vmap``.
     """
+    if mode is not None:
+        _check_max_norm(max_norm)
     if norms is None:
         norms = tensor_norms(grads, foreach)
     grad_norm = torch.linalg.vector_norm(norms)
@@ -246,6 +255,8 @@ class ThresholdPolicy(ABC):
 
     def clip_(self, params: Iterable[Tensor], foreach: bool = True) -> Tensor:
         """Global-norm clip of ``params``' gradients at the adaptive threshold; returns the norm."""
+        if isinstance(params, Tensor):
+            params = [params]
         grads = [p.grad for p in params if p.grad is not None]
         if not grads:
             return torch.zeros(())
@@ -267,7 +278,7 @@ class AutoClip(ThresholdPolicy):
     """AutoClip (Seetharaman et al., 2020): clip at the ``percentile`` of all norms seen.
 
     ``tau_t = quantile_p({||g_1||, ..., ||g_t||})``: the current norm joins the history first,
-    as in the paper. The history lives in a tensor buffer (doubling capacity) so the policy
+    as in the paper. The history lives in a tensor (grown by one entry per step) so the policy
     needs no host synchronisation; ``history`` bounds it to the most recent norms if set.
     """
 

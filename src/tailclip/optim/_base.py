@@ -112,7 +112,8 @@ class ClipOptimizer(Optimizer):
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             if p.dtype not in SUPPORTED_DTYPES:
                 raise TypeError(
-                    f"{type(self).__name__} got a {p.dtype} parameter; allowed: float32, float64, bfloat16, float16"
+                    f"{type(self).__name__} got a {p.dtype} parameter; "
+                    "allowed: float32, float64, bfloat16, float16"
                 )
             params.append(p)
             grads.append(p.grad)
@@ -138,16 +139,19 @@ class ClipOptimizer(Optimizer):
         for index, group in enumerate(self.param_groups):
             params, grads = self._gather(group)
             if params:
-                gathered.append((index, group, params, grads, tensor_norms(grads, group["foreach"])))
+                norms = tensor_norms(grads, group["foreach"])
+                gathered.append((index, group, params, grads, norms))
         if not gathered:
             self.group_stats = []
             return loss
-        group_norms = torch.stack([torch.linalg.vector_norm(n).to(gathered[0][4].device) for *_, n in gathered])
+        device = gathered[0][4].device
+        group_norms = torch.stack([torch.linalg.vector_norm(n).to(device) for *_, n in gathered])
         if not bool(torch.isfinite(group_norms).all()):
             bad = next(g for g, n in zip(gathered, group_norms) if not torch.isfinite(n))
             if bad[1]["nonfinite"] == "raise":
                 raise FloatingPointError(
-                    f"{type(self).__name__}: non-finite gradient in {self._nonfinite_parameter(bad[0], bad[3])}; "
+                    f"{type(self).__name__}: non-finite gradient in "
+                    f"{self._nonfinite_parameter(bad[0], bad[3])}; "
                     "pass nonfinite='skip' to skip such steps"
                 )
             self.skipped_steps += 1
@@ -181,10 +185,14 @@ class ClipOptimizer(Optimizer):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state dict; a saved policy state is loaded into this optimizer's policy."""
-        saved_policies = []
+        """Load a state dict; a saved policy state is loaded into this optimizer's policy.
+
+        ``torch.optim`` deep-copies the saved groups, so each group gets its own policy object
+        back afterwards (the one the optimizer was built with) with the saved state loaded.
+        """
+        policies: dict[int, tuple[ThresholdPolicy, dict[str, Tensor]]] = {}
         groups = []
-        for saved, current in zip(state_dict["param_groups"], self.param_groups):
+        for index, (saved, current) in enumerate(zip(state_dict["param_groups"], self.param_groups)):
             saved = dict(saved)
             entry = saved.get("max_norm")
             if isinstance(entry, dict) and "policy" in entry:
@@ -194,9 +202,10 @@ class ClipOptimizer(Optimizer):
                         f"Invalid state_dict: saved max_norm is a {entry['policy']} policy; "
                         "construct the optimizer with the same policy before loading"
                     )
-                saved_policies.append((policy, entry["state"]))
-                saved["max_norm"] = policy
+                policies[index] = (policy, entry["state"])
+                saved["max_norm"] = None
             groups.append(saved)
         super().load_state_dict({**state_dict, "param_groups": groups})
-        for policy, policy_state in saved_policies:
+        for index, (policy, policy_state) in policies.items():
             policy.load_state_dict(policy_state)
+            self.param_groups[index]["max_norm"] = policy

@@ -1,0 +1,458 @@
+"""The results store: runs, their metrics and artifacts in one SQLite file.
+
+Schema (created on first use, parent directories too)::
+
+    runs(run_id TEXT PRIMARY KEY,    -- config_hash of the resolved run config
+         name, config_json,          -- experiment name, canonical JSON of the run config
+         group_key,                  -- hash of the config without train.seed
+         seed, status,               -- 'pending' | 'running' | 'finished' | 'failed'
+         owner, started, ended, wall_time, steps, host, error)
+    metrics(run_id, step, key, value, PRIMARY KEY(run_id, step, key))
+    artifacts(run_id, kind, path, PRIMARY KEY(run_id, kind, path))
+
+Concurrency: the database runs in WAL mode (readers never block the writer) with a busy
+timeout; every write is one transaction begun with ``BEGIN IMMEDIATE``, which takes the write
+lock up front, so :meth:`ResultsStore.claim`'s select-then-update cannot interleave with
+another process's. Metrics are written with ``INSERT OR REPLACE``: a resumed run that logs a
+step again overwrites it, so there are never duplicate rows.
+
+Owners are ``"<host>:<pid>:<uuid>"`` (:func:`make_owner`). A run left ``running`` by an owner
+whose process is gone (same host, pid not alive: a ``kill -9``, a crash, a power cut) is
+*interrupted* and can be claimed again; a run held by another host is assumed alive.
+
+A ``ResultsStore`` is cheap to create; it opens one connection per thread and per process, so
+one object may be shared by threads, and survives a fork.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from tailclip.engine.config import ExperimentConfig
+
+__all__ = ["STATUSES", "Artifact", "ResultsStore", "RunRecord", "make_owner", "owner_alive"]
+
+STATUSES = ("pending", "running", "finished", "failed")
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS runs(
+        run_id TEXT PRIMARY KEY,
+        name TEXT,
+        config_json TEXT,
+        group_key TEXT,
+        seed INTEGER,
+        status TEXT NOT NULL CHECK(status IN ('pending','running','finished','failed')),
+        owner TEXT,
+        started REAL,
+        ended REAL,
+        wall_time REAL,
+        steps INTEGER,
+        host TEXT,
+        error TEXT)""",
+    """CREATE TABLE IF NOT EXISTS metrics(
+        run_id TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        value REAL,
+        PRIMARY KEY(run_id, step, key))""",
+    """CREATE TABLE IF NOT EXISTS artifacts(
+        run_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        path TEXT NOT NULL,
+        PRIMARY KEY(run_id, kind, path))""",
+    "CREATE INDEX IF NOT EXISTS runs_status ON runs(status)",
+    "CREATE INDEX IF NOT EXISTS runs_group ON runs(group_key)",
+)
+
+
+def make_owner() -> str:
+    """A fresh owner id for this process: ``"<host>:<pid>:<uuid>"``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+
+
+def owner_alive(owner: str | None) -> bool:
+    """False when ``owner``'s process is known to be gone (same host, pid not running)."""
+    if not owner:
+        return False
+    try:
+        host, pid_text, _ = owner.rsplit(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return True
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, OSError):
+        return False
+    return True
+
+
+def _owner_dead(owner: str | None) -> int:
+    return int(owner is not None and not owner_alive(owner))
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of ``runs``; :attr:`config` is the parsed ``config_json``."""
+
+    run_id: str
+    name: str
+    config_json: str
+    group_key: str
+    seed: int
+    status: str
+    owner: str | None
+    started: float | None
+    ended: float | None
+    wall_time: float | None
+    steps: int | None
+    host: str | None
+    error: str | None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return json.loads(self.config_json)
+
+
+class Artifact(NamedTuple):
+    """One row of ``artifacts``: a file a run produced (``kind`` says what, e.g. ``per_run/eval/loss``)."""
+
+    run_id: str
+    kind: str
+    path: str
+
+
+_RUN_COLUMNS = ", ".join(f.name for f in fields(RunRecord))
+
+
+def _ids_json(run_ids: Iterable[str] | None) -> str | None:
+    return None if run_ids is None else json.dumps(list(run_ids))
+
+
+class ResultsStore:
+    """The SQLite results store at ``path`` (see the module docstring for schema and concurrency)."""
+
+    def __init__(self, path: str | Path, *, timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        self.timeout = float(timeout)
+        self._local = threading.local()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._create_schema()
+
+    def __repr__(self) -> str:
+        return f"ResultsStore({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ connections
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            return conn
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.create_function("owner_dead", 1, _owner_dead)
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection (a later call reopens one)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            conn.close()
+        self._local.conn = None
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding the database's write lock from its start (BEGIN IMMEDIATE)."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _create_schema(self) -> None:
+        conn = self._connection()
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        with self._transaction() as c:
+            for statement in _SCHEMA:
+                c.execute(statement)
+
+    # ------------------------------------------------------------------ runs
+
+    def add_runs(self, configs: Iterable[ExperimentConfig]) -> list[str]:
+        """Insert a ``pending`` run for each config not yet in the store; return all their run ids.
+
+        Existing runs (any status) are left untouched. Ids are returned in the order given.
+        """
+        from tailclip.engine.config import config_hash, group_key, run_config_dict
+
+        rows = []
+        for config in configs:
+            config_json = json.dumps(run_config_dict(config), sort_keys=True, separators=(",", ":"))
+            rows.append((config_hash(config), config.name, config_json, group_key(config), config.train.seed))
+        with self._transaction() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO runs(run_id, name, config_json, group_key, seed, status) "
+                "VALUES (?, ?, ?, ?, ?, 'pending')",
+                rows,
+            )
+        return [row[0] for row in rows]
+
+    def claim(
+        self, owner: str, *, run_ids: Sequence[str] | None = None, include_failed: bool = True
+    ) -> RunRecord | None:
+        """Atomically take one run to work on; ``None`` when there is none.
+
+        Claimable: ``pending`` runs, ``failed`` ones (unless ``include_failed=False``) and
+        ``running`` ones whose owner is dead (interrupted), those first (they usually have a
+        checkpoint), then in insertion order. ``run_ids`` restricts the choice. The run becomes
+        ``running`` with ``owner``, this host and ``started`` = now, in one ``BEGIN IMMEDIATE``
+        transaction, so concurrent claimers never get the same run.
+        """
+        ids = _ids_json(run_ids)
+        with self._transaction() as c:
+            row = c.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE "
+                "(status = 'pending' OR (status = 'failed' AND ?) OR (status = 'running' AND owner_dead(owner))) "
+                "AND (? IS NULL OR run_id IN (SELECT value FROM json_each(?))) "
+                "ORDER BY CASE status WHEN 'running' THEN 0 WHEN 'failed' THEN 1 ELSE 2 END, rowid LIMIT 1",
+                (int(include_failed), ids, ids),
+            ).fetchone()
+            if row is None:
+                return None
+            now = time.time()
+            host = socket.gethostname()
+            c.execute(
+                "UPDATE runs SET status = 'running', owner = ?, host = ?, started = ?, ended = NULL, error = NULL "
+                "WHERE run_id = ?",
+                (owner, host, now, row[0]),
+            )
+        record = RunRecord(*row)
+        return replace(record, status="running", owner=owner, host=host, started=now, ended=None, error=None)
+
+    def requeue_failed(self, run_ids: Sequence[str] | None = None) -> int:
+        """Set ``failed`` runs (of ``run_ids``, or all) back to ``pending``; return how many."""
+        ids = _ids_json(run_ids)
+        with self._transaction() as c:
+            cursor = c.execute(
+                "UPDATE runs SET status = 'pending' WHERE status = 'failed' "
+                "AND (? IS NULL OR run_id IN (SELECT value FROM json_each(?)))",
+                (ids, ids),
+            )
+            return cursor.rowcount
+
+    def finish(self, run_id: str, wall_time: float, steps: int) -> None:
+        """Mark a run ``finished`` after ``steps`` steps and ``wall_time`` seconds of training."""
+        with self._transaction() as c:
+            c.execute(
+                "UPDATE runs SET status = 'finished', ended = ?, wall_time = ?, steps = ?, error = NULL "
+                "WHERE run_id = ?",
+                (time.time(), float(wall_time), int(steps), run_id),
+            )
+
+    def fail(self, run_id: str, error: str) -> None:
+        """Mark a run ``failed`` with an error text; a later sweep redoes it (from its checkpoint)."""
+        with self._transaction() as c:
+            c.execute(
+                "UPDATE runs SET status = 'failed', ended = ?, error = ? WHERE run_id = ?",
+                (time.time(), str(error), run_id),
+            )
+
+    def runs(
+        self,
+        status: str | None = None,
+        name: str | None = None,
+        *,
+        run_ids: Sequence[str] | None = None,
+    ) -> list[RunRecord]:
+        """Runs in insertion order, optionally only those with ``status``, ``name`` or in ``run_ids``."""
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"Invalid status: {status!r}; allowed: {', '.join(STATUSES)} or None")
+        ids = _ids_json(run_ids)
+        rows = self._connection().execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE (? IS NULL OR status = ?) AND (? IS NULL OR name = ?) "
+            "AND (? IS NULL OR run_id IN (SELECT value FROM json_each(?))) ORDER BY rowid",
+            (status, status, name, name, ids, ids),
+        ).fetchall()
+        return [RunRecord(*row) for row in rows]
+
+    def run(self, run_id: str) -> RunRecord | None:
+        """The run ``run_id``, or ``None``."""
+        found = self.runs(run_ids=[run_id])
+        return found[0] if found else None
+
+    # ------------------------------------------------------------------ metrics and artifacts
+
+    def log_metrics(self, run_id: str, rows: Iterable[tuple[int, str, float]]) -> None:
+        """Write ``(step, key, value)`` rows of a run; a repeated ``(step, key)`` is overwritten.
+
+        NaN is stored as NULL (SQLite has no NaN) and read back as NaN.
+        """
+        data = []
+        for step, key, value in rows:
+            value = float(value)
+            data.append((run_id, int(step), str(key), None if math.isnan(value) else value))
+        if not data:
+            return
+        with self._transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO metrics(run_id, step, key, value) VALUES (?, ?, ?, ?)", data)
+
+    def metrics(
+        self, run_ids: Sequence[str] | None = None, keys: Sequence[str] | None = None
+    ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """``{run_id: {key: (steps, values)}}``, steps ascending (int64), values float64."""
+        ids, wanted = _ids_json(run_ids), _ids_json(keys)
+        cursor = self._connection().execute(
+            "SELECT run_id, key, step, value FROM metrics "
+            "WHERE (? IS NULL OR run_id IN (SELECT value FROM json_each(?))) "
+            "AND (? IS NULL OR key IN (SELECT value FROM json_each(?))) ORDER BY run_id, key, step",
+            (ids, ids, wanted, wanted),
+        )
+        grouped: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
+        for run_id, key, step, value in cursor:
+            steps, values = grouped.setdefault(run_id, {}).setdefault(key, ([], []))
+            steps.append(step)
+            values.append(math.nan if value is None else value)
+        return {
+            run_id: {
+                key: (np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=np.float64))
+                for key, (steps, values) in series.items()
+            }
+            for run_id, series in grouped.items()
+        }
+
+    def metric_keys(self, run_ids: Sequence[str] | None = None) -> list[str]:
+        """The distinct metric keys (of ``run_ids``, or all runs), sorted."""
+        ids = _ids_json(run_ids)
+        rows = self._connection().execute(
+            "SELECT DISTINCT key FROM metrics WHERE (? IS NULL OR run_id IN (SELECT value FROM json_each(?))) "
+            "ORDER BY key",
+            (ids, ids),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def add_artifact(self, run_id: str, kind: str, path: str | Path) -> None:
+        """Record a file a run produced (idempotent)."""
+        with self._transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO artifacts(run_id, kind, path) VALUES (?, ?, ?)", (run_id, kind, str(path))
+            )
+
+    def artifacts(self, run_id: str | None = None, kind: str | None = None) -> list[Artifact]:
+        """Recorded artifacts, optionally of one run and/or one kind."""
+        rows = self._connection().execute(
+            "SELECT run_id, kind, path FROM artifacts WHERE (? IS NULL OR run_id = ?) AND (? IS NULL OR kind = ?) "
+            "ORDER BY run_id, kind, path",
+            (run_id, run_id, kind, kind),
+        ).fetchall()
+        return [Artifact(*row) for row in rows]
+
+    # ------------------------------------------------------------------ export
+
+    def _table(self, table: Literal["metrics", "runs"]) -> tuple[list[str], list[tuple[Any, ...]]]:
+        conn = self._connection()
+        if table == "metrics":
+            header = ["run_id", "name", "group_key", "seed", "status", "step", "key", "value"]
+            rows = conn.execute(
+                "SELECT m.run_id, r.name, r.group_key, r.seed, r.status, m.step, m.key, m.value "
+                "FROM metrics m LEFT JOIN runs r USING (run_id) ORDER BY r.rowid, m.key, m.step"
+            ).fetchall()
+            return header, [(*row[:-1], math.nan if row[-1] is None else row[-1]) for row in rows]
+        if table == "runs":
+            records = self.runs()
+            flat = [_flatten(r.config) for r in records]
+            config_keys = sorted({k for f in flat for k in f})
+            base = [f.name for f in fields(RunRecord) if f.name != "config_json"]
+            header = base + [f"config.{k}" for k in config_keys]
+            rows = [
+                (*(getattr(r, k) for k in base), *(f.get(k) for k in config_keys)) for r, f in zip(records, flat)
+            ]
+            return header, rows
+        raise ValueError(f"Invalid table: {table!r}; allowed: 'metrics' or 'runs'")
+
+    def export_csv(self, path: str | Path, table: Literal["metrics", "runs"] = "metrics") -> Path:
+        """Write a table as CSV: ``metrics`` in long form (one row per run, step, key, with the
+        run's name, group_key, seed, status) or ``runs`` (one row per run, config flattened to
+        ``config.<dotted.key>`` columns). Returns the path."""
+        header, rows = self._table(table)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(rows)
+        return path
+
+    def export_parquet(self, path: str | Path, table: Literal["metrics", "runs"] = "metrics") -> Path:
+        """Write a table (as :meth:`export_csv`) as Parquet; needs ``pyarrow``."""
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ImportError("export_parquet needs pyarrow: pip install pyarrow") from None
+        header, rows = self._table(table)
+        columns = {name: _column([row[i] for row in rows]) for i, name in enumerate(header)}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(columns), str(path))
+        return path
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def _column(values: list[Any]) -> list[Any]:
+    """One Parquet column: lists/dicts as JSON, and strings if the values mix kinds."""
+    values = [json.dumps(v) if isinstance(v, (list, dict)) else v for v in values]
+    kinds = {"bool" if isinstance(v, bool) else "number" if isinstance(v, (int, float)) else type(v).__name__
+             for v in values if v is not None}
+    if len(kinds) > 1:
+        return [None if v is None else str(v) for v in values]
+    return values

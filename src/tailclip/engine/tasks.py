@@ -1,0 +1,194 @@
+"""Tasks: what the runner trains, behind one registry.
+
+A task is a class registered by name with :func:`register_task`; configs refer to it as
+``task: {name: <name>, options: {...}}``. Its ``Options`` (a :class:`TaskOptions`, i.e. a
+pydantic model that forbids unknown keys) validates ``options`` when the config is loaded, so
+a typo fails before anything runs. The runner constructs the task as ``Task(options, context)``
+(:class:`TaskContext`: the resolved experiment config and the torch device) after seeding
+torch, numpy and ``random`` with ``train.seed``.
+
+There are two kinds, and the runner drives each with the same loop (evaluate at step 0 and
+every ``train.eval_every`` steps, log, checkpoint every ``train.checkpoint_every`` steps):
+
+**ModelTask**: one model, one ``torch.optim`` optimizer built by the runner over
+``task.model.parameters()``, one learning-rate schedule. One training step is::
+
+    batch = task.train_batch()                 # advances the task's data position
+    loss, metrics = task.loss(batch)           # scalar to differentiate, 0-dim metric tensors
+    optimizer.zero_grad(); loss.backward(); optimizer.step(); scheduler.step()
+
+``metrics`` are logged as ``train/<key>`` (``train/loss`` is the differentiated loss unless the
+task reports its own ``"loss"``, e.g. an exact objective when the backward loss carries noise).
+``evaluate()`` (run under ``torch.no_grad`` with ``model.eval()``) returns
+``{"loss": ..., "<metric>": ...}``, logged as ``eval/<key>``. ``steps_per_epoch()`` is the
+length of one pass over the training data (``None`` for an endless stream: then the config
+must give ``train.steps``, and ``train.epochs`` is rejected unless ``supports_epochs``).
+Checkpoints save ``task.state_dict()``: the model's state and ``data_state()``, the position
+of the data iterator (epoch, index, generator states), so a resumed run draws exactly the
+batches an uninterrupted one would.
+
+**VectorizedTask**: ``R`` independent runs held in one tensor with a leading batch dimension
+(the synthetic suite: stochastic problems where a high-probability statement needs thousands
+of runs). The task owns the update: it reads ``context.config.optimizer`` itself and applies
+the rule to all ``R`` runs at once. One training step is::
+
+    metrics = task.step(lr_factor)             # {key: tensor of shape (R,)}
+
+where ``lr_factor`` is the schedule's multiplier for this step (the lr to use is
+``optimizer.lr * lr_factor``). ``evaluate()`` returns ``{key: tensor (R,)}`` too. The runner
+logs, for each key, the 10/50/90/99% quantiles and the mean over the ``R`` runs
+(``train/<key>/q10``, ..., ``train/<key>/mean``; a non-finite value counts as ``+inf``: a
+diverged run is the worst run) and saves the final per-run values as ``.npy`` artifacts of
+kind ``per_run/<prefix>/<key>``. ``state_dict()`` must hold everything the task updates
+(iterates, optimizer states, generator states).
+
+Both kinds keep per-step values as tensors: the runner converts them to floats in batches at
+log boundaries, so a step needs no host synchronisation.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from tailclip.engine.config import ExperimentConfig
+
+__all__ = [
+    "TASKS",
+    "ModelTask",
+    "Task",
+    "TaskContext",
+    "TaskOptions",
+    "VectorizedTask",
+    "register_task",
+]
+
+
+class TaskOptions(BaseModel):
+    """Base of every task's options model: unknown keys and type coercions are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a task gets besides its options: the resolved experiment config and the device."""
+
+    config: ExperimentConfig
+    device: torch.device
+
+    @property
+    def seed(self) -> int:
+        return self.config.train.seed
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.train.batch_size
+
+
+class Task(ABC):
+    """Common base of :class:`ModelTask` and :class:`VectorizedTask` (see the module docstring)."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[Literal["model", "vectorized"]]
+    Options: ClassVar[type[TaskOptions]] = TaskOptions
+    supports_epochs: ClassVar[bool] = False
+
+    def __init__(self, options: TaskOptions, context: TaskContext) -> None:
+        self.options = options
+        self.context = context
+        self.device = context.device
+
+    @abstractmethod
+    def evaluate(self) -> dict[str, Any]:
+        """Evaluation metrics at the current iterate(s)."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where the task is (saved in checkpoints)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+
+
+class ModelTask(Task):
+    """A model trained by one torch optimizer; subclasses set ``self.model`` in ``__init__``."""
+
+    kind: ClassVar[Literal["model"]] = "model"
+    model: nn.Module
+
+    def steps_per_epoch(self) -> int | None:
+        """Optimizer steps in one pass over the training data; ``None`` for an endless stream."""
+        return None
+
+    @abstractmethod
+    def train_batch(self) -> Any:
+        """The next training batch (on ``self.device``); advances the data position."""
+
+    @abstractmethod
+    def loss(self, batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        """The scalar loss to differentiate and extra 0-dim train metrics (no host sync)."""
+
+    def data_state(self) -> dict[str, Any]:
+        """Position of the data iterator (generator states, epoch, index)."""
+        return {}
+
+    def load_data_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`data_state`."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "data": self.data_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.load_data_state(state["data"])
+
+
+class VectorizedTask(Task):
+    """``R`` independent runs in one tensor; the task applies the optimizer's rule itself."""
+
+    kind: ClassVar[Literal["vectorized"]] = "vectorized"
+
+    @property
+    @abstractmethod
+    def runs(self) -> int:
+        """``R``, the number of independent runs."""
+
+    @abstractmethod
+    def step(self, lr_factor: float) -> dict[str, Tensor]:
+        """One update of all runs with lr ``optimizer.lr * lr_factor``; metrics of shape ``(R,)``."""
+
+    @abstractmethod
+    def evaluate(self) -> dict[str, Tensor]:
+        """Evaluation metrics of shape ``(R,)``."""
+
+
+TASKS: dict[str, type[Task]] = {}
+
+T = TypeVar("T", bound=type[Task])
+
+
+def register_task(name: str) -> Callable[[T], T]:
+    """Class decorator: register a task under ``name`` (unique) in :data:`TASKS`."""
+
+    def decorate(cls: T) -> T:
+        if not (isinstance(cls, type) and issubclass(cls, (ModelTask, VectorizedTask))):
+            raise TypeError(f"register_task({name!r}): {cls!r} is not a ModelTask or VectorizedTask subclass")
+        if not (isinstance(cls.Options, type) and issubclass(cls.Options, TaskOptions)):
+            raise TypeError(f"register_task({name!r}): {cls.__name__}.Options must subclass TaskOptions")
+        existing = TASKS.get(name)
+        if existing is not None and existing is not cls:
+            raise ValueError(f"Invalid task name: {name!r} is already registered by {existing.__qualname__}")
+        cls.name = name
+        TASKS[name] = cls
+        return cls
+
+    return decorate

@@ -1,0 +1,157 @@
+"""TailMonitor: watch the gradient noise and the clipping during training, one call per step.
+
+::
+
+    monitor = TailMonitor(model, loss_fn, train_data, batch_size=64, every=500)
+    for step in range(1, steps + 1):
+        loss_fn(model(x), y).backward(); optimizer.step(); optimizer.zero_grad()
+        monitor.step(optimizer, step)
+    monitor.history      # one record per ``every`` steps
+    monitor.to_json()
+
+Each call reads the optimizer's step statistics when it has them (tailclip optimizers expose
+``step_stats``: gradient norm before clipping, clip factor, whether clipping was active) and
+keeps them as device tensors, so a step costs no host synchronisation; a plain ``torch.optim``
+optimizer is tolerated and nothing extra is computed for it. Every ``every`` steps the monitor
+collects a small noise sample at the current parameters (:func:`~tailclip.noise.collect_noise`,
+``mean_batches + noise_batches`` forward-backward passes) and logs the vector-mode tail index
+with its bootstrap interval, the noise norms, and the window's gradient-norm quantiles and
+fraction of clipped steps.
+
+Cost: about ``(mean_batches + noise_batches) / every`` of the training's forward-backward
+passes; the defaults (8 + 40 every 500 steps) stay under 10% of training time
+(``benchmarks/noise_bench.py`` measures it). Forty noise samples give ``K2 = 4`` Mohammadi blocks:
+a coarse ``alpha`` whose interval says so; raise ``noise_batches`` for a finer one.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tailclip.noise._json import dumps
+from tailclip.noise._model import LossFn
+from tailclip.noise.collect import collect_noise
+
+GRAD_NORM_QUANTILES = (0.1, 0.5, 0.9, 0.99)
+
+
+class TailMonitor:
+    """Log the tail index of the gradient noise and the clipping statistics over training.
+
+    ``model``, ``loss_fn``, ``data``: as for :func:`~tailclip.noise.collect_noise` (the training
+    data). Every ``every`` steps a sample of ``noise_batches`` noises of batch size
+    ``batch_size`` (or per-example noises with ``per_sample``) around a mean gradient of
+    ``mean_batches`` batches is taken with seed ``seed + step``, and the Mohammadi tail index
+    (block length ``k1``, ``ci`` interval from ``n_boot`` block resamples) is logged.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        data: Any,
+        *,
+        batch_size: int,
+        every: int = 500,
+        mean_batches: int = 8,
+        noise_batches: int = 40,
+        per_sample: bool = False,
+        projection_dim: int = 64,
+        k1: int = 10,
+        ci: float = 0.95,
+        n_boot: int = 100,
+        seed: int = 0,
+    ) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"Invalid every: {every!r}; allowed: an integer >= 1")
+        samples = noise_batches * (batch_size if per_sample else 1)
+        if samples < 2 * k1:
+            raise ValueError(
+                f"Invalid noise_batches: {noise_batches} gives {samples} noise samples; "
+                f"allowed: at least 2 * k1 = {2 * k1}"
+            )
+        self.model = model
+        self.loss_fn = loss_fn
+        self.data = data
+        self.batch_size = batch_size
+        self.every = every
+        self.mean_batches = mean_batches
+        self.noise_batches = noise_batches
+        self.per_sample = per_sample
+        self.projection_dim = projection_dim
+        self.k1 = k1
+        self.ci = ci
+        self.n_boot = n_boot
+        self.seed = seed
+        self.history: list[dict[str, Any]] = []
+        self.steps_seen = 0
+        self._window: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    def step(self, optimizer: Any = None, step: int | None = None) -> dict[str, Any] | None:
+        """Call once per training step, after ``optimizer.step()``; returns the new record, if any.
+
+        ``step`` defaults to the number of calls so far (1-based); a record is taken when
+        ``step % every == 0``.
+        """
+        self.steps_seen += 1
+        step = self.steps_seen if step is None else int(step)
+        stats = getattr(optimizer, "step_stats", None)
+        if stats is not None and all(hasattr(stats, a) for a in ("grad_norm", "clip_factor", "clipped")):
+            self._window.append((stats.grad_norm.detach(), stats.clip_factor.detach(), stats.clipped.detach()))
+        if step % self.every != 0:
+            return None
+        record = self.record(step)
+        self.history.append(record)
+        return record
+
+    def _window_stats(self) -> dict[str, Any]:
+        if not self._window:
+            return {"window_steps": 0}
+        grad_norm, factor, clipped = (
+            torch.stack([w[i].reshape(()).to(torch.float64).cpu() for w in self._window]).numpy() for i in range(3)
+        )
+        self._window = []
+        out: dict[str, Any] = {"window_steps": int(grad_norm.shape[0])}
+        for q, value in zip(GRAD_NORM_QUANTILES, np.quantile(grad_norm, GRAD_NORM_QUANTILES)):
+            out[f"grad_norm_q{round(q * 100)}"] = float(value)
+        out["grad_norm_max"] = float(grad_norm.max())
+        out["clip_fraction"] = float(clipped.mean())
+        out["clip_factor_mean"] = float(factor.mean())
+        return out
+
+    def record(self, step: int) -> dict[str, Any]:
+        """Collect a noise sample now and return the record for ``step`` (not appended to history)."""
+        started = time.perf_counter()
+        sample = collect_noise(
+            self.model, self.loss_fn, self.data,
+            batch_size=self.batch_size, mean_batches=self.mean_batches, noise_batches=self.noise_batches,
+            per_sample=self.per_sample, seed=self.seed + step, projection_dim=self.projection_dim, step=step,
+        )
+        tail = sample.tail_index("mohammadi", k1=self.k1, ci=self.ci, n_boot=self.n_boot, seed=self.seed)
+        return {
+            "step": step,
+            "alpha": tail.alpha,
+            "alpha_low": tail.low,
+            "alpha_high": tail.high,
+            "n_noise": sample.n,
+            "noise_batch_size": sample.batch_size,
+            "mean_batches": sample.mean_batches,
+            "mean_grad_norm": sample.mean_grad_norm,
+            "noise_norm_median": float(np.median(sample.norms)),
+            "noise_norm_max": float(np.max(sample.norms)),
+            **self._window_stats(),
+            "seconds": time.perf_counter() - started,
+        }
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """The history as strict JSON (NaN as null); also written to ``path`` if given."""
+        text = dumps({"every": self.every, "batch_size": self.batch_size, "history": self.history})
+        if path is not None:
+            Path(path).write_text(text)
+        return text

@@ -1,0 +1,235 @@
+"""ClipAdaGrad: AdaGrad and AdaGrad-Norm with gradient clipping, optionally delayed.
+
+With coupled weight decay, the clipped gradient ``u_t = clip(g_t + wd x_t)`` and ``b_0 = b0``
+(Chezhegov et al., "Clipping Improves Adam-Norm and AdaGrad-Norm when the Noise Is
+Heavy-Tailed")::
+
+    norm=False (AdaGrad, per coordinate; Duchi, Hazan, Singer 2011):
+        b_t^2 = b_{t-1}^2 + u_t^2
+    norm=True (AdaGrad-Norm, one scalar per param group; Ward, Wu, Bottou 2019):
+        b_t^2 = b_{t-1}^2 + ||u_t||^2          (||.|| over the whole group)
+
+    not delayed:  x_{t+1} = x_t - lr u_t / (b_t + eps)
+    delayed:      x_{t+1} = x_t - lr u_t / (b_{t-1} + eps), then b is updated
+
+The delayed step size does not depend on the current sample, but the step is still taken
+along the *current* clipped gradient ``u_t`` (a published implementation stepped along the
+previous gradient: tailclip does not). Delayed needs ``b0 > 0``.
+
+Without clipping, with ``norm=False``, not delayed, it is exactly ``torch.optim.Adagrad`` with
+``initial_accumulator_value=b0**2`` (no ``lr_decay``): the foreach and the per-tensor paths
+perform the operations of torch's ``_multi_tensor_adagrad`` and ``_single_tensor_adagrad``
+in the same order, so the results match bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tailclip.clip import ClipMode, ClipStats, ThresholdPolicy, check_clip_mode, clip_tensors
+from tailclip.optim._base import ClipOptimizer, check_lr, check_max_norm, check_nonnegative
+
+
+def clip_adagrad(
+    params: list[Tensor],
+    grads: list[Tensor],
+    sums: list[Tensor],
+    steps: list[Tensor],
+    *,
+    lr: float,
+    norm: bool,
+    delay: bool,
+    clip: ClipMode,
+    max_norm: float | Tensor,
+    eps: float,
+    weight_decay: float,
+    foreach: bool,
+    norms: Tensor | None = None,
+) -> ClipStats:
+    """Functional ClipAdaGrad; updates ``params``, ``sums`` and ``steps`` in place.
+
+    ``sums`` holds the accumulators ``b_{t-1}^2``: with ``norm=False`` one tensor per
+    parameter (its shape and dtype), with ``norm=True`` a one-element list holding the group's
+    0-dim accumulator. ``steps`` are the per-parameter step counters (0-dim tensors).
+    ``norms`` are the per-tensor norms of ``grads`` if already known (used only without weight
+    decay, when they are the norms of the tensors being clipped).
+    """
+    if foreach:
+        torch._foreach_add_(steps, torch.tensor(1.0), alpha=1.0)
+    else:
+        for step in steps:
+            step.add_(1)
+    if weight_decay != 0:
+        grads = (
+            list(torch._foreach_add(grads, params, alpha=weight_decay))
+            if foreach
+            else [g.add(p, alpha=weight_decay) for g, p in zip(grads, params, strict=True)]
+        )
+        norms = None
+    clipped, stats = clip_tensors(grads, clip, max_norm, foreach, norms)
+    if norm:
+        _adagrad_norm_step(params, clipped, sums[0], stats.clipped_norm, lr, delay, eps, foreach)
+    elif foreach:
+        _adagrad_step_foreach(params, clipped, sums, lr, delay, eps)
+    else:
+        _adagrad_step_loop(params, clipped, sums, lr, delay, eps)
+    return stats
+
+
+def _adagrad_step_foreach(
+    params: list[Tensor], clipped: list[Tensor], sums: list[Tensor], lr: float, delay: bool, eps: float
+) -> None:
+    """Per-coordinate step, in the operation order of torch's ``_multi_tensor_adagrad``."""
+    if not delay:
+        torch._foreach_addcmul_(sums, clipped, clipped, value=1)
+    std = torch._foreach_sqrt(sums)
+    torch._foreach_add_(std, eps)
+    if delay:
+        torch._foreach_addcmul_(sums, clipped, clipped, value=1)
+    numerator = torch._foreach_mul(clipped, -lr)
+    torch._foreach_addcdiv_(params, numerator, std)
+
+
+def _adagrad_step_loop(
+    params: list[Tensor], clipped: list[Tensor], sums: list[Tensor], lr: float, delay: bool, eps: float
+) -> None:
+    """Per-coordinate step, in the operation order of torch's ``_single_tensor_adagrad``."""
+    for param, u, state_sum in zip(params, clipped, sums, strict=True):
+        if not delay:
+            state_sum.addcmul_(u, u, value=1)
+        std = state_sum.sqrt().add_(eps)
+        if delay:
+            state_sum.addcmul_(u, u, value=1)
+        param.addcdiv_(u, std, value=-lr)
+
+
+def _adagrad_norm_step(
+    params: list[Tensor],
+    clipped: list[Tensor],
+    norm_sq_sum: Tensor,
+    clipped_norm: Tensor,
+    lr: float,
+    delay: bool,
+    eps: float,
+    foreach: bool,
+) -> None:
+    """AdaGrad-Norm step: one scalar ``b_t^2 = b_{t-1}^2 + ||u_t||^2`` (``norm_sq_sum``)."""
+    squared_norm = clipped_norm.to(norm_sq_sum.device, norm_sq_sum.dtype).square()
+    if not delay:
+        norm_sq_sum.add_(squared_norm)
+    minus_step = -lr / (norm_sq_sum.sqrt() + eps)
+    if delay:
+        norm_sq_sum.add_(squared_norm)
+    _add_scaled_(params, clipped, minus_step, foreach)
+
+
+def _add_scaled_(params: list[Tensor], tensors: list[Tensor], scale: Tensor, foreach: bool) -> None:
+    """``params[k] += tensors[k] * scale`` for a 0-dim ``scale`` (one multi-tensor call per device)."""
+    if foreach:
+        buckets: dict[torch.device, list[int]] = {}
+        for i, p in enumerate(params):
+            buckets.setdefault(p.device, []).append(i)
+        for device, index in buckets.items():
+            scaled = torch._foreach_mul([tensors[i] for i in index], scale.to(device))
+            torch._foreach_add_([params[i] for i in index], scaled)
+    else:
+        for param, t in zip(params, tensors, strict=True):
+            param.add_(t * scale.to(param.device))
+
+
+class ClipAdaGrad(ClipOptimizer):
+    """AdaGrad / AdaGrad-Norm with clipping and an optional delayed step size.
+
+    Args:
+        params: parameters or param groups.
+        lr: step size (>= 0).
+        norm: ``False``: per-coordinate accumulator (AdaGrad); ``True``: one scalar ``b`` per
+            param group (AdaGrad-Norm) fed with the group norm of the clipped gradient.
+        delay: divide by the previous accumulator ``b_{t-1}`` (the step size does not depend
+            on the current sample), then update ``b``. Needs ``b0 > 0``.
+        clip: ``"global"`` (group norm), ``"layer"`` (each tensor), ``"coord"`` (elementwise
+            clamp) or ``None`` (default).
+        max_norm: threshold ``tau > 0``, or an adaptive :class:`~tailclip.clip.ThresholdPolicy`
+            (``clip="global"`` only). Ignored when ``clip=None``.
+        b0: initial accumulator ``b_0 >= 0`` (the accumulator starts at ``b0**2``, torch's
+            ``initial_accumulator_value``).
+        eps: added to ``b`` in the denominator (>= 0, as ``torch.optim.Adagrad``).
+        weight_decay: coupled L2 factor, ``g_t + wd x_t`` before clipping (as ``Adagrad``).
+        foreach: multi-tensor path (default) or a per-tensor loop with the same results.
+        nonfinite: ``"raise"`` or ``"skip"`` a step whose gradient holds NaN/Inf.
+
+    State: every parameter stepped has ``"step"`` (float32 CPU tensor, as ``Adagrad``); with
+    ``norm=False`` also ``"sum"`` (``b_t^2`` per coordinate, as ``Adagrad``). With ``norm=True``
+    the group's scalar accumulator ``b_t^2`` is ``"norm_sq_sum"`` (0-dim, float32, or float64
+    for float64 groups), stored once, in the state of ``group["params"][0]``, so
+    ``state_dict`` saves it once per group. ``lr_decay`` is not offered: schedule ``lr`` with a
+    ``torch.optim.lr_scheduler`` instead.
+
+    References: Duchi, Hazan, Singer, "Adaptive Subgradient Methods for Online Learning and
+    Stochastic Optimization", JMLR 2011 (AdaGrad); Ward, Wu, Bottou, "AdaGrad Stepsizes: Sharp
+    Convergence Over Nonconvex Landscapes", ICML 2019 (AdaGrad-Norm); Chezhegov, Klyukin,
+    Semenov, Beznosikov, Gasnikov, Horvath, Takac, Gorbunov, "Clipping Improves Adam-Norm and
+    AdaGrad-Norm when the Noise Is Heavy-Tailed" (clipping and the delayed variants).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        norm: bool = False,
+        delay: bool = False,
+        clip: ClipMode = None,
+        max_norm: float | ThresholdPolicy = 1.0,
+        b0: float = 0.0,
+        eps: float = 1e-10,
+        weight_decay: float = 0.0,
+        *,
+        foreach: bool = True,
+        nonfinite: str = "raise",
+    ) -> None:
+        check_lr(lr)
+        for name, flag in (("norm", norm), ("delay", delay)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"Invalid {name}: {flag!r}; allowed: True or False")
+        check_clip_mode(clip)
+        check_max_norm(max_norm, clip)
+        check_nonnegative("b0", b0)
+        if delay and not b0 > 0:
+            raise ValueError(f"Invalid b0: {b0} with delay=True; allowed: b0 > 0")
+        check_nonnegative("eps", eps)
+        check_nonnegative("weight_decay", weight_decay)
+        defaults = dict(
+            lr=lr, norm=norm, delay=delay, clip=clip, max_norm=max_norm,
+            b0=b0, eps=eps, weight_decay=weight_decay,
+        )
+        super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
+
+    def _update_group(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
+    ) -> ClipStats:
+        b0_sq = group["b0"] ** 2
+        for p in params:
+            state = self.state[p]
+            if "step" not in state:
+                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            if not group["norm"] and "sum" not in state:
+                state["sum"] = torch.full_like(p, b0_sq, memory_format=torch.preserve_format)
+        if group["norm"]:
+            first = group["params"][0]
+            group_state = self.state[first]
+            if "norm_sq_sum" not in group_state:
+                dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
+                group_state["norm_sq_sum"] = torch.full((), b0_sq, dtype=dtype, device=first.device)
+            sums = [group_state["norm_sq_sum"]]
+        else:
+            sums = [self.state[p]["sum"] for p in params]
+        return clip_adagrad(
+            params, grads, sums, [self.state[p]["step"] for p in params],
+            lr=group["lr"], norm=group["norm"], delay=group["delay"], clip=group["clip"],
+            max_norm=self._max_norm(group, norms), eps=group["eps"],
+            weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
+        )

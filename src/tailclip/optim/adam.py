@@ -1,0 +1,449 @@
+"""ClipAdam: Adam and Adam-Norm with gradient clipping, optionally with a delayed step size.
+
+With ``u_t = clip(g_t; clip, tau)`` (global, layer-wise, coordinate or no clipping, see
+:mod:`tailclip.clip`) and ``m_0 = 0``, ``v_0 = v0``::
+
+    m_t = b1 m_{t-1} + (1 - b1) u_t
+    v_t = b2 v_{t-1} + (1 - b2) u_t^2          (norm=False: per coordinate, Adam)
+    v_t = b2 v_{t-1} + (1 - b2) ||u_t||^2      (norm=True: one scalar per group, Adam-Norm)
+    x <- x (1 - lr wd)                          (decoupled weight decay, AdamW)
+
+    not delayed:  x <- x - lr mhat_t / (sqrt(vhat_t) + eps),
+                  mhat_t = m_t / (1 - b1^t),  vhat_t = v_t / (1 - b2^t)
+    delayed:      x <- x - lr m_t / (sqrt(v_{t-1}) + eps),   then v_t as above
+
+The delayed step size does not depend on the current sample; it uses no bias correction and
+needs ``v0 > 0``. ``||u_t||`` is the norm over the whole param group (all its gradients
+concatenated). With ``clip=None``, ``norm=False`` and no delay this is exactly
+``torch.optim.AdamW`` (same operations in the same order, same bits, for the loop and the
+foreach paths).
+
+References: Chezhegov, Klyukin, Semenov, Beznosikov, Gasnikov, Horvath, Takac, Gorbunov,
+"Clipping Improves Adam-Norm and AdaGrad-Norm when the Noise Is Heavy-Tailed" (clipped and
+delayed Adam-Norm); Kingma and Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015;
+Loshchilov and Hutter, "Decoupled Weight Decay Regularization", ICLR 2019 (AdamW).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import _device_dtype_check_for_fused
+
+from tailclip.clip import ClipMode, ClipStats, ThresholdPolicy, check_clip_mode, clip_tensors, tensor_norms
+from tailclip.optim._base import (
+    ClipOptimizer,
+    check_betas,
+    check_lr,
+    check_max_norm,
+    check_nonnegative,
+)
+
+# Adam-Norm's scalar second moment of a group and its update count live in the state of the
+# group's first parameter, ``state[group["params"][0]]``, so that ``state_dict`` carries them.
+GROUP_EXP_AVG_SQ = "group_exp_avg_sq"
+GROUP_STEP = "group_step"
+
+
+def clip_adam(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    clip: ClipMode,
+    max_norm: float | Tensor,
+    norm: bool,
+    delay: bool,
+    foreach: bool,
+    fused: bool = False,
+    group_exp_avg_sq: Tensor | None = None,
+    group_step: Tensor | None = None,
+    norms: Tensor | None = None,
+) -> ClipStats:
+    """Functional ClipAdam; updates ``params`` and the moment buffers in place.
+
+    ``exp_avgs`` (``m``) and ``state_steps`` (``t``, one 0-dim float tensor per parameter,
+    incremented here) are per parameter. With ``norm=False`` ``exp_avg_sqs`` holds the
+    per-coordinate ``v``; with ``norm=True`` it is unused and ``group_exp_avg_sq`` (0-dim) and
+    ``group_step`` (0-dim, incremented here) hold the group's scalar ``v`` and its update count.
+    ``norms`` are the per-tensor norms of ``grads`` if already known (saves a read).
+
+    Pure torch without device synchronisation: the bias corrections read the step counts,
+    which live on the CPU (as in ``torch.optim.Adam``), and ``fused=True`` (``norm=False``, not
+    delayed) calls ``torch._fused_adamw_``, folding global clipping into its ``grad_scale``.
+    Returns the clipping statistics of the group.
+    """
+    if fused:
+        if norm or delay:
+            raise ValueError("Invalid fused: True; allowed: fused=True only with norm=False and delay=False")
+        return _fused_clip_adam(
+            params, grads, exp_avgs, exp_avg_sqs, state_steps,
+            lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+            clip=clip, max_norm=max_norm, foreach=foreach, norms=norms,
+        )
+    updates, stats = clip_tensors(grads, clip, max_norm, foreach, norms)
+    group_denom = None
+    if norm:
+        if group_exp_avg_sq is None or group_step is None:
+            raise ValueError("Invalid group_exp_avg_sq or group_step: None; allowed: 0-dim tensors")
+        group_denom = _group_denominator(
+            group_exp_avg_sq, group_step, stats.clipped_norm, beta2=beta2, eps=eps, delay=delay
+        )
+    rule = _multi_tensor_clip_adam if foreach else _single_tensor_clip_adam
+    rule(
+        params, updates, exp_avgs, exp_avg_sqs, state_steps, group_denom,
+        lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, norm=norm, delay=delay,
+    )
+    return stats
+
+
+def _group_denominator(
+    exp_avg_sq: Tensor, step: Tensor, update_norm: Tensor, *, beta2: float, eps: float, delay: bool
+) -> Tensor:
+    """Adam-Norm: update the scalar ``v`` with ``||u_t||^2``; return the step's denominator.
+
+    Not delayed: ``sqrt(v_t / (1 - b2^t)) + eps``. Delayed: ``sqrt(v_{t-1}) + eps``, read
+    before ``v`` takes the current sample.
+    """
+    update_norm = update_norm.to(exp_avg_sq.device, exp_avg_sq.dtype)
+    delayed_denom = exp_avg_sq.sqrt().add_(eps) if delay else None
+    step += 1
+    exp_avg_sq.mul_(beta2).addcmul_(update_norm, update_norm, value=1 - beta2)
+    if delayed_denom is not None:
+        return delayed_denom
+    bias_correction2 = 1 - beta2 ** step.item()
+    return (exp_avg_sq.sqrt() / bias_correction2**0.5).add_(eps)
+
+
+def _single_tensor_clip_adam(
+    params: list[Tensor],
+    updates: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    group_denom: Tensor | None,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    norm: bool,
+    delay: bool,
+) -> None:
+    """Per-tensor loop; for Adam it is the op sequence of ``torch.optim.adam._single_tensor_adam``."""
+    for i, param in enumerate(params):
+        update, exp_avg, step_t = updates[i], exp_avgs[i], state_steps[i]
+        step_t += 1
+        if weight_decay != 0:
+            param.mul_(1 - lr * weight_decay)
+        exp_avg.lerp_(update, 1 - beta1)
+        if norm:
+            step_size = lr if delay else lr / (1 - beta1 ** step_t.item())
+            scaled = exp_avg / group_denom
+            scaled.mul_(-step_size)
+            param.add_(scaled)
+        elif delay:
+            exp_avg_sq = exp_avg_sqs[i]
+            denom = exp_avg_sq.sqrt().add_(eps)
+            param.addcdiv_(exp_avg, denom, value=-lr)
+            exp_avg_sq.mul_(beta2).addcmul_(update, update, value=1 - beta2)
+        else:
+            exp_avg_sq = exp_avg_sqs[i]
+            exp_avg_sq.mul_(beta2).addcmul_(update, update, value=1 - beta2)
+            step = step_t.item()
+            bias_correction1 = 1 - beta1**step
+            bias_correction2 = 1 - beta2**step
+            step_size = lr / bias_correction1
+            bias_correction2_sqrt = bias_correction2**0.5
+            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+            param.addcdiv_(exp_avg, denom, value=-step_size)
+
+
+def _multi_tensor_clip_adam(
+    params: list[Tensor],
+    updates: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    group_denom: Tensor | None,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    norm: bool,
+    delay: bool,
+) -> None:
+    """Foreach path per (device, dtype); for Adam the op sequence of ``_multi_tensor_adam``."""
+    for index in _buckets(params):
+        device_params = [params[i] for i in index]
+        device_updates = [updates[i] for i in index]
+        device_exp_avgs = [exp_avgs[i] for i in index]
+        device_steps = [state_steps[i] for i in index]
+        if device_steps[0].is_cpu:
+            torch._foreach_add_(device_steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
+        else:
+            torch._foreach_add_(device_steps, 1)
+        if weight_decay != 0:
+            torch._foreach_mul_(device_params, 1 - lr * weight_decay)
+        torch._foreach_lerp_(device_exp_avgs, device_updates, 1 - beta1)
+        if norm:
+            if delay:
+                step_size = [-lr] * len(index)
+            else:
+                step_size = [(lr / (1 - beta1 ** s.item())) * -1 for s in device_steps]
+            scaled = torch._foreach_div(device_exp_avgs, group_denom)
+            torch._foreach_mul_(scaled, step_size)
+            torch._foreach_add_(device_params, scaled)
+            continue
+        device_exp_avg_sqs = [exp_avg_sqs[i] for i in index]
+        if delay:
+            denom = torch._foreach_sqrt(device_exp_avg_sqs)
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, value=-lr)
+            torch._foreach_mul_(device_exp_avg_sqs, beta2)
+            torch._foreach_addcmul_(device_exp_avg_sqs, device_updates, device_updates, 1 - beta2)
+            continue
+        torch._foreach_mul_(device_exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(device_exp_avg_sqs, device_updates, device_updates, 1 - beta2)
+        bias_correction1 = [1 - beta1 ** s.item() for s in device_steps]
+        bias_correction2 = [1 - beta2 ** s.item() for s in device_steps]
+        step_size = [(lr / bc) * -1 for bc in bias_correction1]
+        bias_correction2_sqrt = [bc**0.5 for bc in bias_correction2]
+        denom = torch._foreach_sqrt(device_exp_avg_sqs)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, step_size)
+
+
+def _fused_clip_adam(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    clip: ClipMode,
+    max_norm: float | Tensor,
+    foreach: bool,
+    norms: Tensor | None,
+) -> ClipStats:
+    """``torch._fused_adamw_`` per (device, dtype), one kernel reading each gradient once.
+
+    The kernel divides the gradients by ``grad_scale``; global clipping passes
+    ``grad_scale = 1 / min(1, tau / ||g||) = max(1, ||g|| / tau)`` (float32) instead of
+    rescaling the gradients in a separate pass. The kernel writes the divided gradient back
+    into ``grads``, so after the step ``.grad`` holds the clipped gradient (as after
+    ``clip_grad_norm_``). Layer and coordinate clipping pass a clipped copy.
+    """
+    grad_scale = None
+    if clip == "global":
+        if norms is None:
+            norms = tensor_norms(grads, foreach)
+        grad_norm = torch.linalg.vector_norm(norms)
+        grad_scale = torch.clamp(grad_norm / max_norm, min=1.0)
+        stats = ClipStats.of(grad_norm, grad_norm / grad_scale)
+        updates = grads
+    else:
+        updates, stats = clip_tensors(grads, clip, max_norm, foreach, norms)
+    for index in _buckets(params):
+        device = params[index[0]].device
+        device_steps = [state_steps[i] for i in index]
+        torch._foreach_add_(device_steps, 1)
+        torch._fused_adamw_(
+            [params[i] for i in index],
+            [updates[i] for i in index],
+            [exp_avgs[i] for i in index],
+            [exp_avg_sqs[i] for i in index],
+            [],
+            device_steps,
+            amsgrad=False,
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=weight_decay,
+            eps=eps,
+            maximize=False,
+            grad_scale=None if grad_scale is None else grad_scale.to(device, torch.float32),
+            found_inf=None,
+        )
+    return stats
+
+
+def _buckets(tensors: list[Tensor]) -> list[list[int]]:
+    """Indices of ``tensors`` grouped by (device, dtype), in order of first appearance."""
+    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, t in enumerate(tensors):
+        buckets.setdefault((t.device, t.dtype), []).append(i)
+    return list(buckets.values())
+
+
+def _check_hyperparameters(
+    lr: float, betas: tuple[float, float], eps: float, weight_decay: float, norm: bool,
+    delay: bool, clip: ClipMode, max_norm: float | ThresholdPolicy, v0: float, fused: bool,
+) -> None:
+    check_lr(lr)
+    check_betas(betas)
+    check_nonnegative("eps", eps)
+    check_nonnegative("weight_decay", weight_decay)
+    check_clip_mode(clip)
+    check_max_norm(max_norm, clip)
+    check_nonnegative("v0", v0)
+    if delay and not v0 > 0:
+        raise ValueError(f"Invalid v0: {v0}; allowed: v0 > 0 when delay=True")
+    if fused and (norm or delay):
+        raise ValueError(
+            f"Invalid fused: True with norm={norm}, delay={delay}; allowed: only with norm=False, delay=False"
+        )
+
+
+def _scalar_dtype() -> torch.dtype:
+    """dtype of ``state["step"]``, as ``torch.optim.Adam`` chooses it."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+class ClipAdam(ClipOptimizer):
+    """Adam / Adam-Norm with clipping and optional delayed step size; AdamW without clipping.
+
+    See the module docstring for the update. State per parameter: ``"step"`` (a 0-dim float
+    tensor on the CPU, on the parameter's device with ``fused=True``), ``"exp_avg"`` (``m``)
+    and, with ``norm=False``, ``"exp_avg_sq"`` (``v``), as ``torch.optim.AdamW``. With
+    ``norm=True`` the group's scalar ``v`` (float32, float64 for float64 groups) and its
+    update count are stored in the state of the group's first parameter
+    ``group["params"][0]`` under ``"group_exp_avg_sq"`` and ``"group_step"``.
+
+    Args:
+        params: parameters or param groups.
+        lr: step size (>= 0).
+        betas: ``(b1, b2)``, each in [0, 1).
+        eps: added to ``sqrt(v)`` (>= 0).
+        weight_decay: decoupled decay, ``x <- x (1 - lr wd)`` before the update (>= 0).
+        norm: ``True`` for Adam-Norm (one scalar second moment per group).
+        delay: ``True`` for the delayed step size ``lr / (sqrt(v_{t-1}) + eps)`` without bias
+            correction (needs ``v0 > 0``).
+        clip: ``"global"`` (group norm), ``"layer"`` (each tensor), ``"coord"`` (elementwise
+            clamp) or ``None``.
+        max_norm: threshold ``tau > 0``, or an adaptive :class:`~tailclip.clip.ThresholdPolicy`
+            (``clip="global"`` only).
+        v0: initial second moment ``v_0`` (>= 0; > 0 when delayed).
+        foreach: multi-tensor path (default) or a per-tensor loop with the same results.
+        fused: ``torch._fused_adamw_`` (``norm=False``, not delayed; takes precedence over
+            ``foreach``). With ``clip="global"`` the clip factor is the kernel's
+            ``grad_scale``, and ``.grad`` holds the clipped gradient after the step.
+        nonfinite: ``"raise"`` or ``"skip"`` a step whose gradient holds NaN/Inf.
+
+    References: Chezhegov et al., "Clipping Improves Adam-Norm and AdaGrad-Norm when the Noise
+    Is Heavy-Tailed"; Kingma and Ba, ICLR 2015; Loshchilov and Hutter, ICLR 2019.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        norm: bool = False,
+        delay: bool = False,
+        clip: ClipMode = None,
+        max_norm: float | ThresholdPolicy = 1.0,
+        v0: float = 0.0,
+        *,
+        foreach: bool = True,
+        fused: bool = False,
+        nonfinite: str = "raise",
+    ) -> None:
+        defaults = dict(
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, norm=bool(norm),
+            delay=bool(delay), clip=clip, max_norm=max_norm, v0=v0, fused=bool(fused),
+        )
+        _check_hyperparameters(**defaults)
+        super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group; its hyperparameters (given or inherited) are validated together."""
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        _check_hyperparameters(
+            **{k: group[k] for k in ("lr", "betas", "eps", "weight_decay", "norm", "delay", "clip",
+                                     "max_norm", "v0", "fused")}
+        )
+
+    def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        if group["fused"]:
+            _device_dtype_check_for_fused(p)
+            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        else:
+            state["step"] = torch.tensor(0.0, dtype=_scalar_dtype(), device="cpu")
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if not group["norm"]:
+            state["exp_avg_sq"] = torch.full_like(p, group["v0"], memory_format=torch.preserve_format)
+
+    def _update_group(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
+    ) -> ClipStats:
+        exp_avgs, exp_avg_sqs, steps = [], [], []
+        for p in params:
+            state = self.state[p]
+            if "step" not in state:
+                self._init_state(p, state, group)
+            exp_avgs.append(state["exp_avg"])
+            steps.append(state["step"])
+            if not group["norm"]:
+                exp_avg_sqs.append(state["exp_avg_sq"])
+        group_exp_avg_sq = group_step = None
+        if group["norm"]:
+            first = group["params"][0]
+            group_state = self.state[first]
+            if GROUP_EXP_AVG_SQ not in group_state:
+                group_state[GROUP_STEP] = torch.tensor(0.0, dtype=_scalar_dtype(), device="cpu")
+                group_state[GROUP_EXP_AVG_SQ] = torch.full(
+                    (), group["v0"], dtype=norms.dtype, device=first.device
+                )
+            group_exp_avg_sq, group_step = group_state[GROUP_EXP_AVG_SQ], group_state[GROUP_STEP]
+        beta1, beta2 = group["betas"]
+        return clip_adam(
+            params, grads, exp_avgs, exp_avg_sqs, steps,
+            lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+            weight_decay=group["weight_decay"], clip=group["clip"],
+            max_norm=self._max_norm(group, norms), norm=group["norm"], delay=group["delay"],
+            foreach=group["foreach"], fused=group["fused"], group_exp_avg_sq=group_exp_avg_sq,
+            group_step=group_step, norms=norms,
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict, keeping Adam-Norm's group moments in their saved dtype.
+
+        ``torch.optim`` casts every floating state tensor but ``"step"`` to its parameter's
+        dtype; the group's scalar ``v`` (float32) would lose its precision in a bfloat16 group,
+        and its update count would move off the CPU, so both are restored as saved.
+        """
+        saved_state = state_dict["state"]
+        group_moments = []
+        for saved_group, group in zip(state_dict["param_groups"], self.param_groups, strict=False):
+            ids = saved_group["params"]
+            entry = saved_state.get(ids[0], {}) if ids else {}
+            if GROUP_EXP_AVG_SQ in entry:
+                group_moments.append((group["params"][0], entry[GROUP_EXP_AVG_SQ], entry[GROUP_STEP]))
+        super().load_state_dict(state_dict)
+        for p, exp_avg_sq, step in group_moments:
+            state = self.state[p]
+            state[GROUP_EXP_AVG_SQ] = exp_avg_sq.to(device=p.device, copy=True)
+            state[GROUP_STEP] = step.clone()

@@ -1,0 +1,440 @@
+"""NoiseInjection: adaptive gradient noise injection (AGNI) in front of any torch optimizer.
+
+AGNI ("Adaptive Gradient Noise Injection for Improved Transformer Fine Tuning") perturbs each
+parameter tensor's gradient with Gaussian noise scaled by the observed gradient variance and
+by the gradient's own norm, then lets the base optimizer (AdamW in the paper) step::
+
+    g <- g + z * sqrt(eta sigma^2) * ||g||,        z ~ N(0, I),   eta = 0.01
+
+``sigma^2`` is a per-coordinate variance and ``||g||`` the Euclidean norm of the tensor's
+gradient ``g`` (per tensor, as the published code's ``torch.norm(p.grad)``). Two estimators of
+``sigma^2`` are offered (``variance=``):
+
+* ``"microbatch"`` (the paper's): the unbiased sample variance of the gradients of the
+  micro-batches accumulated into the step. Call :meth:`NoiseInjection.accumulate` after each
+  micro-batch's backward; it records ``d_k = p.grad - (p.grad at the previous call)``, the
+  *increment* of the accumulated gradient, exactly as the user's loss scales it (a loss divided
+  by ``K`` micro-batches records ``d_k = g_k / K``, so ``sigma^2 = Var(g_k) / K^2``). Over the
+  ``n`` records of a step (Welford, float32; float64 for float64 parameters)::
+
+      sigma^2 = 1/(n-1) sum_k (d_k - dbar)^2,      dbar = 1/n sum_k d_k
+
+  With ``n < 2`` the variance is zero and the published code silently adds no noise; here the
+  step still adds none, but warns (once per optimizer) and names ``variance="ema"`` as the fix.
+  A parameter first seen at record ``k`` counts as zero in the ``k - 1`` records before.
+  Changes to ``p.grad`` after the last ``accumulate()`` (clipping, unscaling) are not recorded;
+  ``||g||`` is taken from ``p.grad`` at :meth:`~NoiseInjection.step`. Gradients must be zeroed
+  between steps, as in any accumulation loop.
+
+* ``"ema"``: an exponentially weighted per-coordinate variance of the step gradients ``g_t``
+  across steps (``beta = ema_beta``; ``beta_1 = 0`` at a tensor's first step, then ``beta``)::
+
+      delta_t = g_t - mu_{t-1}
+      mu_t    = mu_{t-1} + (1 - beta_t) delta_t                       (mu_1 = g_1)
+      s_t     = beta_t (s_{t-1} + (1 - beta_t) delta_t^2)              (s_1 = 0)
+      W_t     = beta_t^2 W_{t-1} + (1 - beta_t)^2                      (W_1 = 1)
+      sigma^2 = s_t / (1 - W_t)                                       (t >= 2)
+
+  ``s_t`` is the weighted population variance of ``g_1..g_t`` under the EMA weights ``w`` and
+  ``W_t = sum w^2``; dividing by ``1 - W_t`` makes it unbiased for i.i.d. gradients (at t = 2,
+  ``(g_2 - g_1)^2 / 2``), as Adam's bias correction does for the mean. The first step adds no
+  noise; from the second on the noise is nonzero. It includes the drift of the mean gradient
+  over roughly ``1 / (1 - beta)`` steps, and needs no gradient accumulation.
+
+The noise ``z`` comes from ``generator`` (or a generator the optimizer owns, seeded from the
+global RNG at construction and saved by ``state_dict``), drawn as one flat vector per (device,
+dtype) over the step's gradients in param-group order. The noised gradient stays in ``p.grad``.
+Memory: three float32 buffers per parameter (``"microbatch"``) or two (``"ema"``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from tailclip.clip import tensor_norms
+from tailclip.optim._base import check_nonnegative
+
+VARIANCE_ESTIMATORS = ("microbatch", "ema")
+
+_NO_NOISE_WARNING = (
+    "NoiseInjection(variance='microbatch') recorded {n} micro-batch gradient(s) in this step: the "
+    "variance over fewer than 2 micro-batches is zero, so no noise was added. Call accumulate() after "
+    "each of >= 2 micro-batch backwards per step, or pass variance=\"ema\" (a running variance across "
+    "steps) to train without gradient accumulation. This warning is shown once."
+)
+
+
+def _accumulation_dtype(t: Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def welford_update_(
+    means: list[Tensor], m2s: list[Tensor], samples: list[Tensor], count: int, foreach: bool
+) -> None:
+    """Welford's update with the ``count``-th sample ``x``: ``delta = x - mean``,
+    ``mean += delta / count``, ``M2 += delta * (x - mean)``; the variance is ``M2 / (count - 1)``.
+    """
+    if foreach and means:
+        deltas = torch._foreach_sub(samples, means)
+        torch._foreach_add_(means, torch._foreach_div(deltas, float(count)))
+        torch._foreach_addcmul_(m2s, deltas, torch._foreach_sub(samples, means))
+        return
+    for mean, m2, x in zip(means, m2s, samples, strict=True):
+        delta = x - mean
+        mean.add_(delta / float(count))
+        m2.addcmul_(delta, x - mean)
+
+
+def ema_variance_update_(
+    means: list[Tensor], variances: list[Tensor], grads: list[Tensor], betas: list[float], foreach: bool
+) -> None:
+    """``delta = g - mu``; ``mu += (1 - beta) delta``; ``s = beta (s + (1 - beta) delta^2)``.
+
+    ``betas`` holds one factor per tensor (0 at a tensor's first observation: ``mu = g``, ``s = 0``).
+    """
+    weights = [1.0 - b for b in betas]
+    if foreach and means:
+        deltas = torch._foreach_sub(grads, means)
+        torch._foreach_add_(means, torch._foreach_mul(deltas, weights))
+        torch._foreach_addcmul_(variances, deltas, deltas, weights)
+        torch._foreach_mul_(variances, betas)
+        return
+    for mean, var, g, w, b in zip(means, variances, grads, weights, betas, strict=True):
+        delta = g - mean
+        mean.add_(delta * w)
+        var.addcmul_(delta, delta, value=w)
+        var.mul_(b)
+
+
+def ema_weight_sum_sq(steps: int, beta: float) -> float:
+    """``W_t = sum_k w_k^2`` of the EMA weights after ``t = steps`` observations (``W_1 = 1``)."""
+    decay = beta ** (2 * (steps - 1))
+    return decay + (1.0 - beta) / (1.0 + beta) * (1.0 - decay)
+
+
+def agni_noise_(
+    grads: list[Tensor],
+    variances: list[Tensor],
+    normals: list[Tensor],
+    *,
+    eta: float,
+    variance_scales: list[float],
+    foreach: bool,
+    norms: Tensor | None = None,
+) -> Tensor:
+    """Add ``z_k * sqrt(eta * c_k * v_k) * ||g_k||`` to each gradient ``g_k`` in place.
+
+    ``v_k`` is the variance buffer, ``c_k`` its scale (``1 / (n - 1)`` for Welford's ``M2``, the
+    EMA's bias correction), ``z_k = normals[k]`` standard normal draws of ``g_k``'s shape in the
+    buffer's dtype. ``norms`` may pass the per-tensor norms of ``grads``. The noise is computed
+    in the buffers' dtype and added in the gradient's. Returns the per-tensor noise norms.
+    Pure torch: no host synchronisation, no data-dependent branching.
+    """
+    if norms is None:
+        norms = tensor_norms(grads, foreach)
+    grad_norms = [n.to(v.device, v.dtype) for n, v in zip(norms.unbind(), variances, strict=True)]
+    factors = [eta * c for c in variance_scales]
+    if foreach and grads:
+        noise = torch._foreach_mul(variances, factors)
+        torch._foreach_sqrt_(noise)
+        torch._foreach_mul_(noise, grad_norms)
+        torch._foreach_mul_(noise, normals)
+        torch._foreach_add_(grads, noise)
+    else:
+        noise = []
+        for g, v, z, n, f in zip(grads, variances, normals, grad_norms, factors, strict=True):
+            d = (v * f).sqrt_().mul_(n).mul_(z)
+            g.add_(d)
+            noise.append(d)
+    return tensor_norms(noise, foreach)
+
+
+class NoiseInjection(Optimizer):
+    """AGNI: add variance-scaled Gaussian noise to the gradients, then step any ``base_optimizer``.
+
+    Args:
+        base_optimizer: a constructed ``torch.optim.Optimizer`` (AdamW in the paper); its
+            ``param_groups`` and ``state`` are this wrapper's, so LR schedulers work on either.
+        eta: noise scale ``eta >= 0`` (paper: 0.01).
+        variance: ``"microbatch"`` (sample variance of the micro-batch gradients recorded by
+            :meth:`accumulate`; warns once if a step has fewer than 2) or ``"ema"`` (running
+            variance of the step gradients across steps; no accumulation needed).
+        ema_beta: EMA factor ``beta`` in (0, 1) for ``variance="ema"``.
+        generator: ``torch.Generator`` for the noise, on the parameters' device. If ``None``,
+            the optimizer owns one per device, seeded from the global RNG at construction, and
+            saves its state in :meth:`state_dict` (a generator passed in is the caller's to save).
+        foreach: multi-tensor path (default) or a per-tensor loop with the same results.
+
+    After each :meth:`step`, :attr:`last_noise_norm` is the norm of all injected noise and
+    :attr:`last_grad_norm` that of the gradients before it (0-dim tensors, no host sync).
+
+    Reference: "AGNI: Adaptive Gradient Noise Injection for Improved Transformer Fine Tuning".
+    """
+
+    def __init__(
+        self,
+        base_optimizer: Optimizer,
+        eta: float = 0.01,
+        variance: str = "microbatch",
+        ema_beta: float = 0.99,
+        generator: torch.Generator | None = None,
+        foreach: bool = True,
+    ) -> None:
+        if not isinstance(base_optimizer, Optimizer):
+            raise ValueError(
+                f"Invalid base_optimizer: {type(base_optimizer).__name__}; allowed: a torch.optim.Optimizer"
+            )
+        check_nonnegative("eta", eta)
+        if variance not in VARIANCE_ESTIMATORS:
+            raise ValueError(f"Invalid variance: {variance!r}; allowed: 'microbatch' or 'ema'")
+        if not 0.0 < ema_beta < 1.0:
+            raise ValueError(f"Invalid ema_beta: {ema_beta}; allowed: 0 < ema_beta < 1")
+        params = [p for group in base_optimizer.param_groups for p in group["params"]]
+        if generator is not None:
+            for p in params:
+                if p.device.type != generator.device.type:
+                    raise ValueError(
+                        f"Invalid generator: on {generator.device}, parameters on {p.device}; "
+                        "allowed: a generator on the parameters' device, or None"
+                    )
+        # Optimizer.__init__ installs the step hooks; the groups, defaults and state are then the
+        # base's own objects, so schedulers and users that edit them reach the base optimizer.
+        super().__init__(params, {})
+        self.base_optimizer = base_optimizer
+        self.param_groups = base_optimizer.param_groups
+        self.defaults = base_optimizer.defaults
+        self.state = base_optimizer.state
+        self.eta = float(eta)
+        self.variance = variance
+        self.ema_beta = float(ema_beta)
+        self.foreach = bool(foreach)
+        self.generator = generator
+        self._seed = int(torch.randint(0, 2**62, (), dtype=torch.int64).item()) if generator is None else None
+        self._owned_generators: dict[str, torch.Generator] = {}
+        self.noise_state: dict[Tensor, dict[str, Any]] = {}
+        self.microbatches = 0
+        self._warned = False
+        device = params[0].device
+        self.last_noise_norm = torch.zeros((), device=device)
+        self.last_grad_norm = torch.zeros((), device=device)
+
+    def __repr__(self) -> str:
+        return (
+            f"NoiseInjection(eta={self.eta}, variance={self.variance!r}, ema_beta={self.ema_beta}, "
+            f"foreach={self.foreach},\n  base_optimizer={self.base_optimizer!r})"
+        )
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a param group to the base optimizer (the groups are shared)."""
+        if hasattr(self, "base_optimizer"):
+            self.base_optimizer.add_param_group(param_group)
+        else:
+            super().add_param_group(param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base_optimizer.zero_grad(set_to_none=set_to_none)
+
+    def _params_with_grad(self) -> list[Tensor]:
+        params = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("NoiseInjection does not support sparse gradients")
+                params.append(p)
+        return params
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if self.generator is not None:
+            return self.generator
+        key = str(device)
+        if key not in self._owned_generators:
+            self._owned_generators[key] = torch.Generator(device=device).manual_seed(self._seed)
+        return self._owned_generators[key]
+
+    def _normals(self, like: list[Tensor]) -> list[Tensor]:
+        """``z ~ N(0, I)`` shaped like each tensor: one flat draw per (device, dtype), in order."""
+        buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+        for i, t in enumerate(like):
+            buckets.setdefault((t.device, t.dtype), []).append(i)
+        normals: list[Tensor | None] = [None] * len(like)
+        for (device, dtype), index in buckets.items():
+            sizes = [like[i].numel() for i in index]
+            flat = torch.randn(sum(sizes), generator=self._generator(device), device=device, dtype=dtype)
+            for i, chunk in zip(index, flat.split(sizes), strict=True):
+                normals[i] = chunk.view_as(like[i])
+        return normals  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def accumulate(self) -> None:
+        """Record the micro-batch gradient ``d_k = p.grad - (p.grad at the last record)``.
+
+        Call after each micro-batch's backward (``variance="microbatch"``); a no-op with
+        ``variance="ema"``, so one training loop serves both estimators.
+        """
+        if self.variance != "microbatch":
+            return
+        params = self._params_with_grad()
+        self.microbatches += 1
+        sums, means, m2s, samples = [], [], [], []
+        for p in params:
+            state = self.noise_state.get(p)
+            if state is None:
+                dtype = _accumulation_dtype(p)
+                state = self.noise_state[p] = {
+                    key: torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+                    for key in ("grad_sum", "mean", "m2")
+                }
+            sums.append(state["grad_sum"])
+            means.append(state["mean"])
+            m2s.append(state["m2"])
+            samples.append(p.grad)
+        if not params:
+            return
+        if self.foreach:
+            grads = [g.to(s.dtype) for g, s in zip(samples, sums, strict=True)]
+            samples = torch._foreach_sub(grads, sums)
+            torch._foreach_copy_(sums, grads)
+        else:
+            new = []
+            for g, s in zip(samples, sums, strict=True):
+                g = g.to(s.dtype)
+                new.append(g - s)
+                s.copy_(g)
+            samples = new
+        welford_update_(means, m2s, samples, self.microbatches, self.foreach)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Inject the noise into ``p.grad``, then step the base optimizer; returns the closure's loss.
+
+        The closure (if any) is evaluated once here; the base optimizer steps without it.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        params = self._params_with_grad()
+        grads = [p.grad for p in params]
+        if self.variance == "microbatch":
+            noised, variances, scales = self._microbatch_variances(params)
+        else:
+            noised, variances, scales = self._ema_variances(params)
+        device = self.last_noise_norm.device
+        norms = tensor_norms(grads, self.foreach) if grads else torch.zeros(0, device=device)
+        self.last_grad_norm = torch.linalg.vector_norm(norms).to(device)
+        if noised:
+            noise_norms = agni_noise_(
+                [grads[i] for i in noised], variances, self._normals(variances),
+                eta=self.eta, variance_scales=scales, foreach=self.foreach, norms=norms[noised],
+            )
+            self.last_noise_norm = torch.linalg.vector_norm(noise_norms).to(device)
+        else:
+            self.last_noise_norm = torch.zeros((), device=device)
+        if self.variance == "microbatch":
+            self._reset_microbatches()
+        self.base_optimizer.step()
+        return loss
+
+    def _microbatch_variances(self, params: list[Tensor]) -> tuple[list[int], list[Tensor], list[float]]:
+        n = self.microbatches
+        if n < 2:
+            if not self._warned:
+                warnings.warn(_NO_NOISE_WARNING.format(n=n), UserWarning, stacklevel=5)
+                self._warned = True
+            return [], [], []
+        noised = [i for i, p in enumerate(params) if p in self.noise_state]
+        m2s = [self.noise_state[params[i]]["m2"] for i in noised]
+        return noised, m2s, [1.0 / (n - 1)] * len(noised)
+
+    def _reset_microbatches(self) -> None:
+        self.microbatches = 0
+        buffers = [b for state in self.noise_state.values() for b in state.values()]
+        if self.foreach and buffers:
+            torch._foreach_zero_(buffers)
+        else:
+            for b in buffers:
+                b.zero_()
+
+    def _ema_variances(self, params: list[Tensor]) -> tuple[list[int], list[Tensor], list[float]]:
+        means, variances, grads, betas = [], [], [], []
+        for p in params:
+            state = self.noise_state.get(p)
+            if state is None:
+                dtype = _accumulation_dtype(p)
+                state = self.noise_state[p] = {
+                    "steps": 0,
+                    "mean": torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format),
+                    "var": torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format),
+                }
+            state["steps"] += 1
+            betas.append(self.ema_beta if state["steps"] > 1 else 0.0)
+            means.append(state["mean"])
+            variances.append(state["var"])
+            grads.append(p.grad.to(state["mean"].dtype))
+        ema_variance_update_(means, variances, grads, betas, self.foreach)
+        noised = [i for i, p in enumerate(params) if self.noise_state[p]["steps"] > 1]
+        steps = [self.noise_state[params[i]]["steps"] for i in noised]
+        scales = [1.0 / (1.0 - ema_weight_sum_sq(t, self.ema_beta)) for t in steps]
+        return noised, [variances[i] for i in noised], scales
+
+    def _param_index(self) -> dict[Tensor, int]:
+        params = [p for group in self.param_groups for p in group["params"]]
+        return {p: i for i, p in enumerate(params)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"base_optimizer": base state dict, "noise_injection": variance state, generators}``.
+
+        Variance buffers are keyed by the parameter's index in param-group order (as torch's).
+        Micro-batch buffers are saved only when a step's accumulation is in progress.
+        """
+        index = self._param_index()
+        saved: dict[int, dict[str, Any]] = {}
+        if self.variance == "ema" or self.microbatches > 0:
+            for p, state in self.noise_state.items():
+                saved[index[p]] = {k: v.clone() if isinstance(v, Tensor) else v for k, v in state.items()}
+        return {
+            "base_optimizer": self.base_optimizer.state_dict(),
+            "noise_injection": {
+                "eta": self.eta,
+                "variance": self.variance,
+                "ema_beta": self.ema_beta,
+                "microbatches": self.microbatches,
+                "seed": self._seed,
+                "generators": {k: g.get_state() for k, g in self._owned_generators.items()},
+                "state": saved,
+            },
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load the base optimizer's state, the variance state and the owned generators' states."""
+        noise = state_dict["noise_injection"]
+        if noise["variance"] != self.variance:
+            raise ValueError(
+                f"Invalid state_dict: saved with variance={noise['variance']!r}, "
+                f"this optimizer has variance={self.variance!r}"
+            )
+        self.base_optimizer.load_state_dict(state_dict["base_optimizer"])
+        self.eta = noise["eta"]
+        self.ema_beta = noise["ema_beta"]
+        self.microbatches = noise["microbatches"]
+        params = [p for group in self.param_groups for p in group["params"]]
+        self.noise_state = {}
+        for i, state in noise["state"].items():
+            p = params[int(i)]
+            self.noise_state[p] = {
+                k: v.to(p.device, _accumulation_dtype(p), copy=True) if isinstance(v, Tensor) else v
+                for k, v in state.items()
+            }
+        if self.generator is None:
+            self._seed = noise["seed"] if noise["seed"] is not None else self._seed
+            self._owned_generators = {}
+            for key, generator_state in noise["generators"].items():
+                self._generator(torch.device(key)).set_state(generator_state)

@@ -1,0 +1,145 @@
+"""NSGD: normalized SGD with momentum (Cutkosky and Mehta, ICML 2020).
+
+With coupled weight decay and ``m_0 = 0``::
+
+    g_t <- g_t + wd x_t
+    m_t = beta m_{t-1} + (1 - beta) g_t
+    x_{t+1} = x_t - lr m_t / (||m_t|| + eps)
+
+where ``||m_t||`` is the norm of the momentum over the whole param group (computed once per
+step). Every step has length ``lr ||m_t|| / (||m_t|| + eps)``, about ``lr``, whatever the size
+of the gradient: like clipping, normalization makes the step insensitive to heavy-tailed
+gradient spikes. ``momentum=0`` is normalized gradient descent,
+``x_{t+1} = x_t - lr g_t / (||g_t|| + eps)`` (Zhang, He, Sra, Jadbabaie, ICLR 2020).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tailclip.clip import ClipStats, tensor_norms
+from tailclip.optim._base import (
+    ClipOptimizer,
+    check_lr,
+    check_nonnegative,
+    check_positive,
+    check_unit_interval,
+)
+
+
+def nsgd(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffers: list[Tensor],
+    *,
+    lr: float,
+    momentum: float,
+    eps: float,
+    weight_decay: float,
+    foreach: bool,
+    norms: Tensor | None = None,
+) -> ClipStats:
+    """Functional NSGD; updates ``params`` and ``momentum_buffers`` (``m_{t-1}``) in place.
+
+    ``momentum_buffers`` must be allocated (zeros before the first step: ``m_0 = 0``).
+    ``norms`` are the per-tensor norms of ``grads`` if already known (used only without weight
+    decay). Returns ``ClipStats.of(||g_t||, ||d_t||)``: the group norm of the gradient
+    (weight decay included) and of the applied direction ``d_t = m_t / (||m_t|| + eps)``, so
+    ``clip_factor = ||d_t|| / ||g_t||`` is the scale of the step relative to the gradient.
+    """
+    if weight_decay != 0:
+        grads = (
+            list(torch._foreach_add(grads, params, alpha=weight_decay))
+            if foreach
+            else [g.add(p, alpha=weight_decay) for g, p in zip(grads, params, strict=True)]
+        )
+        norms = None
+    if norms is None:
+        norms = tensor_norms(grads, foreach)
+    grad_norm = torch.linalg.vector_norm(norms)
+    if foreach:
+        torch._foreach_mul_(momentum_buffers, momentum)
+        torch._foreach_add_(momentum_buffers, grads, alpha=1 - momentum)
+    else:
+        for buf, g in zip(momentum_buffers, grads, strict=True):
+            buf.mul_(momentum).add_(g, alpha=1 - momentum)
+    momentum_norm = torch.linalg.vector_norm(tensor_norms(momentum_buffers, foreach))
+    denominator = momentum_norm + eps
+    minus_step = -lr / denominator
+    _add_scaled_(params, momentum_buffers, minus_step, foreach)
+    return ClipStats.of(grad_norm, momentum_norm / denominator)
+
+
+def _add_scaled_(params: list[Tensor], tensors: list[Tensor], scale: Tensor, foreach: bool) -> None:
+    """``params[k] += tensors[k] * scale`` for a 0-dim ``scale`` (one multi-tensor call per device)."""
+    if foreach:
+        buckets: dict[torch.device, list[int]] = {}
+        for i, p in enumerate(params):
+            buckets.setdefault(p.device, []).append(i)
+        for device, index in buckets.items():
+            scaled = torch._foreach_mul([tensors[i] for i in index], scale.to(device))
+            torch._foreach_add_([params[i] for i in index], scaled)
+    else:
+        for param, t in zip(params, tensors, strict=True):
+            param.add_(t * scale.to(param.device))
+
+
+class NSGD(ClipOptimizer):
+    """Normalized SGD with momentum: ``x -= lr m_t / (||m_t|| + eps)``.
+
+    Args:
+        params: parameters or param groups.
+        lr: step size (>= 0); every step has length ``lr ||m_t|| / (||m_t|| + eps)``.
+        momentum: ``beta`` in [0, 1) of ``m_t = beta m_{t-1} + (1 - beta) g_t``; 0 gives
+            normalized gradient descent.
+        eps: added to the group norm ``||m_t||`` (> 0: a zero momentum gives a zero step).
+        weight_decay: coupled L2 factor, ``g_t + wd x_t`` (as ``torch.optim.SGD``).
+        foreach: multi-tensor path (default) or a per-tensor loop with the same results.
+        nonfinite: ``"raise"`` or ``"skip"`` a step whose gradient holds NaN/Inf.
+
+    State: ``"momentum_buffer"`` (``m_t``) per parameter. Statistics: ``grad_norm`` is the
+    group norm of ``g_t`` (weight decay included), ``clipped_norm`` the norm of the applied
+    direction ``m_t / (||m_t|| + eps)`` (the step is ``lr`` times it), so ``clip_factor`` is
+    their ratio and ``clipped`` says the direction is shorter than the gradient.
+
+    References: Cutkosky, Mehta, "Momentum Improves Normalized SGD", ICML 2020; Zhang, He,
+    Sra, Jadbabaie, "Why gradient clipping accelerates training: a theoretical justification
+    for adaptivity", ICLR 2020 (normalized GD).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        momentum: float = 0.9,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        foreach: bool = True,
+        nonfinite: str = "raise",
+    ) -> None:
+        check_lr(lr)
+        check_unit_interval("momentum", momentum)
+        check_positive("eps", eps)
+        check_nonnegative("weight_decay", weight_decay)
+        defaults = dict(lr=lr, momentum=momentum, eps=eps, weight_decay=weight_decay)
+        super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
+
+    def _update_group(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
+    ) -> ClipStats:
+        buffers = []
+        for p in params:
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            buffers.append(state["momentum_buffer"])
+        return nsgd(
+            params, grads, buffers,
+            lr=group["lr"], momentum=group["momentum"], eps=group["eps"],
+            weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
+        )

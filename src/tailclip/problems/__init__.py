@@ -1,0 +1,7 @@
+"""Tasks for the experiment engine: synthetic problems and real models.
+
+Importing this package registers every built-in task in :data:`tailclip.engine.tasks.TASKS`
+(one module per task, each decorated with :func:`~tailclip.engine.tasks.register_task`).
+"""
+
+from tailclip.problems import quadratic  # noqa: F401  (registers noisy-quadratic)
