@@ -20,6 +20,7 @@ import json
 import re
 import shutil
 import subprocess
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,9 @@ _PROBE = r"""
       var table = document.getElementById('__SORT_TABLE__');
       if (table) {
         var headers = table.tHead.rows[0].cells, col = -1;
-        for (var i = 0; i < headers.length; i++) { if (headers[i].textContent === '__SORT_COLUMN__') { col = i; } }
+        for (var i = 0; i < headers.length; i++) {
+          if (headers[i].textContent === '__SORT_COLUMN__') { col = i; }
+        }
         if (col >= 0) {
           var before = column(table, col);
           headers[col].click();
@@ -146,5 +149,4 @@ def probe(html: Path, tmp: Path, *, sort_table: str, sort_column: str) -> dict[s
     )
     match = re.search(r'<pre id="__probe__">(.*?)</pre>', result.stdout, re.S)
     assert match is not None, f"the probe did not report (exit {result.returncode}): {result.stderr[-2000:]}"
-    raw = match.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&amp;", "&")
-    return json.loads(raw)
+    return json.loads(unescape(match.group(1)))

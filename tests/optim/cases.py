@@ -47,6 +47,8 @@ class OptimCase:
     kwargs: dict[str, Any]
     stats_on_raw_grad: bool = True
     global_bound: bool = False
+    # fused ClipAdam with global clipping leaves the clipped gradient in p.grad (documented).
+    writes_grad: bool = False
     group2: dict[str, Any] | None = None
 
     @property
@@ -73,7 +75,7 @@ class OptimCase:
         return self.cls(params, **self.fresh_kwargs(**overrides))
 
 
-def _case(name: str, label: str, **kwargs: Any) -> OptimCase:
+def _case(name: str, label: str, writes_grad: bool = False, **kwargs: Any) -> OptimCase:
     wd = kwargs.get("weight_decay", 0.0)
     coupled_wd = name in {"clip_sgd", "nsgd", "clip_adagrad"}
     momentum_target = kwargs.get("clip_target") == "momentum"
@@ -88,6 +90,7 @@ def _case(name: str, label: str, **kwargs: Any) -> OptimCase:
         kwargs=kwargs,
         stats_on_raw_grad=not (coupled_wd and wd != 0) and not momentum_target,
         global_bound=global_bound,
+        writes_grad=writes_grad,
     )
 
 
@@ -143,6 +146,9 @@ CASES: dict[str, list[OptimCase]] = {
         _case("clip_adam", "weight-decay", lr=1e-2, betas=(0.8, 0.99), clip="global", weight_decay=0.1),
         _case("clip_adam", "autoclip", lr=1e-2, clip="global", max_norm=AutoClip(percentile=50.0)),
         _case("clip_adam", "zclip-norm", lr=1e-2, norm=True, clip="global", max_norm=ZClip(warmup=3)),
+        _case("clip_adam", "fused-global", lr=1e-2, clip="global", max_norm=1.0, weight_decay=0.01,
+              fused=True, writes_grad=True),
+        _case("clip_adam", "fused-layer", lr=1e-2, clip="layer", max_norm=0.5, fused=True),
     ],
     "noise_injection": [],
 }
@@ -173,6 +179,8 @@ INVALID_COMBINATIONS: list[tuple[str, dict[str, Any], str]] = [
     ("clip_adagrad", {"clip": "coord", "max_norm": ZClip()}, "max_norm"),
     ("clip_adam", {"delay": True, "v0": 0.0}, "v0"),
     ("clip_adam", {"clip": None, "max_norm": AutoClip()}, "max_norm"),
+    ("clip_adam", {"fused": True, "norm": True}, "fused"),
+    ("clip_adam", {"fused": True, "delay": True, "v0": 0.1}, "fused"),
 ]
 
 

@@ -246,15 +246,41 @@ def test_none_grads_are_skipped(case: OptimCase, foreach: bool) -> None:
         set_grads(params, grads)
         opt.step()
     assert torch.equal(idle.detach(), idle_before)
-    assert_tree(dict(opt.state.get(idle, {})), idle_state, path="state of the None-grad parameter")
+    # Group-level state (one scalar per group) is kept on the group's first parameter.
+    per_param_state = {k: v for k, v in opt.state.get(idle, {}).items() if k not in case.cls.GROUP_STATE_KEYS}
+    idle_state = {k: v for k, v in idle_state.items() if k not in case.cls.GROUP_STATE_KEYS}
+    assert_tree(per_param_state, idle_state, path="state of the None-grad parameter")
     if not idle_state:
-        assert idle not in opt.state or not opt.state[idle]
+        assert not per_param_state
     # A step where no parameter has a gradient changes nothing and still returns the loss.
     snapshot = (copy.deepcopy(opt.state_dict()), [p.clone() for p in flat(params)])
     opt.zero_grad()
     assert opt.step(lambda: torch.tensor(2.5)).item() == 2.5
     assert_tree(opt.state_dict(), snapshot[0])
     assert_tree(flat(params), snapshot[1])
+
+
+@pytest.mark.parametrize("foreach", FOREACH)
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_step_leaves_grads_untouched(case: OptimCase, foreach: bool) -> None:
+    """As torch.optim: clipping acts on the update, ``p.grad`` keeps the raw gradient."""
+    params = make_params(19)
+    opt = case.build(param_groups(case, params), foreach=foreach)
+    for t, grads in enumerate(grad_stream(3, seed=20)):
+        set_grads(params, grads)
+        leaves = [p for group in params for p in group]
+        before = [None if p.grad is None else p.grad.clone() for p in leaves]
+        assert sum(g is not None for g in before) >= 4
+        opt.step()
+        for k, (p, g) in enumerate(zip(leaves, before)):
+            assert (p.grad is None) == (g is None)
+            if case.writes_grad and g is not None:
+                # The fused kernel writes g / grad_scale back: the group's clipped gradient.
+                group = next(i for i, grp in enumerate(opt.param_groups) if any(q is p for q in grp["params"]))
+                factor = opt.group_stats[group].clip_factor
+                torch.testing.assert_close(p.grad, g * factor.to(g.dtype), rtol=1e-6, atol=0)
+            else:
+                assert g is None or torch.equal(p.grad, g), f"step {t}: the step changed the gradient {k}"
 
 
 @pytest.mark.parametrize("foreach", FOREACH)
@@ -413,11 +439,11 @@ def test_step_stats(case: OptimCase, foreach: bool) -> None:
     opt = case.build(param_groups(case, params), foreach=foreach)
     for t, grads in enumerate(grad_stream(8, seed=18)):
         set_grads(params, grads)
-        opt.step()
         expected = [
             math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in group if p.grad is not None))
             for group in params
         ]
+        opt.step()
         assert len(opt.group_stats) == 2
         for stats, norm in zip(opt.group_stats + [opt.step_stats], expected + [math.hypot(*expected)]):
             if case.stats_on_raw_grad:
@@ -460,11 +486,12 @@ def _invalid_params() -> list[Any]:
         signature = inspect.signature(cls).parameters
         for arg, values in INVALID_VALUES.items():
             if arg in signature:
-                cases += [pytest.param(name, {arg: v}, arg, id=f"{name}-{arg}={_value_id(v)}") for v in values]
-        cases += [
-            pytest.param(n, kwargs, arg, id=f"{n}-" + "-".join(f"{k}={_value_id(v)}" for k, v in kwargs.items()))
-            for n, kwargs, arg in INVALID_COMBINATIONS if n == name
-        ]
+                cases += [pytest.param(name, {arg: v}, arg, id=f"{name}-{arg}={_value_id(v)}")
+                          for v in values]
+        for n, kwargs, arg in INVALID_COMBINATIONS:
+            if n == name:
+                label = "-".join(f"{k}={_value_id(v)}" for k, v in kwargs.items())
+                cases.append(pytest.param(n, kwargs, arg, id=f"{n}-{label}"))
     return cases
 
 

@@ -359,7 +359,11 @@ def _from_validation_error(
     if kind == "value_error":
         message = str(ctx.get("error", err.get("msg", "")))
         return _error(source, field, message)
-    if kind.endswith("_type") or kind.endswith("_parsing") or kind in ("int_from_float", "model_attributes_type"):
+    if (
+        kind.endswith("_type")
+        or kind.endswith("_parsing")
+        or kind in ("int_from_float", "model_attributes_type")
+    ):
         allowed = _describe_type(annotation) if annotation is not None else err.get("msg", "").lower()
         if kind in ("model_type", "dict_type", "model_attributes_type"):
             allowed = "a mapping"
@@ -395,12 +399,12 @@ def _accepts_any_keyword(cls: type) -> bool:
 
 
 def _is_float_parameter(parameter: inspect.Parameter) -> bool:
-    default = parameter.default
-    if isinstance(default, float):
+    if isinstance(parameter.default, float):
         return True
     annotation = parameter.annotation
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    return text.split("|")[0].strip() == "float" if isinstance(text, str) else False
+    if isinstance(annotation, str):
+        return "float" in [part.strip() for part in annotation.split("|")]
+    return annotation is float or float in typing.get_args(annotation)
 
 
 def _plain(value: Any) -> bool:
@@ -413,21 +417,44 @@ def _normalize_value(parameter: inspect.Parameter | None, value: Any, source: st
     """Check that ``value`` is plain config data and give it the parameter's numeric type."""
     if isinstance(value, list):
         if not all(_plain(v) for v in value):
-            raise _error(source, field, f"wrong type: got {_short(value)}; allowed: a list of numbers or strings")
+            raise _error(
+                source, field, f"wrong type: got {_short(value)}; allowed: a list of numbers or strings"
+            )
         default = parameter.default if parameter is not None else None
         if isinstance(default, tuple) and all(isinstance(d, float) for d in default):
             return [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
         return list(value)
     if isinstance(value, dict):
+        if parameter is not None and not _accepts_policy(parameter):
+            raise _error(source, field, f"wrong type: got {_short(value)}; allowed: {_describe_parameter(parameter)}")
         return value
     if not _plain(value):
         raise _error(
-            source, field, f"wrong type: got {_short(value)}; allowed: a number, string, boolean, list or null"
+            source,
+            field,
+            f"wrong type: got {_short(value)}; allowed: a number, string, boolean, list or null",
         )
-    if parameter is not None and isinstance(value, int) and not isinstance(value, bool):
-        if _is_float_parameter(parameter):
+    if parameter is not None and _is_float_parameter(parameter):
+        if isinstance(value, (str, bool)):
+            raise _error(source, field, f"wrong type: got {_short(value)}; allowed: {_describe_parameter(parameter)}")
+        if isinstance(value, int):
             return float(value)
     return value
+
+
+def _annotation_text(parameter: inspect.Parameter) -> str:
+    annotation = parameter.annotation
+    return annotation if isinstance(annotation, str) else str(annotation)
+
+
+def _accepts_policy(parameter: inspect.Parameter) -> bool:
+    return "ThresholdPolicy" in _annotation_text(parameter)
+
+
+def _describe_parameter(parameter: inspect.Parameter) -> str:
+    if _accepts_policy(parameter):
+        return "a number or a policy mapping {policy: autoclip | zclip, ...}"
+    return "a number" if _is_float_parameter(parameter) else _annotation_text(parameter)
 
 
 def _resolve_policy(spec: dict[str, Any], source: str, field: str) -> dict[str, Any]:
@@ -448,7 +475,11 @@ def _resolve_policy(spec: dict[str, Any], source: str, field: str) -> dict[str, 
         if isinstance(resolved[key], (list, dict)):
             raise _error(source, f"{field}.{key}", f"wrong type: got {_short(value)}; allowed: a number")
     for key, parameter in parameters.items():
-        if key not in resolved and _plain(parameter.default) and parameter.default is not inspect.Parameter.empty:
+        if (
+            key not in resolved
+            and _plain(parameter.default)
+            and parameter.default is not inspect.Parameter.empty
+        ):
             resolved[key] = parameter.default
     try:
         cls(**{k: v for k, v in resolved.items() if k != "policy"})
@@ -504,7 +535,9 @@ def _resolve_optimizer(spec: Mapping[str, Any], source: str, field: str) -> dict
         if key == _WRAPPED_OPTIMIZER:
             if not isinstance(value, dict):
                 raise _error(
-                    source, f"{field}.{key}", f"wrong type: got {_short(value)}; allowed: a mapping with a name"
+                    source,
+                    f"{field}.{key}",
+                    f"wrong type: got {_short(value)}; allowed: a mapping with a name",
                 )
             resolved[key] = _resolve_optimizer(value, source, f"{field}.{key}")
             continue
@@ -512,9 +545,7 @@ def _resolve_optimizer(spec: Mapping[str, Any], source: str, field: str) -> dict
         if isinstance(value, dict):
             value = _resolve_policy(value, source, f"{field}.{key}")
         resolved[key] = value
-    missing = [
-        k for k, p in parameters.items() if p.default is inspect.Parameter.empty and k not in resolved
-    ]
+    missing = [k for k, p in parameters.items() if p.default is inspect.Parameter.empty and k not in resolved]
     if missing:
         raise _error(source, f"{field}.{missing[0]}", f"missing required hyperparameter of {name}")
     for key, parameter in parameters.items():
@@ -533,21 +564,27 @@ def _resolve_optimizer(spec: Mapping[str, Any], source: str, field: str) -> dict
 
 
 def _culprit(resolved: Mapping[str, Any], cls: type, field: str) -> str:
-    """The hyperparameter whose value alone makes the constructor fail (else the section)."""
+    """The hyperparameter whose value makes the constructor fail (else the section itself)."""
     parameters = _signature_parameters(cls)
+    name = resolved["name"]
     required = {k: resolved[k] for k, p in parameters.items() if p.default is inspect.Parameter.empty}
+
+    def fails(kwargs: dict[str, Any]) -> bool:
+        try:
+            build_optimizer({"name": name, **kwargs}, [torch.zeros(1, requires_grad=True)])
+        except Exception:  # noqa: BLE001
+            return True
+        return False
+
+    if required and fails(required):
+        if len(required) == 1:
+            return f"{field}.{next(iter(required))}"
+        for key in required:
+            if fails({k: (v if k == key else 1e-3) for k, v in required.items()}):
+                return f"{field}.{key}"
+        return field
     for key, value in resolved.items():
-        if key in ("name", _WRAPPED_OPTIMIZER) or key in required:
-            continue
-        try:
-            build_optimizer({"name": resolved["name"], **required, key: value}, [torch.zeros(1, requires_grad=True)])
-        except Exception:  # noqa: BLE001
-            return f"{field}.{key}"
-    for key in required:
-        try:
-            probe = {k: (v if k == key else 1e-3) for k, v in required.items()}
-            build_optimizer({"name": resolved["name"], **probe}, [torch.zeros(1, requires_grad=True)])
-        except Exception:  # noqa: BLE001
+        if key not in ("name", _WRAPPED_OPTIMIZER) and key not in required and fails({**required, key: value}):
             return f"{field}.{key}"
     return field
 
@@ -557,8 +594,9 @@ def _culprit(resolved: Mapping[str, Any], cls: type, field: str) -> str:
 
 def _check_schedule(schedule: ScheduleConfig, total_steps: int | None, source: str) -> None:
     allowed = _SCHEDULE_FIELDS[schedule.kind]
-    for key in schedule.model_fields_set - {"kind"}:
-        if key not in allowed:
+    for key in sorted(schedule.model_fields_set - {"kind"}):
+        default = ScheduleConfig.model_fields[key].get_default(call_default_factory=True)
+        if key not in allowed and getattr(schedule, key) != default:
             raise _error(
                 source,
                 f"schedule.{key}",
@@ -569,12 +607,16 @@ def _check_schedule(schedule: ScheduleConfig, total_steps: int | None, source: s
     milestones = schedule.milestones
     if any(m < 1 for m in milestones) or any(a >= b for a, b in zip(milestones, milestones[1:])):
         raise _error(
-            source, "schedule.milestones", f"got {_short(milestones)}; allowed: strictly increasing steps >= 1"
+            source,
+            "schedule.milestones",
+            f"got {_short(milestones)}; allowed: strictly increasing steps >= 1",
         )
     if total_steps is not None:
         if schedule.warmup_steps is not None and schedule.warmup_steps > total_steps:
             raise _error(
-                source, "schedule.warmup_steps", f"{schedule.warmup_steps} is out of range; allowed: <= train.steps"
+                source,
+                "schedule.warmup_steps",
+                f"{schedule.warmup_steps} is out of range; allowed: <= train.steps",
             )
         if milestones and milestones[-1] >= total_steps:
             raise _error(
@@ -595,7 +637,9 @@ def _check_train(train: TrainConfig, task_cls: type, source: str) -> None:
             source, "train.epochs", f"task {task_cls.name!r} has no finite data; allowed: train.steps"
         )
     if not _DEVICE.match(train.device):
-        raise _error(source, "train.device", f"got {_short(train.device)}; allowed: auto, cpu, cuda, cuda:N, mps")
+        raise _error(
+            source, "train.device", f"got {_short(train.device)}; allowed: auto, cpu, cuda, cuda:N, mps"
+        )
 
 
 def _check_sweep(sweep: SweepConfig, source: str) -> None:
@@ -604,10 +648,14 @@ def _check_sweep(sweep: SweepConfig, source: str) -> None:
         root = key.split(".")[0]
         if root not in ("name", "task", "optimizer", "schedule", "train", "monitor"):
             raise _error(
-                source, field, "not a sweepable key; allowed: keys under name, task, optimizer, schedule, train, monitor"
+                source,
+                field,
+                "not a sweepable key; allowed: keys under name, task, optimizer, schedule, train, monitor",
             )
         if key == "train.seed":
-            raise _error(source, field, "seeds are swept by sweep.seeds; allowed: a key other than train.seed")
+            raise _error(
+                source, field, "seeds are swept by sweep.seeds; allowed: a key other than train.seed"
+            )
         if not values:
             raise _error(source, field, "empty list; allowed: a non-empty list of values")
     if sweep.seeds is not None:
@@ -615,9 +663,13 @@ def _check_sweep(sweep: SweepConfig, source: str) -> None:
             raise _error(source, "sweep.seeds", "empty list; allowed: a non-empty list of integers")
         for i, seed in enumerate(sweep.seeds):
             if not 0 <= seed < 2**32:
-                raise _error(source, f"sweep.seeds[{i}]", f"{seed} is out of range; allowed: 0 <= seed < 2**32")
+                raise _error(
+                    source, f"sweep.seeds[{i}]", f"{seed} is out of range; allowed: 0 <= seed < 2**32"
+                )
         if len(set(sweep.seeds)) != len(sweep.seeds):
-            raise _error(source, "sweep.seeds", f"duplicates in {_short(sweep.seeds)}; allowed: distinct seeds")
+            raise _error(
+                source, "sweep.seeds", f"duplicates in {_short(sweep.seeds)}; allowed: distinct seeds"
+            )
 
 
 def parse_config(data: Any, source: str = "<dict>") -> ExperimentConfig:
@@ -689,14 +741,17 @@ def _set_dotted(data: dict[str, Any], parts: Sequence[str], value: Any, source: 
     for i, part in enumerate(parts[:-1]):
         walked.append(part)
         if walked == ["sweep", "grid"]:
-            grid = current.setdefault("sweep", {}) if isinstance(current, dict) else None
-            grid = grid.setdefault("grid", {}) if isinstance(grid, dict) else None
+            grid = current.setdefault("grid", {}) if isinstance(current, dict) else None
             if not isinstance(grid, dict):
-                raise ConfigError(f"{source}: {key}: sweep.grid is not a mapping; allowed: set a mapping first")
+                raise ConfigError(
+                    f"{source}: {key}: sweep.grid is not a mapping; allowed: set a mapping first"
+                )
             grid[".".join(parts[i + 1 :])] = value
             return
         if not isinstance(current, dict):
-            raise ConfigError(f"{source}: {key}: {'.'.join(walked[:-1])} is not a mapping; allowed: a mapping key")
+            raise ConfigError(
+                f"{source}: {key}: {'.'.join(walked[:-1])} is not a mapping; allowed: a mapping key"
+            )
         nxt = current.get(part)
         if nxt is None:
             nxt = current[part] = {}
@@ -806,7 +861,9 @@ def sweep_points(config: ExperimentConfig) -> list[SweepPoint]:
             try:
                 resolved = parse_config(data, source)
             except ConfigError as exc:
-                raise ConfigError(f"{exc} (in sweep point {_describe_assignment(assignment, seed)})") from None
+                raise ConfigError(
+                    f"{exc} (in sweep point {_describe_assignment(assignment, seed)})"
+                ) from None
             run_id = config_hash(resolved)
             if run_id not in seen:
                 seen.add(run_id)

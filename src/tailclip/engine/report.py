@@ -39,8 +39,8 @@ from matplotlib.figure import Figure
 from tailclip.engine.store import ResultsStore
 from tailclip.engine.tables import (
     QuantileBand,
-    SummaryTable,
     Stats,
+    SummaryTable,
     base_key,
     best_direction,
     consolidate,
@@ -100,7 +100,8 @@ _JS = """
     var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
     rows.sort(function (a, b) {
       var x = value(a, col), y = value(b, col), c;
-      if (typeof x === typeof y) { c = x < y ? -1 : (x > y ? 1 : 0); } else { c = typeof x === 'number' ? -1 : 1; }
+      if (typeof x === typeof y) { c = x < y ? -1 : (x > y ? 1 : 0); }
+      else { c = typeof x === 'number' ? -1 : 1; }
       return ascending ? c : -c;
     });
     rows.forEach(function (r) { body.appendChild(r); });
@@ -159,7 +160,8 @@ class _Table:
             for row_class, cells in self.rows
         )
         ident = f' id="{self.css_id}"' if self.css_id else ""
-        return f'<table class="sortable"{ident}><thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table>'
+        return (f'<table class="sortable"{ident}><thead><tr>{head}</tr></thead>\n'
+                f"<tbody>\n{body}\n</tbody></table>")
 
 
 def _stat_cells(stats: Stats | None) -> list[tuple[str, float | None] | str]:
@@ -287,7 +289,8 @@ def _noise_item(path: Path) -> str:
         if isinstance(content, dict) and all(not isinstance(v, dict | list) for v in content.values()):
             table = _Table([("field", True), ("value", False)])
             for field, value in content.items():
-                number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+                is_number = isinstance(value, int | float) and not isinstance(value, bool)
+                number = float(value) if is_number else None
                 shown = _e(format_float(number)) if number is not None else _e(value)
                 table.add([_e(field), (shown, number) if number is not None else shown])
             return table.html()
@@ -340,7 +343,8 @@ def _summary_html(table: SummaryTable) -> str:
         block = _metric_table_html(table, key)
         if block is None:
             continue
-        main = key.startswith(("train/", "eval/")) and (base_key(key) == key or key.endswith(("/q50", "/q99")))
+        headline = base_key(key) == key or key.endswith(("/q50", "/q99"))
+        main = key.startswith(("train/", "eval/")) and headline
         (primary if main else secondary).append(f"<h3>{_e(key)}</h3>\n{block}")
     parts += primary
     if secondary:
@@ -404,7 +408,8 @@ def _figures_html(store: ResultsStore, table: SummaryTable, all_keys: set[str]) 
         if levels:
             band_levels = tuple(q for q in levels if q in (0.1, 0.5, 0.9)) or levels
             bands = _bands_for(store, key, band_levels)
-            what = f"logged quantiles over the task's runs ({', '.join(f'{100 * q:g}%' for q in band_levels)})"
+            shown = ", ".join(f"{100 * q:g}%" for q in band_levels)
+            what = f"logged quantiles over the task's runs ({shown})"
         else:
             bands = _bands_for(store, key, (0.1, 0.5, 0.9))
             what = "median over seeds with the 10-90% band"
@@ -531,22 +536,25 @@ def render_report(
             sections.append(_section("curves", "Curves", f'<div class="figures">{curves}</div>'))
             nav.append(("curves", "Curves"))
         if hp:
-            sections.append(_section("quantiles", "High-probability view",
-                                     '<p class="note">Quantiles of the metric at each step: a method with good '
-                                     "high-probability convergence keeps its upper quantiles low.</p>"
-                                     f'<div class="figures">{hp}</div>'))
+            note = ('<p class="note">Quantiles of the metric at each step: a method with good '
+                    "high-probability convergence keeps its upper quantiles low.</p>")
+            body = f'{note}<div class="figures">{hp}</div>'
+            sections.append(_section("quantiles", "High-probability view", body))
             nav.append(("quantiles", "High-probability"))
         per_run = _per_run_html(store, runs_by_id, labels, artifacts, store_dir)
         if per_run:
-            sections.append(_section("final-values", "Final values across runs", f'<div class="figures">{per_run}</div>'))
+            body = f'<div class="figures">{per_run}</div>'
+            sections.append(_section("final-values", "Final values across runs", body))
             nav.append(("final-values", "Final values"))
     else:
-        sections.append(_section("summary", "Summary across seeds", '<p class="note">No finished runs yet.</p>'))
+        empty = '<p class="note">No finished runs yet.</p>'
+        sections.append(_section("summary", "Summary across seeds", empty))
     noise = _noise_html(runs_by_id, labels, artifacts, store_dir)
     if noise:
         sections.append(_section("noise", "Noise diagnostics", noise))
         nav.append(("noise", "Noise diagnostics"))
-    sections.append(_section("runs", "Runs", _runs_html(runs, labels, all_series) if runs else "<p>No runs.</p>"))
+    runs_body = _runs_html(runs, labels, all_series) if runs else "<p>No runs.</p>"
+    sections.append(_section("runs", "Runs", runs_body))
     nav.append(("runs", "Runs"))
 
     nav_html = "".join(f'<a href="#{ident}">{_e(text)}</a>' for ident, text in nav)

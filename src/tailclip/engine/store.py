@@ -254,7 +254,8 @@ class ResultsStore:
         with self._transaction() as c:
             row = c.execute(
                 f"SELECT {_RUN_COLUMNS} FROM runs WHERE "
-                "(status = 'pending' OR (status = 'failed' AND ?) OR (status = 'running' AND owner_dead(owner))) "
+                "(status = 'pending' OR (status = 'failed' AND ?) "
+                "OR (status = 'running' AND owner_dead(owner))) "
                 "AND (? IS NULL OR run_id IN (SELECT value FROM json_each(?))) "
                 "ORDER BY CASE status WHEN 'running' THEN 0 WHEN 'failed' THEN 1 ELSE 2 END, rowid LIMIT 1",
                 (int(include_failed), ids, ids),
@@ -264,7 +265,8 @@ class ResultsStore:
             now = time.time()
             host = socket.gethostname()
             c.execute(
-                "UPDATE runs SET status = 'running', owner = ?, host = ?, started = ?, ended = NULL, error = NULL "
+                "UPDATE runs SET status = 'running', owner = ?, host = ?, started = ?, "
+                "ended = NULL, error = NULL "
                 "WHERE run_id = ?",
                 (owner, host, now, row[0]),
             )
@@ -310,11 +312,16 @@ class ResultsStore:
         if status is not None and status not in STATUSES:
             raise ValueError(f"Invalid status: {status!r}; allowed: {', '.join(STATUSES)} or None")
         ids = _ids_json(run_ids)
-        rows = self._connection().execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE (? IS NULL OR status = ?) AND (? IS NULL OR name = ?) "
-            "AND (? IS NULL OR run_id IN (SELECT value FROM json_each(?))) ORDER BY rowid",
-            (status, status, name, name, ids, ids),
-        ).fetchall()
+        rows = (
+            self._connection()
+            .execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs "
+                "WHERE (? IS NULL OR status = ?) AND (? IS NULL OR name = ?) "
+                "AND (? IS NULL OR run_id IN (SELECT value FROM json_each(?))) ORDER BY rowid",
+                (status, status, name, name, ids, ids),
+            )
+            .fetchall()
+        )
         return [RunRecord(*row) for row in rows]
 
     def run(self, run_id: str) -> RunRecord | None:
@@ -336,7 +343,9 @@ class ResultsStore:
         if not data:
             return
         with self._transaction() as c:
-            c.executemany("INSERT OR REPLACE INTO metrics(run_id, step, key, value) VALUES (?, ?, ?, ?)", data)
+            c.executemany(
+                "INSERT OR REPLACE INTO metrics(run_id, step, key, value) VALUES (?, ?, ?, ?)", data
+            )
 
     def metrics(
         self, run_ids: Sequence[str] | None = None, keys: Sequence[str] | None = None
@@ -365,27 +374,38 @@ class ResultsStore:
     def metric_keys(self, run_ids: Sequence[str] | None = None) -> list[str]:
         """The distinct metric keys (of ``run_ids``, or all runs), sorted."""
         ids = _ids_json(run_ids)
-        rows = self._connection().execute(
-            "SELECT DISTINCT key FROM metrics WHERE (? IS NULL OR run_id IN (SELECT value FROM json_each(?))) "
-            "ORDER BY key",
-            (ids, ids),
-        ).fetchall()
+        rows = (
+            self._connection()
+            .execute(
+                "SELECT DISTINCT key FROM metrics "
+                "WHERE (? IS NULL OR run_id IN (SELECT value FROM json_each(?))) "
+                "ORDER BY key",
+                (ids, ids),
+            )
+            .fetchall()
+        )
         return [row[0] for row in rows]
 
     def add_artifact(self, run_id: str, kind: str, path: str | Path) -> None:
         """Record a file a run produced (idempotent)."""
         with self._transaction() as c:
             c.execute(
-                "INSERT OR REPLACE INTO artifacts(run_id, kind, path) VALUES (?, ?, ?)", (run_id, kind, str(path))
+                "INSERT OR REPLACE INTO artifacts(run_id, kind, path) VALUES (?, ?, ?)",
+                (run_id, kind, str(path)),
             )
 
     def artifacts(self, run_id: str | None = None, kind: str | None = None) -> list[Artifact]:
         """Recorded artifacts, optionally of one run and/or one kind."""
-        rows = self._connection().execute(
-            "SELECT run_id, kind, path FROM artifacts WHERE (? IS NULL OR run_id = ?) AND (? IS NULL OR kind = ?) "
-            "ORDER BY run_id, kind, path",
-            (run_id, run_id, kind, kind),
-        ).fetchall()
+        rows = (
+            self._connection()
+            .execute(
+                "SELECT run_id, kind, path FROM artifacts "
+                "WHERE (? IS NULL OR run_id = ?) AND (? IS NULL OR kind = ?) "
+                "ORDER BY run_id, kind, path",
+                (run_id, run_id, kind, kind),
+            )
+            .fetchall()
+        )
         return [Artifact(*row) for row in rows]
 
     # ------------------------------------------------------------------ export
@@ -406,7 +426,8 @@ class ResultsStore:
             base = [f.name for f in fields(RunRecord) if f.name != "config_json"]
             header = base + [f"config.{k}" for k in config_keys]
             rows = [
-                (*(getattr(r, k) for k in base), *(f.get(k) for k in config_keys)) for r, f in zip(records, flat)
+                (*(getattr(r, k) for k in base), *(f.get(k) for k in config_keys))
+                for r, f in zip(records, flat)
             ]
             return header, rows
         raise ValueError(f"Invalid table: {table!r}; allowed: 'metrics' or 'runs'")
@@ -451,8 +472,11 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 def _column(values: list[Any]) -> list[Any]:
     """One Parquet column: lists/dicts as JSON, and strings if the values mix kinds."""
     values = [json.dumps(v) if isinstance(v, (list, dict)) else v for v in values]
-    kinds = {"bool" if isinstance(v, bool) else "number" if isinstance(v, (int, float)) else type(v).__name__
-             for v in values if v is not None}
+    kinds = {
+        "bool" if isinstance(v, bool) else "number" if isinstance(v, (int, float)) else type(v).__name__
+        for v in values
+        if v is not None
+    }
     if len(kinds) > 1:
         return [None if v is None else str(v) for v in values]
     return values

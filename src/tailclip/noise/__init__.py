@@ -17,7 +17,13 @@ numpy and scipy are needed; matplotlib only when figures are drawn.
 
 from tailclip.noise._model import flat_parameters
 from tailclip.noise.batches import BatchSource
-from tailclip.noise.collect import NOISE_MODES, NoiseSample, collect_noise, per_sample_grads
+from tailclip.noise.collect import (
+    NOISE_MODES,
+    NoiseSample,
+    collect_noise,
+    per_sample_grad_norms,
+    per_sample_grads,
+)
 from tailclip.noise.estimators import TAIL_METHODS, TailIndex, hill_curve, tail_index
 from tailclip.noise.monitor import TailMonitor
 from tailclip.noise.projection import RandomProjection
@@ -63,6 +69,7 @@ __all__ = [
     "noise_scale",
     "noise_scale_from_squared_norms",
     "outlier_ratios",
+    "per_sample_grad_norms",
     "per_sample_grads",
     "running_variance",
     "smoothness_probe",

@@ -80,8 +80,16 @@ class NoiseSample:
         return int(self.norms.shape[0])
 
     def tail_index(self, method: str = "mohammadi", **kwargs: Any) -> TailIndex:
-        """Vector-mode tail index: Mohammadi on the projected vectors, Hill on the exact norms."""
-        return tail_index(self.projections if method == "mohammadi" else self.norms, method, **kwargs)
+        """Vector-mode tail index: Mohammadi on the projected vectors, Hill on the exact norms.
+
+        Mohammadi's estimator centres the vectors by their sample mean (``center=True`` unless
+        given): every ``xi_j`` shares the error ``e = gbar - grad F`` of the mean gradient, of
+        norm about ``||xi|| / sqrt(M)``, and uncentred block sums would carry ``K1 e``.
+        """
+        if method == "mohammadi":
+            kwargs.setdefault("center", True)
+            return tail_index(self.projections, method, **kwargs)
+        return tail_index(self.norms, method, **kwargs)
 
     def noise_scale(self) -> NoiseScale:
         """``B_simple`` from ``|G_B|^2 = mean ||g_j||^2`` and ``|G_{MB'}|^2 = ||gbar||^2`` (independent batches)."""
@@ -137,21 +145,16 @@ def _unsqueeze(obj: Any) -> Any:
     return obj
 
 
-def per_sample_grad_chunks(
-    model: nn.Module, loss_fn: LossFn, batch: Batch, *, chunk_size: int = 32
-) -> Iterator[Tensor]:
-    """Per-example flat gradients of ``batch``, ``chunk_size`` examples at a time, shape ``(c, d)``.
-
-    Each example's loss is ``loss_fn(model(x_j[None]), y_j[None])``; the parameters are those
-    with ``requires_grad`` in ``model.named_parameters()`` order. Dropout draws a different mask
-    per example (``vmap(randomness="different")``). Models with BatchNorm in training mode are
-    refused: their per-example gradient does not exist.
-    """
+def _per_sample_grad_tuples(
+    model: nn.Module, loss_fn: LossFn, batch: Batch, chunk_size: int
+) -> Iterator[tuple[Tensor, ...]]:
+    """Per-example gradients, one tensor of shape ``(c, *p.shape)`` per trainable parameter."""
     _check_count("chunk_size", chunk_size)
     if model.training and batchnorm_modules(model):
         raise ValueError(
-            f"Invalid model for per-sample gradients: BatchNorm in training mode ({', '.join(batchnorm_modules(model))}) "
-            "mixes the examples of a batch; use per_sample=False or model.eval()"
+            "Invalid model for per-sample gradients: BatchNorm in training mode "
+            f"({', '.join(batchnorm_modules(model))}) mixes the examples of a batch; "
+            "use per_sample=False or model.eval()"
         )
     named = trainable_parameters(model)
     names = [name for name, _ in named]
@@ -164,8 +167,10 @@ def per_sample_grad_chunks(
         inputs = _unsqueeze(inputs)
         if isinstance(inputs, dict):
             output = functional_call(model, state, (), inputs)
+        elif isinstance(inputs, (tuple, list)):
+            output = functional_call(model, state, tuple(inputs))
         else:
-            output = functional_call(model, state, tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,))
+            output = functional_call(model, state, (inputs,))
         return loss_fn(output, target.unsqueeze(0))
 
     compute = vmap(grad(example_loss), in_dims=(None, 0, 0), randomness="different")
@@ -173,13 +178,41 @@ def per_sample_grad_chunks(
     n = _batch_size(target)
     for start in range(0, n, chunk_size):
         index = slice(start, min(n, start + chunk_size))
-        grads = compute(values, _slice(inputs, index), target[index])
+        yield compute(values, _slice(inputs, index), target[index])
+
+
+def per_sample_grad_chunks(
+    model: nn.Module, loss_fn: LossFn, batch: Batch, *, chunk_size: int = 32
+) -> Iterator[Tensor]:
+    """Per-example flat gradients of ``batch``, ``chunk_size`` examples at a time, shape ``(c, d)``.
+
+    Each example's loss is ``loss_fn(model(x_j[None]), y_j[None])``; the parameters are those
+    with ``requires_grad`` in ``model.named_parameters()`` order. Dropout draws a different mask
+    per example (``vmap(randomness="different")``). Models with BatchNorm in training mode are
+    refused: their per-example gradient does not exist.
+    """
+    for grads in _per_sample_grad_tuples(model, loss_fn, batch, chunk_size):
         yield torch.cat([g.reshape(g.shape[0], -1) for g in grads], dim=1)
 
 
 def per_sample_grads(model: nn.Module, loss_fn: LossFn, batch: Batch, *, chunk_size: int = 32) -> Tensor:
-    """All per-example flat gradients of ``batch``, shape ``(batch size, d)`` (see :func:`per_sample_grad_chunks`)."""
+    """All per-example flat gradients of ``batch``, shape ``(batch size, d)``.
+
+    See :func:`per_sample_grad_chunks`.
+    """
     return torch.cat(list(per_sample_grad_chunks(model, loss_fn, batch, chunk_size=chunk_size)))
+
+
+def per_sample_grad_norms(model: nn.Module, loss_fn: LossFn, batch: Batch, *, chunk_size: int = 32) -> Tensor:
+    """Per-example gradient norms ``||grad loss(x; z_j)||`` of ``batch``, shape ``(batch size,)`` in float64.
+
+    Summed per parameter in squares, without building the flat ``(n, d)`` matrix.
+    """
+    norms = []
+    for grads in _per_sample_grad_tuples(model, loss_fn, batch, chunk_size):
+        squares = [g.reshape(g.shape[0], -1).pow(2).sum(1, dtype=torch.float64) for g in grads]
+        norms.append(torch.stack(squares).sum(0).sqrt())
+    return torch.cat(norms)
 
 
 def collect_noise(

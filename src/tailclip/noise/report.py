@@ -98,7 +98,8 @@ class NoiseReport:
         hill = sample.tail_index("hill", k1=k1, ci=ci)
         tail_4b = None
         if sample.n >= 2 * k1 * BATCH_FACTOR:
-            tail_4b = tail_index(larger_batch_noise(sample.projections, BATCH_FACTOR), "mohammadi", k1, ci, n_boot, seed)
+            larger = larger_batch_noise(sample.projections, BATCH_FACTOR)
+            tail_4b = tail_index(larger, "mohammadi", k1, ci, n_boot, seed, center=True)
         ratio_slope = max_to_sum_slope(sample.norms, 2.0, seed=seed)
         m_min = max(10, sample.n // 100)
         variance_curve = running_variance(sample.norms, center=False, num=256)

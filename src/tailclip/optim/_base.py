@@ -81,7 +81,14 @@ class ClipOptimizer(Optimizer):
     ``nonfinite="raise"`` raises ``FloatingPointError`` naming the first parameter whose
     gradient holds NaN or Inf; ``"skip"`` skips the whole step (parameters and state untouched)
     and counts it in :attr:`skipped_steps`. Either check reads one scalar on the host per step.
+
+    Group-level state (one scalar per param group, as Adam-Norm's second moment) lives in the
+    state of the group's first parameter under the keys in :attr:`GROUP_STATE_KEYS`, so
+    ``state_dict`` saves it once and every ``torch.optim`` tool handles it; those keys keep
+    their saved dtype and device on load (torch would cast them to the parameter's dtype).
     """
+
+    GROUP_STATE_KEYS: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -162,6 +169,10 @@ class ClipOptimizer(Optimizer):
         ]
         return loss
 
+    def _group_state(self, group: dict[str, Any]) -> dict[str, Any]:
+        """The state dict holding the group-level keys: that of the group's first parameter."""
+        return self.state[group["params"][0]]
+
     def _max_norm(self, group: dict[str, Any], norms: Tensor) -> float | Tensor:
         """The group's threshold: a constant, or the adaptive policy's ``tau_t`` for this step."""
         max_norm = group.get("max_norm")
@@ -190,6 +201,12 @@ class ClipOptimizer(Optimizer):
         ``torch.optim`` deep-copies the saved groups, so each group gets its own policy object
         back afterwards (the one the optimizer was built with) with the saved state loaded.
         """
+        group_states = []
+        for saved_group, group in zip(state_dict["param_groups"], self.param_groups):
+            entry = state_dict["state"].get(saved_group["params"][0], {}) if saved_group["params"] else {}
+            kept = {k: v for k, v in entry.items() if k in self.GROUP_STATE_KEYS}
+            if kept:
+                group_states.append((group["params"][0], kept))
         policies: dict[int, tuple[ThresholdPolicy, dict[str, Tensor]]] = {}
         groups = []
         for index, (saved, current) in enumerate(zip(state_dict["param_groups"], self.param_groups)):
@@ -206,6 +223,8 @@ class ClipOptimizer(Optimizer):
                 saved["max_norm"] = None
             groups.append(saved)
         super().load_state_dict({**state_dict, "param_groups": groups})
+        for p, kept in group_states:
+            self.state[p].update({k: v.clone() for k, v in kept.items()})
         for index, (policy, policy_state) in policies.items():
             policy.load_state_dict(policy_state)
             self.param_groups[index]["max_norm"] = policy

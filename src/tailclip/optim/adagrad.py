@@ -176,6 +176,8 @@ class ClipAdaGrad(ClipOptimizer):
     AdaGrad-Norm when the Noise Is Heavy-Tailed" (clipping and the delayed variants).
     """
 
+    GROUP_STATE_KEYS = ("norm_sq_sum",)
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -220,7 +222,7 @@ class ClipAdaGrad(ClipOptimizer):
                 state["sum"] = torch.full_like(p, b0_sq, memory_format=torch.preserve_format)
         if group["norm"]:
             first = group["params"][0]
-            group_state = self.state[first]
+            group_state = self._group_state(group)
             if "norm_sq_sum" not in group_state:
                 dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
                 group_state["norm_sq_sum"] = torch.full((), b0_sq, dtype=dtype, device=first.device)

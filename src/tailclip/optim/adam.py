@@ -353,6 +353,8 @@ class ClipAdam(ClipOptimizer):
     Is Heavy-Tailed"; Kingma and Ba, ICLR 2015; Loshchilov and Hutter, ICLR 2019.
     """
 
+    GROUP_STATE_KEYS = (GROUP_EXP_AVG_SQ, GROUP_STEP)
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -411,7 +413,7 @@ class ClipAdam(ClipOptimizer):
         group_exp_avg_sq = group_step = None
         if group["norm"]:
             first = group["params"][0]
-            group_state = self.state[first]
+            group_state = self._group_state(group)
             if GROUP_EXP_AVG_SQ not in group_state:
                 group_state[GROUP_STEP] = torch.tensor(0.0, dtype=_scalar_dtype(), device="cpu")
                 group_state[GROUP_EXP_AVG_SQ] = torch.full(
@@ -427,23 +429,3 @@ class ClipAdam(ClipOptimizer):
             foreach=group["foreach"], fused=group["fused"], group_exp_avg_sq=group_exp_avg_sq,
             group_step=group_step, norms=norms,
         )
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state dict, keeping Adam-Norm's group moments in their saved dtype.
-
-        ``torch.optim`` casts every floating state tensor but ``"step"`` to its parameter's
-        dtype; the group's scalar ``v`` (float32) would lose its precision in a bfloat16 group,
-        and its update count would move off the CPU, so both are restored as saved.
-        """
-        saved_state = state_dict["state"]
-        group_moments = []
-        for saved_group, group in zip(state_dict["param_groups"], self.param_groups, strict=False):
-            ids = saved_group["params"]
-            entry = saved_state.get(ids[0], {}) if ids else {}
-            if GROUP_EXP_AVG_SQ in entry:
-                group_moments.append((group["params"][0], entry[GROUP_EXP_AVG_SQ], entry[GROUP_STEP]))
-        super().load_state_dict(state_dict)
-        for p, exp_avg_sq, step in group_moments:
-            state = self.state[p]
-            state[GROUP_EXP_AVG_SQ] = exp_avg_sq.to(device=p.device, copy=True)
-            state[GROUP_STEP] = step.clone()

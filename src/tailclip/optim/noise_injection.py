@@ -22,9 +22,12 @@ gradient ``g`` (per tensor, as the published code's ``torch.norm(p.grad)``). Two
   With ``n < 2`` the variance is zero and the published code silently adds no noise; here the
   step still adds none, but warns (once per optimizer) and names ``variance="ema"`` as the fix.
   A parameter first seen at record ``k`` counts as zero in the ``k - 1`` records before.
-  Changes to ``p.grad`` after the last ``accumulate()`` (clipping, unscaling) are not recorded;
-  ``||g||`` is taken from ``p.grad`` at :meth:`~NoiseInjection.step`. Gradients must be zeroed
-  between steps, as in any accumulation loop.
+  ``g`` is ``p.grad`` at :meth:`~NoiseInjection.step`. If it was rescaled after the last record
+  (``GradScaler.unscale_``, clipping), sigma follows it into the units of ``g``:
+  ``sigma^2 <- c^2 sigma^2`` with ``c = ||g|| / ||sum_k d_k||`` per tensor (``c = 1`` when ``p.grad``
+  is untouched). Gradients must be zeroed between steps, as in any accumulation loop;
+  :meth:`~NoiseInjection.zero_grad` also discards the records of a step that was not taken
+  (a step ``GradScaler`` skipped).
 
 * ``"ema"``: an exponentially weighted per-coordinate variance of the step gradients ``g_t``
   across steps (``beta = ema_beta``; ``beta_1 = 0`` at a tensor's first step, then ``beta``)::
@@ -127,17 +130,21 @@ def agni_noise_(
     variance_scales: list[float],
     foreach: bool,
     norms: Tensor | None = None,
+    rescale: Tensor | None = None,
 ) -> Tensor:
-    """Add ``z_k * sqrt(eta * c_k * v_k) * ||g_k||`` to each gradient ``g_k`` in place.
+    """Add ``z_k * sqrt(eta * c_k * v_k) * r_k * ||g_k||`` to each gradient ``g_k`` in place.
 
     ``v_k`` is the variance buffer, ``c_k`` its scale (``1 / (n - 1)`` for Welford's ``M2``, the
     EMA's bias correction), ``z_k = normals[k]`` standard normal draws of ``g_k``'s shape in the
-    buffer's dtype. ``norms`` may pass the per-tensor norms of ``grads``. The noise is computed
-    in the buffers' dtype and added in the gradient's. Returns the per-tensor noise norms.
-    Pure torch: no host synchronisation, no data-dependent branching.
+    buffer's dtype, ``r_k = rescale[k]`` (default 1) the factor by which ``g_k`` was rescaled after
+    ``v_k`` was recorded. ``norms`` may pass the per-tensor norms of ``grads``. The noise is
+    computed in the buffers' dtype and added in the gradient's. Returns the per-tensor noise
+    norms. Pure torch: no host synchronisation, no data-dependent branching.
     """
     if norms is None:
         norms = tensor_norms(grads, foreach)
+    if rescale is not None:
+        norms = norms * rescale.to(norms.device, norms.dtype)
     grad_norms = [n.to(v.device, v.dtype) for n, v in zip(norms.unbind(), variances, strict=True)]
     factors = [eta * c for c in variance_scales]
     if foreach and grads:
@@ -238,7 +245,10 @@ class NoiseInjection(Optimizer):
             super().add_param_group(param_group)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero the gradients (base optimizer) and discard micro-batch records of a step not taken."""
         self.base_optimizer.zero_grad(set_to_none=set_to_none)
+        if self.microbatches:
+            self._reset_microbatches()
 
     def _params_with_grad(self) -> list[Tensor]:
         params = []
@@ -323,17 +333,21 @@ class NoiseInjection(Optimizer):
                 loss = closure()
         params = self._params_with_grad()
         grads = [p.grad for p in params]
-        if self.variance == "microbatch":
-            noised, variances, scales = self._microbatch_variances(params)
-        else:
-            noised, variances, scales = self._ema_variances(params)
         device = self.last_noise_norm.device
         norms = tensor_norms(grads, self.foreach) if grads else torch.zeros(0, device=device)
         self.last_grad_norm = torch.linalg.vector_norm(norms).to(device)
+        rescale = None
+        if self.variance == "microbatch":
+            noised, variances, scales = self._microbatch_variances(params)
+            if noised:
+                rescale = self._rescale(params, noised, norms)
+        else:
+            noised, variances, scales = self._ema_variances(params)
         if noised:
             noise_norms = agni_noise_(
                 [grads[i] for i in noised], variances, self._normals(variances),
                 eta=self.eta, variance_scales=scales, foreach=self.foreach, norms=norms[noised],
+                rescale=rescale,
             )
             self.last_noise_norm = torch.linalg.vector_norm(noise_norms).to(device)
         else:
@@ -353,6 +367,12 @@ class NoiseInjection(Optimizer):
         noised = [i for i, p in enumerate(params) if p in self.noise_state]
         m2s = [self.noise_state[params[i]]["m2"] for i in noised]
         return noised, m2s, [1.0 / (n - 1)] * len(noised)
+
+    def _rescale(self, params: list[Tensor], noised: list[int], norms: Tensor) -> Tensor:
+        """``c = ||g|| / ||sum_k d_k||`` per tensor: 1 unless ``p.grad`` changed after the last record."""
+        recorded = tensor_norms([self.noise_state[params[i]]["grad_sum"] for i in noised], self.foreach)
+        current = norms[noised].to(recorded.device, recorded.dtype)
+        return torch.where(recorded > 0, current / recorded, torch.ones_like(recorded))
 
     def _reset_microbatches(self) -> None:
         self.microbatches = 0

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tailclip.clip import ClipMode, ClipStats, ThresholdPolicy, check_clip_mode, clip_tensors
+from tailclip.clip import ClipMode, ClipStats, ThresholdPolicy, check_clip_mode, clip_tensors, tensor_norms
 from tailclip.optim._base import (
     ClipOptimizer,
     check_lr,
@@ -39,7 +39,7 @@ def clip_sgd(
     lr: float,
     momentum: float,
     clip: ClipMode,
-    max_norm: float | Tensor,
+    max_norm: float | Tensor | ThresholdPolicy,
     clip_target: str,
     weight_decay: float,
     foreach: bool,
@@ -48,7 +48,9 @@ def clip_sgd(
     """Functional ClipSGD; updates ``params`` and fills/updates ``momentum_buffers`` in place.
 
     ``norms`` are the per-tensor norms of ``grads`` if already known (used only when they
-    equal the norms of the clipped quantity: no weight decay, gradient target).
+    equal the norms of the clipped quantity: no weight decay, gradient target). An adaptive
+    ``max_norm`` policy is fed the pre-clip norm of the quantity it clips (``g_t + wd x_t``, or
+    ``m_t`` with ``clip_target="momentum"``).
     """
     if weight_decay != 0:
         grads = (
@@ -58,17 +60,32 @@ def clip_sgd(
         )
         norms = None
     if clip_target == "gradient":
-        grads, stats = clip_tensors(grads, clip, max_norm, foreach, norms)
+        grads, stats = _clip(grads, clip, max_norm, foreach, norms)
     if momentum != 0:
         grads = _heavy_ball(grads, momentum_buffers, momentum, foreach)
     if clip_target == "momentum":
-        grads, stats = clip_tensors(grads, clip, max_norm, foreach)
+        grads, stats = _clip(grads, clip, max_norm, foreach, None)
     if foreach:
         torch._foreach_add_(params, grads, alpha=-lr)
     else:
         for p, d in zip(params, grads):
             p.add_(d, alpha=-lr)
     return stats
+
+
+def _clip(
+    tensors: list[Tensor],
+    clip: ClipMode,
+    max_norm: float | Tensor | ThresholdPolicy,
+    foreach: bool,
+    norms: Tensor | None,
+) -> tuple[list[Tensor], ClipStats]:
+    """:func:`clip_tensors`, resolving an adaptive policy on the norm of ``tensors`` themselves."""
+    if isinstance(max_norm, ThresholdPolicy):
+        if norms is None:
+            norms = tensor_norms(tensors, foreach)
+        max_norm = max_norm.threshold(torch.linalg.vector_norm(norms))
+    return clip_tensors(tensors, clip, max_norm, foreach, norms)
 
 
 def _heavy_ball(
@@ -141,7 +158,7 @@ class ClipSGD(ClipOptimizer):
         stats = clip_sgd(
             params, grads, buffers,
             lr=group["lr"], momentum=group["momentum"], clip=group["clip"],
-            max_norm=self._max_norm(group, norms), clip_target=group["clip_target"],
+            max_norm=group["max_norm"], clip_target=group["clip_target"],
             weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
         )
         if group["momentum"] != 0:

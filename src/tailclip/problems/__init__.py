@@ -5,3 +5,4 @@ Importing this package registers every built-in task in :data:`tailclip.engine.t
 """
 
 from tailclip.problems import quadratic  # noqa: F401  (registers noisy-quadratic)
+from tailclip.problems import image_classification  # noqa: F401  (registers image-classification)

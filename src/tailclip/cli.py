@@ -1,0 +1,396 @@
+"""The ``tailclip`` command line (typer + rich): run, sweep, list, demo.
+
+* ``tailclip run CONFIG [--set k=v ...]``: train one config (its ``sweep`` section ignored).
+* ``tailclip sweep CONFIG [--set k=v ...] [--backend local|ray] [--workers N]``: every grid
+  point x seed; finished runs are skipped, failed and interrupted ones redone.
+* ``tailclip list``: tasks, optimizers and built-in configs.
+* ``tailclip demo``: the built-in ``demo`` sweep and its table.
+
+``CONFIG`` is a YAML file or the name of a built-in config (``tailclip list``). Everything is
+validated before the store is opened: a user error prints one line to stderr and exits with
+code 2, writing nothing. A failed run exits with code 1. Progress bars appear only when stdout
+is a terminal; otherwise a sweep prints one line per run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Annotated, Any, NoReturn
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from tailclip.engine.config import (
+    BASELINE_OPTIMIZERS,
+    ConfigError,
+    ExperimentConfig,
+    OutputConfig,
+    SweepPoint,
+    builtin_configs,
+    load_config,
+    sweep_points,
+)
+from tailclip.engine.runner import run_one
+from tailclip.engine.store import ResultsStore, make_owner
+from tailclip.engine.sweep import SweepEvent, assignment_label, run_sweep_local
+from tailclip.engine.tasks import TASKS
+from tailclip.optim import OPTIMIZERS
+
+app = typer.Typer(
+    name="tailclip",
+    help="Train under heavy-tailed gradient noise: run configs, sweeps, and inspect results.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+BACKENDS = ("local", "ray")
+RAY_HINT = "backend ray needs Ray and tailclip.engine.ray_backend: pip install 'tailclip[ray]'"
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", "-s", help="Override a config value: dotted.key=value (value parsed as YAML); repeatable."
+    ),
+]
+ConfigArgument = Annotated[str, typer.Argument(help="A YAML config file, or the name of a built-in config.")]
+
+
+def _user_error(message: object) -> NoReturn:
+    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
+    raise typer.Exit(2)
+
+
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 120), soft_wrap=False)
+    return console
+
+
+def _open_store(path: str) -> ResultsStore:
+    try:
+        return ResultsStore(path)
+    except (OSError, sqlite3.Error) as exc:
+        _user_error(f"output.store: cannot open {path}: {exc}")
+
+
+def _load(config: str, overrides: Sequence[str] | None) -> ExperimentConfig:
+    try:
+        return load_config(config, list(overrides or []))
+    except ConfigError as exc:
+        _user_error(exc)
+
+
+def _points(config: ExperimentConfig) -> list[SweepPoint]:
+    try:
+        return sweep_points(config)
+    except ConfigError as exc:
+        _user_error(exc)
+
+
+def _fmt(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    return f"{value:.3g}"
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class _SweepDisplay:
+    """Rich progress for a sweep (runs done / total, steps/s, ETA), or plain lines off a terminal."""
+
+    def __init__(self, console: Console, labels: dict[str, str], todo: Sequence[ExperimentConfig]) -> None:
+        self.console = console
+        self.labels = labels
+        self.terminal = console.is_terminal
+        self.runs_total = len(todo)
+        self.runs_done = 0
+        steps = [c.train.steps for c in todo]
+        self.by_steps = all(s is not None for s in steps)
+        self.steps: dict[str, int] = {}
+        self.started = time.perf_counter()
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("runs {task.fields[runs]}"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not self.terminal,
+        )
+        total = sum(steps) if self.by_steps else self.runs_total  # type: ignore[arg-type]
+        self.task = self.progress.add_task("sweep", total=total, runs=f"0/{self.runs_total}", rate="")
+
+    def __enter__(self) -> _SweepDisplay:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, event: SweepEvent) -> None:
+        if event.kind == "progress":
+            self.steps[event.run_id] = event.step
+        elif event.kind == "done":
+            self.runs_done += 1
+            if not self.terminal:
+                label = self.labels.get(event.run_id, "")
+                extra = f" {event.error}" if event.error else ""
+                print(f"{event.status} {event.run_id} [{label}] {event.seconds:.1f}s{extra}", flush=True)
+        done_steps = sum(self.steps.values())
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        self.progress.update(
+            self.task,
+            completed=done_steps if self.by_steps else self.runs_done,
+            runs=f"{self.runs_done}/{self.runs_total}",
+            rate=f"{done_steps / elapsed:,.0f} steps/s",
+        )
+
+
+# ----------------------------------------------------------------------------- result tables
+
+
+def _primary_key(store: ResultsStore, run_ids: Sequence[str]) -> str:
+    keys = set(store.metric_keys(run_ids))
+    for key in ("eval/loss", "train/loss", "eval/loss/q50", "train/loss/q50"):
+        if key in keys:
+            return key
+    return sorted(keys)[0] if keys else "eval/loss"
+
+
+def results_table(store: ResultsStore, points: Sequence[SweepPoint], title: str = "") -> Table:
+    """Per grid point (seeds pooled): the final value of the main loss, mean +- sd, median, max."""
+    run_ids = [p.config.run_id for p in points]
+    key = _primary_key(store, run_ids)
+    series = store.metrics(run_ids, keys=[key, "train/diverged", "time/step_seconds"])
+    groups: dict[str, list[str]] = {}
+    for point in points:
+        groups.setdefault(assignment_label(point.assignment), []).append(point.config.run_id)
+    table = Table(title=f"{title}\nfinal {key}, per configuration over seeds" if title else f"final {key}")
+    table.add_column("configuration")
+    for name in ("n", "mean", "sd", "median", "max", "diverged", "ms/step"):
+        table.add_column(name, justify="right")
+    for label, ids in groups.items():
+        finals = np.array([series[i][key][1][-1] for i in ids if i in series and key in series[i]])
+        diverged = sum(1 for i in ids if "train/diverged" in series.get(i, {}))
+        times = [
+            np.median(series[i]["time/step_seconds"][1])
+            for i in ids
+            if "time/step_seconds" in series.get(i, {})
+        ]
+        cells = ["-"] * 4
+        if len(finals):
+            sd = float(np.std(finals, ddof=1)) if len(finals) > 1 else math.nan
+            cells = [
+                _fmt(float(np.mean(finals))),
+                _fmt(sd),
+                _fmt(float(np.median(finals))),
+                _fmt(float(finals.max())),
+            ]
+        ms = _fmt(1000 * float(np.median(times))) if times else "-"
+        table.add_row(label, f"{len(finals)}/{len(ids)}", *cells, str(diverged), ms)
+    return table
+
+
+def _run_table(store: ResultsStore, run_id: str) -> Table:
+    series = store.metrics([run_id]).get(run_id, {})
+    table = Table(title=f"run {run_id}")
+    table.add_column("metric")
+    table.add_column("step", justify="right")
+    table.add_column("final", justify="right")
+    for key, (steps, values) in sorted(series.items()):
+        if key.startswith("train/") or key.startswith("eval/") or key in ("opt/grad_norm", "opt/clip_factor"):
+            table.add_row(key, str(int(steps[-1])), _fmt(float(values[-1])))
+    return table
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@app.command()
+def run(config: ConfigArgument, set_: SetOption = None) -> None:
+    """Train one config and print its final metrics (a config's sweep section is ignored)."""
+    experiment = _load(config, set_)
+    console = _console()
+    if experiment.sweep is not None:
+        console.print("note: this config has a sweep section; running its base config (use tailclip sweep)")
+    store = _open_store(experiment.output.store)
+    run_id = store.add_runs([experiment])[0]
+    if store.claim(make_owner(), run_ids=[run_id]) is None:
+        record = store.run(run_id)
+        if record is not None and record.status == "finished":
+            console.print(f"run {run_id} already finished in {store.path}")
+            console.print(_run_table(store, run_id))
+            return
+        owner = record.owner if record is not None else "?"
+        typer.echo(f"error: run {run_id} is being trained by {owner}", err=True)
+        raise typer.Exit(1)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn(f"[bold]{run_id}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+    started = time.perf_counter()
+    with progress:
+        task = progress.add_task("run", total=experiment.train.steps, rate="")
+        last = [0.0]
+
+        def on_step(step: int, total: int) -> None:
+            now = time.perf_counter()
+            if now - last[0] >= 0.1 or step == total:
+                last[0] = now
+                rate = step / max(now - started, 1e-9)
+                progress.update(task, completed=step, total=total, rate=f"{rate:,.0f} steps/s")
+
+        try:
+            run_one(experiment, store, progress=on_step)
+        except Exception:  # noqa: BLE001  (the store holds the traceback; show it)
+            record = store.run(run_id)
+            typer.echo(f"error: run {run_id} failed: {record.error if record else ''}", err=True)
+            raise typer.Exit(1) from None
+    console.print(_run_table(store, run_id))
+    console.print(f"store: {store.path}")
+
+
+def _sweep(
+    experiment: ExperimentConfig, backend: str, workers: int, console: Console, title: str = ""
+) -> tuple[ResultsStore, list[SweepPoint], bool]:
+    """Validate, run and summarise a sweep; returns (store, points, every run ok)."""
+    if backend not in BACKENDS:
+        _user_error(f"--backend: got {backend!r}; allowed: {', '.join(BACKENDS)}")
+    if workers < 1:
+        _user_error(f"--workers: got {workers}; allowed: an integer >= 1")
+    points = _points(experiment)
+    configs = [p.config for p in points]
+    ray_sweep = None
+    if backend == "ray":
+        try:
+            ray_sweep = importlib.import_module("tailclip.engine.ray_backend").run_sweep_ray
+        except ImportError as exc:
+            _user_error(f"{RAY_HINT} ({exc})")
+    store = _open_store(experiment.output.store)
+    labels = {
+        p.config.run_id: f"{assignment_label(p.assignment)}, seed {p.config.train.seed}" for p in points
+    }
+    finished_before = {r.run_id for r in store.runs(status="finished", run_ids=list(labels))}
+    todo = [c for c in configs if c.run_id not in finished_before]
+    console.print(
+        f"{experiment.name}: {len(configs)} runs, {len(finished_before)} already finished, "
+        f"{len(todo)} to run on {backend} with {workers} worker(s); store {store.path}"
+    )
+    if ray_sweep is not None:
+        ray_sweep(configs, str(store.path), workers)
+    else:
+        with _SweepDisplay(console, labels, todo) as display:
+            run_sweep_local(configs, store.path, workers, on_event=display)
+    records = store.runs(run_ids=list(labels))
+    failed = [r for r in records if r.status != "finished"]
+    console.print(results_table(store, points, title))
+    for record in failed:
+        first = (record.error or record.status).splitlines()[0]
+        typer.echo(f"run {record.run_id} [{labels[record.run_id]}] {record.status}: {first}", err=True)
+    return store, points, not failed
+
+
+@app.command()
+def sweep(
+    config: ConfigArgument,
+    set_: SetOption = None,
+    backend: Annotated[str, typer.Option(help="local (a process pool) or ray.")] = "local",
+    workers: Annotated[int, typer.Option(help="Worker processes (local) or concurrent Ray tasks.")] = 1,
+) -> None:
+    """Run every grid point x seed of a config; skips finished runs, redoes failed/interrupted ones."""
+    experiment = _load(config, set_)
+    console = _console()
+    _, _, ok = _sweep(experiment, backend, workers, console, title=experiment.name)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_() -> None:
+    """List tasks, optimizers and built-in configs."""
+    console = _console()
+    tasks = Table(title="tasks")
+    tasks.add_column("name")
+    tasks.add_column("kind")
+    tasks.add_column("options")
+    tasks.add_column("description")
+    for name, cls in sorted(TASKS.items()):
+        doc = inspect.getdoc(cls) or ""
+        tasks.add_row(name, cls.kind, ", ".join(cls.Options.model_fields), doc.splitlines()[0] if doc else "")
+    console.print(tasks)
+    optimizers = Table(title="optimizers")
+    optimizers.add_column("name")
+    optimizers.add_column("class")
+    for name, cls in [*OPTIMIZERS.items(), *BASELINE_OPTIMIZERS.items()]:
+        optimizers.add_row(name, f"{cls.__module__}.{cls.__qualname__}")
+    console.print(optimizers)
+    configs = Table(title="built-in configs (tailclip run|sweep NAME)")
+    configs.add_column("name")
+    configs.add_column("description")
+    for name, path in builtin_configs().items():
+        first = path.read_text(encoding="utf-8").splitlines()[:1]
+        description = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+        configs.add_row(name, description)
+    console.print(configs)
+
+
+@app.command()
+def demo(
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    store: Annotated[
+        str | None, typer.Option(help="Results store (default: the config's runs/demo.sqlite).")
+    ] = None,
+) -> None:
+    """Compare SGD, ClipSGD (global, coordinate) and ClipAdam under infinite-variance noise."""
+    experiment = _load("demo", [])
+    if store is not None:
+        experiment = experiment.model_copy(update={"output": OutputConfig(store=store)})
+    console = _console()
+    options: dict[str, Any] = experiment.task.options
+    title = (
+        f"noisy quadratic, d={options['dim']}, Student-t noise df={options['df']}, "
+        f"{experiment.train.steps} steps; final f(x) - f* over {len(experiment.sweep.seeds or [0])} seeds"
+        if experiment.sweep is not None
+        else "demo"
+    )
+    _, _, ok = _sweep(experiment, "local", workers, console, title=title)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point for ``python -m tailclip.cli``."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

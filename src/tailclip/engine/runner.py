@@ -1,0 +1,488 @@
+"""Train one config: :func:`run_one`. The loop a researcher would write, made robust.
+
+For a model task (see :mod:`tailclip.engine.tasks`) one step is::
+
+    batch = task.train_batch()
+    loss, metrics = task.loss(batch)
+    optimizer.zero_grad(); loss.backward(); optimizer.step(); scheduler.step()
+
+and a vectorized task's step is ``task.step(lr_factor)``. Around it the runner
+
+* seeds ``random``, numpy and torch with ``train.seed`` before building the task, so the same
+  config and seed give identical metrics;
+* keeps each logged step's values as one tensor (train metrics; for tailclip optimizers
+  ``opt.step_stats``: ``grad_norm``, ``clip_factor``, ``clipped``; for others the total
+  gradient norm) and converts them to floats in one batch at log boundaries (evaluation,
+  checkpoint, end, or every 1000 logged steps): no host synchronisation per step;
+* evaluates at step 0, every ``train.eval_every`` steps and at the end;
+* logs ``time/step_seconds``, the mean wall time of the steps since the previous boundary
+  (evaluation and checkpoint time excluded), and ``opt/lr``;
+* writes a checkpoint every ``train.checkpoint_every`` steps, atomically (a temporary file,
+  fsync, ``os.replace``): task state (model, data position), optimizer, schedule, the step,
+  the wall time so far and the RNG states of torch (and CUDA), numpy and ``random``. A run
+  that finds its checkpoint resumes from it and ends with the metrics of an uninterrupted
+  run: steps after the checkpoint are recomputed and their rows overwritten;
+* with ``train.stop_on_divergence`` (default) ends a model-task run whose train loss becomes
+  NaN or infinite (or whose optimizer raises ``FloatingPointError``) as *finished*, logging
+  ``train/diverged = 1`` at the first such step: under heavy-tailed noise a diverged run is a
+  result, not an error to retry.
+
+Vectorized tasks log ``<key>/q10``, ``/q50``, ``/q90``, ``/q99`` and ``/mean`` over their
+``R`` runs and save the final per-run values as ``.npy`` artifacts (kind ``per_run/<key>``).
+
+``run_one`` uses only these store methods: ``add_runs``, ``log_metrics``, ``add_artifact``,
+``finish``, ``fail``, and the attribute ``path`` (checkpoints go to ``<store dir>/checkpoints``,
+artifacts to ``<store dir>/artifacts/<run_id>`` unless given): an object forwarding them can
+stand in for a :class:`~tailclip.engine.store.ResultsStore`. Claiming the run is the caller's
+business (:mod:`tailclip.engine.sweep`, the CLI).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tailclip.clip import total_norm
+from tailclip.engine.config import ExperimentConfig, build_optimizer, config_hash
+from tailclip.engine.schedules import lr_factor, make_scheduler
+from tailclip.engine.tasks import TASKS, ModelTask, TaskContext, VectorizedTask
+from tailclip.optim import ClipOptimizer
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "QUANTILES",
+    "ProgressCallback",
+    "RunStore",
+    "artifact_dir",
+    "checkpoint_path",
+    "resolve_device",
+    "run_one",
+    "seed_everything",
+]
+
+QUANTILES = (0.10, 0.50, 0.90, 0.99)
+CHECKPOINT_FORMAT = 1
+_FLUSH_EVERY = 1000
+
+ProgressCallback = Callable[[int, int], None]
+"""``progress(step, total_steps)``, called after every step (throttle inside if it is costly)."""
+
+
+class RunStore(Protocol):
+    """What :func:`run_one` needs from a store."""
+
+    path: Path
+
+    def add_runs(self, configs: list[ExperimentConfig]) -> list[str]: ...
+
+    def log_metrics(self, run_id: str, rows: list[tuple[int, str, float]]) -> None: ...
+
+    def add_artifact(self, run_id: str, kind: str, path: str | Path) -> None: ...
+
+    def finish(self, run_id: str, wall_time: float, steps: int) -> None: ...
+
+    def fail(self, run_id: str, error: str) -> None: ...
+
+
+def checkpoint_path(store_path: str | Path, run_id: str) -> Path:
+    """Where a run's checkpoint lives: ``<store dir>/checkpoints/<run_id>.pt``."""
+    return Path(store_path).resolve().parent / "checkpoints" / f"{run_id}.pt"
+
+
+def artifact_dir(store_path: str | Path, run_id: str) -> Path:
+    """Where a run's artifacts go: ``<store dir>/artifacts/<run_id>/``."""
+    return Path(store_path).resolve().parent / "artifacts" / run_id
+
+
+def resolve_device(name: str) -> torch.device:
+    """``train.device`` as a torch device; ``auto`` is CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device: {name!r} is not available on this machine; allowed: cpu, auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"train.device: {name!r} is not available on this machine; allowed: cpu, auto")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed ``random``, numpy's global generator and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_row(values: list[Any]) -> Tensor:
+    """0-dim tensors and numbers as one float64 CPU vector, with one device-to-host copy per device."""
+    out = torch.empty(len(values), dtype=torch.float64)
+    tensors: dict[torch.device, list[int]] = {}
+    for i, v in enumerate(values):
+        if isinstance(v, Tensor):
+            tensors.setdefault(v.device, []).append(i)
+        else:
+            out[i] = float(v)
+    for index in tensors.values():
+        out[index] = torch.stack([values[i].detach().reshape(()).to(torch.float64) for i in index]).cpu()
+    return out
+
+
+def _quantile_rows(steps: list[int], keys: list[str], block: Tensor) -> list[tuple[int, str, float]]:
+    """Quantiles and mean over the runs of ``block`` (steps, keys, R); non-finite values count as +inf."""
+    values = torch.nan_to_num(block.to(torch.float64), nan=math.inf)
+    levels = torch.tensor(QUANTILES, dtype=torch.float64)
+    names = [f"q{round(100 * p)}" for p in QUANTILES]
+    chunk = max(1, (1 << 24) // max(1, values[0].numel()))  # torch.quantile's input size limit
+    rows: list[tuple[int, str, float]] = []
+    for start in range(0, len(steps), chunk):
+        part = values[start : start + chunk]
+        quantiles = torch.quantile(part, levels, dim=-1).tolist()  # (levels, steps, keys)
+        means = part.mean(dim=-1).tolist()
+        for i, step in enumerate(steps[start : start + chunk]):
+            for j, key in enumerate(keys):
+                rows.extend((step, f"{key}/{name}", quantiles[n][i][j]) for n, name in enumerate(names))
+                rows.append((step, f"{key}/mean", means[i][j]))
+    return rows
+
+
+class _Training:
+    """The state of one run in progress; :meth:`run` trains it to the end."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        run_id: str,
+        store: RunStore,
+        checkpoint: Path,
+        artifacts: Path,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.config, self.run_id, self.store = config, run_id, store
+        self.checkpoint, self.artifacts, self.progress = checkpoint, artifacts, progress
+        train = config.train
+        self.device = resolve_device(train.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+        seed_everything(train.seed)
+        task_cls = TASKS[config.task.name]
+        options = task_cls.Options.model_validate(config.task.options)
+        self.task = task_cls(options, TaskContext(config, self.device))
+        self.vectorized = isinstance(self.task, VectorizedTask)
+        if isinstance(self.task, ModelTask):
+            self.total = train.steps if train.steps is not None else self._epoch_steps(self.task)
+            self.params = [p for p in self.task.model.parameters() if p.requires_grad]
+            self.optimizer = build_optimizer(config.optimizer, self.params)
+            self.scheduler = make_scheduler(self.optimizer, config.schedule, self.total)
+            self.clip_stats = isinstance(self.optimizer, ClipOptimizer)
+        elif self.vectorized:
+            if train.steps is None:
+                raise ValueError("train.epochs: a vectorized task has no data epochs; allowed: train.steps")
+            self.total = train.steps
+            self.factor = lr_factor(config.schedule, self.total)
+        else:
+            raise TypeError(f"task {config.task.name!r} is neither a ModelTask nor a VectorizedTask")
+        self.step = 0
+        self.elapsed_before = 0.0
+        self.keys: list[str] | None = None
+        self.pending: list[tuple[int, Tensor, float]] = []
+        self.diverged_at: int | None = None
+        self.last_eval_step: int | None = None
+        self.final_per_run: dict[str, Tensor] = {}
+        if self.checkpoint.exists():
+            self._load_checkpoint()
+
+    def _epoch_steps(self, task: ModelTask) -> int:
+        per_epoch = task.steps_per_epoch()
+        if per_epoch is None:
+            raise ValueError(
+                f"train.epochs: task {self.config.task.name!r} has no finite data; allowed: train.steps"
+            )
+        return self.config.train.epochs * per_epoch  # type: ignore[operator]
+
+    # ------------------------------------------------------------------ steps
+
+    def _model_step(self, record: bool) -> None:
+        task: ModelTask = self.task  # type: ignore[assignment]
+        batch = task.train_batch()
+        loss, metrics = task.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        self.optimizer.step()
+        self.scheduler.step()
+        if not record:
+            return
+        values = {"train/loss": metrics.get("loss", loss)}
+        values.update({f"train/{k}": v for k, v in metrics.items() if k != "loss"})
+        if self.clip_stats:
+            stats = self.optimizer.step_stats
+            values.update(
+                {
+                    "opt/grad_norm": stats.grad_norm,
+                    "opt/clip_factor": stats.clip_factor,
+                    "opt/clipped": stats.clipped,
+                }
+            )
+        else:
+            values["opt/grad_norm"] = total_norm([p.grad for p in self.params if p.grad is not None])
+        self._record(values, lr)
+
+    def _vectorized_step(self, record: bool) -> None:
+        task: VectorizedTask = self.task  # type: ignore[assignment]
+        factor = self.factor(self.step - 1)
+        metrics = task.step(factor)
+        if record:
+            lr = self.config.optimizer.hyperparameters.get("lr", 1.0)
+            self._record({f"train/{k}": v for k, v in metrics.items()}, float(lr) * factor)
+
+    def _record(self, values: dict[str, Any], lr: float) -> None:
+        if self.keys is None:
+            self.keys = list(values)
+        elif list(values) != self.keys:
+            raise RuntimeError(
+                f"task {self.config.task.name!r} changed its metric keys: {self.keys} -> {list(values)}"
+            )
+        if self.vectorized:
+            row = torch.stack(
+                [torch.as_tensor(v).detach().to(torch.float64).reshape(-1) for v in values.values()]
+            )
+        else:
+            row = torch.stack(
+                [torch.as_tensor(v).detach().reshape(()).to(torch.float64) for v in values.values()]
+            )
+        self.pending.append((self.step, row, lr))
+
+    # ------------------------------------------------------------------ logging
+
+    def _flush(self) -> None:
+        """Convert the pending steps to floats in one batch, log them, look for divergence."""
+        if not self.pending:
+            return
+        assert self.keys is not None
+        steps = [s for s, _, _ in self.pending]
+        block = torch.stack([r for _, r, _ in self.pending]).cpu()
+        rows: list[tuple[int, str, float]] = []
+        if self.vectorized:
+            rows.extend(_quantile_rows(steps, self.keys, block))
+            self.final_per_run.update({key: block[-1, j] for j, key in enumerate(self.keys)})
+        else:
+            values = block.tolist()
+            for step, row in zip(steps, values):
+                rows.extend((step, key, value) for key, value in zip(self.keys, row))
+            if self.config.train.stop_on_divergence and self.diverged_at is None:
+                losses = block[:, self.keys.index("train/loss")]
+                bad = (~torch.isfinite(losses)).nonzero()
+                if len(bad):
+                    self.diverged_at = steps[int(bad[0, 0])]
+        rows.extend((step, "opt/lr", lr) for step, _, lr in self.pending)
+        self.pending.clear()
+        now = time.perf_counter()
+        if self.interval_steps:
+            seconds = (now - self.interval_start - self.excluded) / self.interval_steps
+            rows.append((self.step, "time/step_seconds", seconds))
+        self.store.log_metrics(self.run_id, rows)
+        self.interval_start, self.interval_steps, self.excluded = time.perf_counter(), 0, 0.0
+
+    def _evaluate(self) -> None:
+        start = time.perf_counter()
+        model = getattr(self.task, "model", None)
+        if model is not None:
+            model.eval()
+        with torch.no_grad():
+            metrics = self.task.evaluate()
+        if model is not None:
+            model.train()
+        rows: list[tuple[int, str, float]] = []
+        if self.vectorized:
+            keys = [f"eval/{k}" for k in metrics]
+            block = torch.stack(
+                [torch.as_tensor(v).detach().to(torch.float64).reshape(-1) for v in metrics.values()]
+            )
+            block = block.cpu()
+            rows.extend(_quantile_rows([self.step], keys, block[None]))
+            self.final_per_run.update({key: block[j] for j, key in enumerate(keys)})
+        else:
+            keys = list(metrics)
+            converted = _as_row([metrics[k] for k in keys]).tolist()
+            rows.extend((self.step, f"eval/{k}", v) for k, v in zip(keys, converted))
+        self.store.log_metrics(self.run_id, rows)
+        self.last_eval_step = self.step
+        self.excluded += time.perf_counter() - start
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + (time.perf_counter() - self.started)
+
+    def _save_checkpoint(self) -> None:
+        start = time.perf_counter()
+        state: dict[str, Any] = {
+            "format": CHECKPOINT_FORMAT,
+            "run_id": self.run_id,
+            "step": self.step,
+            "elapsed": self._elapsed(),
+            "task": self.task.state_dict(),
+            "rng": _rng_state(self.device),
+        }
+        if not self.vectorized:
+            state["optimizer"] = self.optimizer.state_dict()
+            state["scheduler"] = self.scheduler.state_dict()
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint.with_name(f"{self.checkpoint.name}.{os.getpid()}.tmp")
+        with tmp.open("wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.checkpoint)
+        self.excluded += time.perf_counter() - start
+
+    def _load_checkpoint(self) -> None:
+        try:
+            state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001
+            raise RuntimeError(
+                f"cannot load checkpoint {self.checkpoint}: {type(exc).__name__}: {exc}; "
+                "delete it to restart the run"
+            ) from exc
+        if state.get("format") != CHECKPOINT_FORMAT or state.get("run_id") != self.run_id:
+            raise RuntimeError(
+                f"checkpoint {self.checkpoint} is not a format-{CHECKPOINT_FORMAT} checkpoint "
+                f"of run {self.run_id}; delete it to restart the run"
+            )
+        self.task.load_state_dict(state["task"])
+        if not self.vectorized:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.elapsed_before = float(state["elapsed"])
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> tuple[float, int]:
+        """Train to the end; return (wall seconds over all attempts, steps done)."""
+        train = self.config.train
+        self.started = time.perf_counter()
+        self.interval_start, self.interval_steps, self.excluded = self.started, 0, 0.0
+        if self.step == 0:
+            self._evaluate()
+        step_fn = self._vectorized_step if self.vectorized else self._model_step
+        while self.step < self.total:
+            self.step += 1
+            record = self.step % train.log_every == 0 or self.step == self.total
+            try:
+                step_fn(record)
+            except FloatingPointError:
+                if not train.stop_on_divergence or self.vectorized:
+                    raise
+                self.diverged_at = self.step
+            self.interval_steps += 1
+            if self.progress is not None:
+                self.progress(self.step, self.total)
+            at_eval = train.eval_every is not None and self.step % train.eval_every == 0
+            at_checkpoint = (
+                train.checkpoint_every is not None
+                and self.step % train.checkpoint_every == 0
+                and self.step < self.total
+            )
+            if at_eval or at_checkpoint or self.step == self.total or len(self.pending) >= _FLUSH_EVERY:
+                self._flush()
+            if self.diverged_at is not None:
+                self._flush()
+                break
+            if at_eval or self.step == self.total:
+                self._evaluate()
+            if at_checkpoint:
+                self._save_checkpoint()
+        if self.diverged_at is not None:
+            self.store.log_metrics(self.run_id, [(self.diverged_at, "train/diverged", 1.0)])
+            if self.last_eval_step != self.step:
+                self._evaluate()
+        if train.keep_checkpoint:
+            self._save_checkpoint()
+            self.store.add_artifact(self.run_id, "checkpoint", str(self.checkpoint))
+        if self.vectorized:
+            self._save_per_run()
+        return self._elapsed(), self.step
+
+    def _save_per_run(self) -> None:
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        for key, values in self.final_per_run.items():
+            path = self.artifacts / f"{key.replace('/', '__')}.npy"
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npy")
+            np.save(tmp, values.numpy())
+            os.replace(tmp, path)
+            self.store.add_artifact(self.run_id, f"per_run/{key}", str(path))
+
+
+def _describe(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-12:])
+    return f"{type(exc).__name__}: {exc}\n{text}".strip()
+
+
+def run_one(
+    config: ExperimentConfig,
+    store: RunStore,
+    *,
+    progress: ProgressCallback | None = None,
+    checkpoint_dir: str | Path | None = None,
+    artifacts_dir: str | Path | None = None,
+) -> str:
+    """Train ``config`` to the end (resuming from its checkpoint if one exists); return the run id.
+
+    The run is added to ``store`` if absent; it ends ``finished`` (with its wall time and
+    steps; the checkpoint is then deleted unless ``train.keep_checkpoint``) or, on any
+    exception (``KeyboardInterrupt`` included), ``failed`` with the error and the exception
+    re-raised; its checkpoint is kept so that a retry resumes. ``progress(step, total)`` is
+    called after every step.
+    """
+    run_id = config_hash(config)
+    store.add_runs([config])
+    checkpoint = (
+        Path(checkpoint_dir) / f"{run_id}.pt"
+        if checkpoint_dir is not None
+        else checkpoint_path(store.path, run_id)
+    )
+    artifacts = (
+        Path(artifacts_dir) / run_id if artifacts_dir is not None else artifact_dir(store.path, run_id)
+    )
+    try:
+        training = _Training(config, run_id, store, checkpoint, artifacts, progress)
+        wall_time, steps = training.run()
+    except BaseException as exc:
+        store.fail(run_id, _describe(exc))
+        raise
+    store.finish(run_id, wall_time, steps)
+    if not config.train.keep_checkpoint:
+        checkpoint.unlink(missing_ok=True)
+    return run_id
