@@ -276,7 +276,8 @@ def test_step_leaves_grads_untouched(case: OptimCase, foreach: bool) -> None:
             assert (p.grad is None) == (g is None)
             if case.writes_grad and g is not None:
                 # The fused kernel writes g / grad_scale back: the group's clipped gradient.
-                group = next(i for i, grp in enumerate(opt.param_groups) if any(q is p for q in grp["params"]))
+                group = next(i for i, grp in enumerate(opt.param_groups)
+                             if any(q is p for q in grp["params"]))
                 factor = opt.group_stats[group].clip_factor
                 torch.testing.assert_close(p.grad, g * factor.to(g.dtype), rtol=1e-6, atol=0)
             else:
