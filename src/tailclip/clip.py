@@ -98,9 +98,9 @@ def total_norm(tensors: Iterable[Tensor], foreach: bool = True) -> Tensor:
     return torch.linalg.vector_norm(tensor_norms(tensors, foreach))
 
 
-def _check_max_norm(max_norm: float | Tensor) -> None:
+def _check_max_norm(max_norm: float | Tensor | ThresholdPolicy) -> None:
     """A constant threshold must be > 0 (a negative one would flip the gradients' sign)."""
-    if not isinstance(max_norm, Tensor) and not max_norm > 0:
+    if not isinstance(max_norm, (Tensor, ThresholdPolicy)) and not max_norm > 0:
         raise ValueError(f"Invalid max_norm: {max_norm}; allowed: max_norm > 0")
 
 
@@ -167,7 +167,7 @@ class ClipStats:
 def clip_tensors(
     grads: list[Tensor],
     mode: ClipMode,
-    max_norm: float | Tensor,
+    max_norm: float | Tensor | ThresholdPolicy,
     foreach: bool = True,
     norms: Tensor | None = None,
 ) -> tuple[list[Tensor], ClipStats]:
@@ -176,13 +176,17 @@ def clip_tensors(
     ``norms`` may pass precomputed per-tensor norms of ``grads`` (from :func:`tensor_norms`)
     to avoid a second read. With ``mode=None`` the returned list *is* ``grads`` (no copy).
     Pure torch, no host synchronisation, no data-dependent branching: the per-tensor path
-    (``foreach=False``) is usable under ``torch.func.vmap``.
+    (``foreach=False``) is usable under ``torch.func.vmap``. An adaptive ``max_norm``
+    (:class:`ThresholdPolicy`) is fed the pre-clip norm of ``grads`` and gives this step's
+    threshold (the policy keeps state: not for use under ``vmap``).
     """
     if mode is not None:
         _check_max_norm(max_norm)
     if norms is None:
         norms = tensor_norms(grads, foreach)
     grad_norm = torch.linalg.vector_norm(norms)
+    if isinstance(max_norm, ThresholdPolicy):
+        max_norm = max_norm.threshold(grad_norm)
     if mode is None:
         return grads, ClipStats.of(grad_norm, grad_norm)
     if mode == "global":

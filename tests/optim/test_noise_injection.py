@@ -230,6 +230,38 @@ def test_ema_second_step_variance_is_the_two_sample_variance() -> None:
     torch.testing.assert_close(p.grad, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("foreach", [True, False])
+def test_tensors_without_a_variance_yet_get_no_noise(foreach: bool) -> None:
+    """EMA: a tensor at its first step (others later) and micro-batch: a gradient that appeared
+    after the last record get no noise, the others get theirs (the tensor-norm selection)."""
+    params = _params()
+    opt = NoiseInjection(torch.optim.SGD(params, lr=0.0), variance="ema", eta=0.05,
+                         generator=torch.Generator().manual_seed(8), foreach=foreach)
+    for t in range(3):
+        opt.zero_grad()
+        n = 2 if t < 2 else 3
+        _add_grads(params[:n], _grads(70 + t)[:n])
+        raw = [p.grad.clone() for p in params[:n]]
+        opt.step()
+        if t > 0:
+            assert not torch.equal(params[0].grad, raw[0]) and not torch.equal(params[1].grad, raw[1])
+    assert torch.equal(params[2].grad, raw[2])  # its first step
+    noise = [p.grad - r for p, r in zip(params, raw, strict=True)]
+    expected_norm = math.sqrt(sum(float(n.double().pow(2).sum()) for n in noise))
+    assert opt.last_noise_norm.item() == pytest.approx(expected_norm, rel=1e-5)
+
+    params = _params()
+    gen = torch.Generator().manual_seed(8)
+    opt = NoiseInjection(torch.optim.SGD(params, lr=0.0), eta=0.05, generator=gen, foreach=foreach)
+    for k in range(2):
+        _add_grads(params[:2], _grads(80 + k)[:2])
+        opt.accumulate()
+    params[2].grad = torch.ones(SHAPES[2])  # after the last record: nothing recorded for it
+    opt.step()
+    assert torch.equal(params[2].grad, torch.ones(SHAPES[2]))
+    assert opt.last_noise_norm.item() > 0
+
+
 @pytest.mark.parametrize("variance", ["microbatch", "ema"])
 def test_base_adamw_steps_on_the_noised_gradient(variance: str) -> None:
     wrapped, plain = _params(seed=1), _params(seed=1)
@@ -269,6 +301,49 @@ def _run(
         opt.step()
         history.append([p.detach().clone() for p in params])
     return history
+
+
+@pytest.mark.parametrize("scale", [2.0**-20, 2.0**40, 2.0**70])
+def test_gradient_rescaled_after_the_records_rescales_the_noise(scale: float) -> None:
+    """GradScaler: records of gradients scaled by S (S^2 g^2 overflows float32 at S = 2^70), then
+    unscale_ divides p.grad by S. The noise must equal that of an unscaled run (S is a power of 2)."""
+    results = []
+    for s in (1.0, scale):
+        params = _params()
+        gen = torch.Generator().manual_seed(4)
+        opt = NoiseInjection(torch.optim.SGD(params, lr=0.1), eta=0.05, generator=gen)
+        for k in range(3):
+            _add_grads(params, [g * s for g in _grads(30 + k)])
+            opt.accumulate()
+        for p in params:
+            p.grad.div_(s)
+        opt.step()
+        assert torch.isfinite(opt.last_noise_norm) and opt.last_noise_norm.item() > 0
+        results.append((params, opt.last_noise_norm))
+    (ref, ref_norm), (got, got_norm) = results
+    torch.testing.assert_close(got_norm, ref_norm, rtol=1e-6, atol=0)
+    for a, b in zip(ref, got, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_zero_grad_discards_the_records_of_a_step_not_taken() -> None:
+    """A step skipped (as GradScaler does on overflow) must not leak its records into the next."""
+    skipped, fresh = _params(), _params()
+    opt_a = NoiseInjection(torch.optim.SGD(skipped, lr=0.1), generator=torch.Generator().manual_seed(1))
+    opt_b = NoiseInjection(torch.optim.SGD(fresh, lr=0.1), generator=torch.Generator().manual_seed(1))
+    for k in range(2):
+        _add_grads(skipped, _grads(50 + k, scale=100.0))
+        opt_a.accumulate()
+    opt_a.zero_grad()  # no step
+    assert opt_a.microbatches == 0 and opt_a.state_dict()["noise_injection"]["state"] == {}
+    for params, opt in ((skipped, opt_a), (fresh, opt_b)):
+        for k in range(3):
+            _add_grads(params, _grads(60 + k))
+            opt.accumulate()
+        opt.step()
+    assert opt_a.last_noise_norm.item() > 0
+    for a, b in zip(skipped, fresh, strict=True):
+        assert torch.equal(a, b) and torch.equal(a.grad, b.grad)
 
 
 @pytest.mark.parametrize("variance", ["microbatch", "ema"])
@@ -378,6 +453,21 @@ def test_behaves_like_an_optimizer() -> None:
     assert base.param_groups[-1]["params"] == [extra] and len(opt.param_groups) == 2
     opt.zero_grad()
     assert all(p.grad is None for p in params)
+
+
+@pytest.mark.parametrize("variance", ["microbatch", "ema"])
+def test_deepcopy_continues_identically(variance: str) -> None:
+    params = _params(seed=5)
+    opt = NoiseInjection(torch.optim.AdamW(params, lr=1e-2), variance=variance, eta=0.05)
+    _run(opt, params, range(3), micro=2)
+    twin = copy.deepcopy(opt)
+    twin_params = [p for group in twin.param_groups for p in group["params"]]
+    assert twin.base_optimizer.param_groups is twin.param_groups
+    assert all(t is not p and torch.equal(t, p) for t, p in zip(twin_params, params, strict=True))
+    expected = _run(opt, params, range(3, 6), micro=2)
+    got = _run(twin, twin_params, range(3, 6), micro=2)
+    for e_step, g_step in zip(expected, got, strict=True):
+        assert all(torch.equal(e, g) for e, g in zip(e_step, g_step, strict=True))
 
 
 def test_invalid_arguments_raise() -> None:

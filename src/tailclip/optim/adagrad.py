@@ -44,7 +44,7 @@ def clip_adagrad(
     norm: bool,
     delay: bool,
     clip: ClipMode,
-    max_norm: float | Tensor,
+    max_norm: float | Tensor | ThresholdPolicy,
     eps: float,
     weight_decay: float,
     foreach: bool,
@@ -232,6 +232,6 @@ class ClipAdaGrad(ClipOptimizer):
         return clip_adagrad(
             params, grads, sums, [self.state[p]["step"] for p in params],
             lr=group["lr"], norm=group["norm"], delay=group["delay"], clip=group["clip"],
-            max_norm=self._max_norm(group, norms), eps=group["eps"],
+            max_norm=group["max_norm"], eps=group["eps"],
             weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
         )

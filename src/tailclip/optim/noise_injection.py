@@ -15,9 +15,13 @@ gradient ``g`` (per tensor, as the published code's ``torch.norm(p.grad)``). Two
   micro-batch's backward; it records ``d_k = p.grad - (p.grad at the previous call)``, the
   *increment* of the accumulated gradient, exactly as the user's loss scales it (a loss divided
   by ``K`` micro-batches records ``d_k = g_k / K``, so ``sigma^2 = Var(g_k) / K^2``). Over the
-  ``n`` records of a step (Welford, float32; float64 for float64 parameters)::
+  ``n`` records of a step::
 
-      sigma^2 = 1/(n-1) sum_k (d_k - dbar)^2,      dbar = 1/n sum_k d_k
+      sigma^2 = 1/(n-1) sum_k (d_k - dbar)^2 = (S2 - S1^2 / n) / (n-1),   S1 = sum_k d_k,  S2 = sum_k d_k^2
+
+  ``S1`` is the accumulated gradient itself (kept as the snapshot the next increment needs).
+  ``S2`` is summed in float64: ``S2 - S1^2 / n`` keeps about 9 more digits than in float32, and
+  the squares of gradients scaled by a ``GradScaler`` (up to 2^127) do not overflow.
 
   With ``n < 2`` the variance is zero and the published code silently adds no noise; here the
   step still adds none, but warns (once per optimizer) and names ``variance="ema"`` as the fix.
@@ -46,8 +50,10 @@ gradient ``g`` (per tensor, as the published code's ``torch.norm(p.grad)``). Two
 
 The noise ``z`` comes from ``generator`` (or a generator the optimizer owns, seeded from the
 global RNG at construction and saved by ``state_dict``), drawn as one flat vector per (device,
-dtype) over the step's gradients in param-group order. The noised gradient stays in ``p.grad``.
-Memory: three float32 buffers per parameter (``"microbatch"``) or two (``"ema"``).
+dtype: float32, float64 for float64 parameters) over the gradients that receive noise, in
+param-group order. The noised gradient stays in ``p.grad``. The step reads nothing on the host.
+Memory per parameter element: a float32 and a float64 buffer (``"microbatch"``), or two float32
+buffers (``"ema"``); float64 parameters keep everything in float64.
 """
 
 from __future__ import annotations
@@ -77,21 +83,35 @@ def _accumulation_dtype(t: Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
-def welford_update_(
-    means: list[Tensor], m2s: list[Tensor], samples: list[Tensor], count: int, foreach: bool
+def record_microbatch_(
+    grads: list[Tensor], sums: list[Tensor], sums_sq: list[Tensor], foreach: bool
 ) -> None:
-    """Welford's update with the ``count``-th sample ``x``: ``delta = x - mean``,
-    ``mean += delta / count``, ``M2 += delta * (x - mean)``; the variance is ``M2 / (count - 1)``.
-    """
-    if foreach and means:
-        deltas = torch._foreach_sub(samples, means)
-        torch._foreach_add_(means, torch._foreach_div(deltas, float(count)))
-        torch._foreach_addcmul_(m2s, deltas, torch._foreach_sub(samples, means))
+    """Record ``d = g - S1`` (``g`` the accumulated gradient, ``S1`` the previous one):
+    ``S2 += d^2`` (in ``S2``'s dtype, float64), then ``S1 = g``."""
+    if foreach and grads:
+        current = [g.to(s.dtype) for g, s in zip(grads, sums, strict=True)]
+        increments = torch._foreach_sub(current, sums)
+        torch._foreach_addcmul_(sums_sq, increments, increments)
+        torch._foreach_copy_(sums, current)
         return
-    for mean, m2, x in zip(means, m2s, samples, strict=True):
-        delta = x - mean
-        mean.add_(delta / float(count))
-        m2.addcmul_(delta, x - mean)
+    for g, s1, s2 in zip(grads, sums, sums_sq, strict=True):
+        g = g.to(s1.dtype)
+        d = g - s1
+        s2.addcmul_(d, d)
+        s1.copy_(g)
+
+
+def microbatch_std_(sums: list[Tensor], sums_sq: list[Tensor], count: int, foreach: bool) -> list[Tensor]:
+    """``sigma = sqrt(max(0, S2 - S1^2 / n) / (n - 1))`` for ``n = count >= 2``, written into ``S2``."""
+    if foreach and sums:
+        torch._foreach_addcmul_(sums_sq, sums, sums, value=-1.0 / count)
+        torch._foreach_clamp_min_(sums_sq, 0.0)
+        torch._foreach_mul_(sums_sq, 1.0 / (count - 1))
+        torch._foreach_sqrt_(sums_sq)
+        return sums_sq
+    for s1, s2 in zip(sums, sums_sq, strict=True):
+        s2.addcmul_(s1, s1, value=-1.0 / count).clamp_min_(0.0).mul_(1.0 / (count - 1)).sqrt_()
+    return sums_sq
 
 
 def ema_variance_update_(
@@ -123,43 +143,36 @@ def ema_weight_sum_sq(steps: int, beta: float) -> float:
 
 def agni_noise_(
     grads: list[Tensor],
-    variances: list[Tensor],
+    sigmas: list[Tensor],
     normals: list[Tensor],
     *,
     eta: float,
-    variance_scales: list[float],
     foreach: bool,
     norms: Tensor | None = None,
     rescale: Tensor | None = None,
 ) -> Tensor:
-    """Add ``z_k * sqrt(eta * c_k * v_k) * r_k * ||g_k||`` to each gradient ``g_k`` in place.
+    """Add ``n_k = z_k * sqrt(eta) * r_k * ||g_k|| * sigma_k`` to each gradient ``g_k`` in place.
 
-    ``v_k`` is the variance buffer, ``c_k`` its scale (``1 / (n - 1)`` for Welford's ``M2``, the
-    EMA's bias correction), ``z_k = normals[k]`` standard normal draws of ``g_k``'s shape in the
-    buffer's dtype, ``r_k = rescale[k]`` (default 1) the factor by which ``g_k`` was rescaled after
-    ``v_k`` was recorded. ``norms`` may pass the per-tensor norms of ``grads``. The noise is
-    computed in the buffers' dtype and added in the gradient's. Returns the per-tensor noise
-    norms. Pure torch: no host synchronisation, no data-dependent branching.
+    ``sigma_k`` is the per-coordinate standard deviation (any float dtype), ``z_k = normals[k]``
+    standard normal draws of ``g_k``'s shape, overwritten with the noise ``n_k`` (computed in
+    their dtype, added in the gradient's). ``r_k = rescale[k]`` (a 1-D tensor, default 1) scales
+    each tensor's noise; ``norms`` may pass the per-tensor norms of ``grads``. Returns the
+    per-tensor noise norms. Pure torch: no host synchronisation, no data-dependent branching.
     """
     if norms is None:
         norms = tensor_norms(grads, foreach)
+    factors = norms * eta**0.5
     if rescale is not None:
-        norms = norms * rescale.to(norms.device, norms.dtype)
-    grad_norms = [n.to(v.device, v.dtype) for n, v in zip(norms.unbind(), variances, strict=True)]
-    factors = [eta * c for c in variance_scales]
+        factors = factors * rescale.to(factors.device, factors.dtype)
+    factors = [f.to(z.device, z.dtype) for f, z in zip(factors.unbind(), normals, strict=True)]
     if foreach and grads:
-        noise = torch._foreach_mul(variances, factors)
-        torch._foreach_sqrt_(noise)
-        torch._foreach_mul_(noise, grad_norms)
-        torch._foreach_mul_(noise, normals)
-        torch._foreach_add_(grads, noise)
+        torch._foreach_mul_(normals, factors)
+        torch._foreach_mul_(normals, sigmas)
+        torch._foreach_add_(grads, normals)
     else:
-        noise = []
-        for g, v, z, n, f in zip(grads, variances, normals, grad_norms, factors, strict=True):
-            d = (v * f).sqrt_().mul_(n).mul_(z)
-            g.add_(d)
-            noise.append(d)
-    return tensor_norms(noise, foreach)
+        for g, sigma, z, f in zip(grads, sigmas, normals, factors, strict=True):
+            g.add_(z.mul_(f).mul_(sigma))
+    return tensor_norms(normals, foreach)
 
 
 class NoiseInjection(Optimizer):
@@ -237,6 +250,10 @@ class NoiseInjection(Optimizer):
             f"foreach={self.foreach},\n  base_optimizer={self.base_optimizer!r})"
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        # torch's Optimizer pickles only defaults/state/param_groups; the wrapper needs all of it
+        return dict(self.__dict__)
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group to the base optimizer (the groups are shared)."""
         if hasattr(self, "base_optimizer"):
@@ -270,10 +287,11 @@ class NoiseInjection(Optimizer):
         return self._owned_generators[key]
 
     def _normals(self, like: list[Tensor]) -> list[Tensor]:
-        """``z ~ N(0, I)`` shaped like each tensor: one flat draw per (device, dtype), in order."""
+        """``z ~ N(0, I)`` shaped like each gradient, float32 (float64 for float64): one flat draw
+        per (device, dtype), buckets in order of first appearance."""
         buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
         for i, t in enumerate(like):
-            buckets.setdefault((t.device, t.dtype), []).append(i)
+            buckets.setdefault((t.device, _accumulation_dtype(t)), []).append(i)
         normals: list[Tensor | None] = [None] * len(like)
         for (device, dtype), index in buckets.items():
             sizes = [like[i].numel() for i in index]
@@ -293,33 +311,17 @@ class NoiseInjection(Optimizer):
             return
         params = self._params_with_grad()
         self.microbatches += 1
-        sums, means, m2s, samples = [], [], [], []
         for p in params:
-            state = self.noise_state.get(p)
-            if state is None:
-                dtype = _accumulation_dtype(p)
-                state = self.noise_state[p] = {
-                    key: torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
-                    for key in ("grad_sum", "mean", "m2")
+            if p not in self.noise_state:
+                self.noise_state[p] = {
+                    "grad_sum": torch.zeros_like(p, dtype=_accumulation_dtype(p)),
+                    "grad_sum_sq": torch.zeros_like(p, dtype=torch.float64),
                 }
-            sums.append(state["grad_sum"])
-            means.append(state["mean"])
-            m2s.append(state["m2"])
-            samples.append(p.grad)
-        if not params:
-            return
-        if self.foreach:
-            grads = [g.to(s.dtype) for g, s in zip(samples, sums, strict=True)]
-            samples = torch._foreach_sub(grads, sums)
-            torch._foreach_copy_(sums, grads)
-        else:
-            new = []
-            for g, s in zip(samples, sums, strict=True):
-                g = g.to(s.dtype)
-                new.append(g - s)
-                s.copy_(g)
-            samples = new
-        welford_update_(means, m2s, samples, self.microbatches, self.foreach)
+        states = [self.noise_state[p] for p in params]
+        record_microbatch_(
+            [p.grad for p in params], [s["grad_sum"] for s in states], [s["grad_sum_sq"] for s in states],
+            self.foreach,
+        )
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -336,18 +338,21 @@ class NoiseInjection(Optimizer):
         device = self.last_noise_norm.device
         norms = tensor_norms(grads, self.foreach) if grads else torch.zeros(0, device=device)
         self.last_grad_norm = torch.linalg.vector_norm(norms).to(device)
-        rescale = None
         if self.variance == "microbatch":
-            noised, variances, scales = self._microbatch_variances(params)
-            if noised:
-                rescale = self._rescale(params, noised, norms)
+            noised, sigmas = self._microbatch_sigmas(params)
         else:
-            noised, variances, scales = self._ema_variances(params)
+            noised, sigmas = self._ema_sigmas(params)
         if noised:
+            # select by unbind + stack: indexing with a list would copy the index to the device
+            noised_norms = norms
+            if len(noised) < len(params):
+                unbound = norms.unbind()
+                noised_norms = torch.stack([unbound[i] for i in noised])
+            rescale = self._rescale(params, noised, noised_norms) if self.variance == "microbatch" else None
+            noised_grads = [grads[i] for i in noised]
             noise_norms = agni_noise_(
-                [grads[i] for i in noised], variances, self._normals(variances),
-                eta=self.eta, variance_scales=scales, foreach=self.foreach, norms=norms[noised],
-                rescale=rescale,
+                noised_grads, sigmas, self._normals(noised_grads),
+                eta=self.eta, foreach=self.foreach, norms=noised_norms, rescale=rescale,
             )
             self.last_noise_norm = torch.linalg.vector_norm(noise_norms).to(device)
         else:
@@ -357,21 +362,29 @@ class NoiseInjection(Optimizer):
         self.base_optimizer.step()
         return loss
 
-    def _microbatch_variances(self, params: list[Tensor]) -> tuple[list[int], list[Tensor], list[float]]:
+    def _microbatch_sigmas(self, params: list[Tensor]) -> tuple[list[int], list[Tensor]]:
+        """Indices of the tensors with records and their sigma (float64, in place of ``S2``)."""
         n = self.microbatches
         if n < 2:
             if not self._warned:
                 warnings.warn(_NO_NOISE_WARNING.format(n=n), UserWarning, stacklevel=5)
                 self._warned = True
-            return [], [], []
+            return [], []
         noised = [i for i, p in enumerate(params) if p in self.noise_state]
-        m2s = [self.noise_state[params[i]]["m2"] for i in noised]
-        return noised, m2s, [1.0 / (n - 1)] * len(noised)
+        states = [self.noise_state[params[i]] for i in noised]
+        sums, sums_sq = [s["grad_sum"] for s in states], [s["grad_sum_sq"] for s in states]
+        return noised, microbatch_std_(sums, sums_sq, n, self.foreach)
 
-    def _rescale(self, params: list[Tensor], noised: list[int], norms: Tensor) -> Tensor:
-        """``c = ||g|| / ||sum_k d_k||`` per tensor: 1 unless ``p.grad`` changed after the last record."""
-        recorded = tensor_norms([self.noise_state[params[i]]["grad_sum"] for i in noised], self.foreach)
-        current = norms[noised].to(recorded.device, recorded.dtype)
+    def _rescale(self, params: list[Tensor], noised: list[int], noised_norms: Tensor) -> Tensor:
+        """``c = ||g|| / ||S1||`` per tensor (``S1 = sum_k d_k``, its norm in float64 as it may hold
+        scaled gradients): 1 unless ``p.grad`` changed after the last record."""
+        sums = [self.noise_state[params[i]]["grad_sum"] for i in noised]
+        if self.foreach:
+            recorded_norms = torch._foreach_norm(sums, 2, dtype=torch.float64)
+        else:
+            recorded_norms = [torch.linalg.vector_norm(s, dtype=torch.float64) for s in sums]
+        recorded = torch.stack([r.to(noised_norms.device) for r in recorded_norms])
+        current = noised_norms.to(torch.float64)
         return torch.where(recorded > 0, current / recorded, torch.ones_like(recorded))
 
     def _reset_microbatches(self) -> None:
@@ -383,7 +396,8 @@ class NoiseInjection(Optimizer):
             for b in buffers:
                 b.zero_()
 
-    def _ema_variances(self, params: list[Tensor]) -> tuple[list[int], list[Tensor], list[float]]:
+    def _ema_sigmas(self, params: list[Tensor]) -> tuple[list[int], list[Tensor]]:
+        """Update the EMAs; indices of the tensors past their first step and their sigma."""
         means, variances, grads, betas = [], [], [], []
         for p in params:
             state = self.noise_state.get(p)
@@ -401,9 +415,17 @@ class NoiseInjection(Optimizer):
             grads.append(p.grad.to(state["mean"].dtype))
         ema_variance_update_(means, variances, grads, betas, self.foreach)
         noised = [i for i, p in enumerate(params) if self.noise_state[p]["steps"] > 1]
+        if not noised:
+            return [], []
         steps = [self.noise_state[params[i]]["steps"] for i in noised]
-        scales = [1.0 / (1.0 - ema_weight_sum_sq(t, self.ema_beta)) for t in steps]
-        return noised, [variances[i] for i in noised], scales
+        corrections = [1.0 / (1.0 - ema_weight_sum_sq(t, self.ema_beta)) for t in steps]
+        noised_vars = [variances[i] for i in noised]
+        if self.foreach:
+            sigmas = torch._foreach_mul(noised_vars, corrections)
+            torch._foreach_sqrt_(sigmas)
+        else:
+            sigmas = [(v * c).sqrt_() for v, c in zip(noised_vars, corrections, strict=True)]
+        return noised, sigmas
 
     def _param_index(self) -> dict[Tensor, int]:
         params = [p for group in self.param_groups for p in group["params"]]
@@ -450,7 +472,7 @@ class NoiseInjection(Optimizer):
         for i, state in noise["state"].items():
             p = params[int(i)]
             self.noise_state[p] = {
-                k: v.to(p.device, _accumulation_dtype(p), copy=True) if isinstance(v, Tensor) else v
+                k: v.to(p.device, copy=True) if isinstance(v, Tensor) else v
                 for k, v in state.items()
             }
         if self.generator is None:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tailclip.clip import ClipMode, ClipStats, ThresholdPolicy, check_clip_mode, clip_tensors, tensor_norms
+from tailclip.clip import ClipMode, ClipStats, ThresholdPolicy, check_clip_mode, clip_tensors
 from tailclip.optim._base import (
     ClipOptimizer,
     check_lr,
@@ -60,32 +60,17 @@ def clip_sgd(
         )
         norms = None
     if clip_target == "gradient":
-        grads, stats = _clip(grads, clip, max_norm, foreach, norms)
+        grads, stats = clip_tensors(grads, clip, max_norm, foreach, norms)
     if momentum != 0:
         grads = _heavy_ball(grads, momentum_buffers, momentum, foreach)
     if clip_target == "momentum":
-        grads, stats = _clip(grads, clip, max_norm, foreach, None)
+        grads, stats = clip_tensors(grads, clip, max_norm, foreach)
     if foreach:
         torch._foreach_add_(params, grads, alpha=-lr)
     else:
         for p, d in zip(params, grads):
             p.add_(d, alpha=-lr)
     return stats
-
-
-def _clip(
-    tensors: list[Tensor],
-    clip: ClipMode,
-    max_norm: float | Tensor | ThresholdPolicy,
-    foreach: bool,
-    norms: Tensor | None,
-) -> tuple[list[Tensor], ClipStats]:
-    """:func:`clip_tensors`, resolving an adaptive policy on the norm of ``tensors`` themselves."""
-    if isinstance(max_norm, ThresholdPolicy):
-        if norms is None:
-            norms = tensor_norms(tensors, foreach)
-        max_norm = max_norm.threshold(torch.linalg.vector_norm(norms))
-    return clip_tensors(tensors, clip, max_norm, foreach, norms)
 
 
 def _heavy_ball(
