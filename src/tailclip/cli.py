@@ -1,8 +1,9 @@
-"""The ``tailclip`` command line (typer + rich): run, sweep, list, demo.
+"""The ``tailclip`` command line (typer + rich): run, sweep, report, list, demo.
 
 * ``tailclip run CONFIG [--set k=v ...]``: train one config (its ``sweep`` section ignored).
 * ``tailclip sweep CONFIG [--set k=v ...] [--backend local|ray] [--workers N]``: every grid
   point x seed; finished runs are skipped, failed and interrupted ones redone.
+* ``tailclip report STORE -o report.html [--baseline LABEL]``: one self-contained HTML report.
 * ``tailclip list``: tasks, optimizers and built-in configs.
 * ``tailclip demo``: the built-in ``demo`` sweep and its table.
 
@@ -157,6 +158,12 @@ class _SweepDisplay:
                 label = self.labels.get(event.run_id, "")
                 extra = f" {event.error}" if event.error else ""
                 print(f"{event.status} {event.run_id} [{label}] {event.seconds:.1f}s{extra}", flush=True)
+        elif event.kind == "waiting":
+            line = f"waiting for {event.run_id} [{self.labels.get(event.run_id, '')}], {event.error}"
+            if self.terminal:
+                self.progress.console.print(line)
+            else:
+                print(line, flush=True)
         done_steps = sum(self.steps.values())
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         self.progress.update(
@@ -233,13 +240,16 @@ def run(config: ConfigArgument, set_: SetOption = None) -> None:
     experiment = _load(config, set_)
     console = _console()
     if experiment.sweep is not None:
-        console.print("note: this config has a sweep section; running its base config (use tailclip sweep)")
+        console.print(
+            "note: this config has a sweep section; running its base config (use tailclip sweep)",
+            soft_wrap=True,
+        )
     store = _open_store(experiment.output.store)
     run_id = store.add_runs([experiment])[0]
     if store.claim(make_owner(), run_ids=[run_id]) is None:
         record = store.run(run_id)
         if record is not None and record.status == "finished":
-            console.print(f"run {run_id} already finished in {store.path}")
+            console.print(f"run {run_id} already finished in {store.path}", soft_wrap=True)
             console.print(_run_table(store, run_id))
             return
         owner = record.owner if record is not None else "?"
@@ -276,7 +286,7 @@ def run(config: ConfigArgument, set_: SetOption = None) -> None:
             typer.echo(f"error: run {run_id} failed: {record.error if record else ''}", err=True)
             raise typer.Exit(1) from None
     console.print(_run_table(store, run_id))
-    console.print(f"store: {store.path}")
+    console.print(f"store: {store.path}", soft_wrap=True)
 
 
 def _sweep(
@@ -292,6 +302,7 @@ def _sweep(
     ray_sweep = None
     if backend == "ray":
         try:
+            importlib.import_module("ray")
             ray_sweep = importlib.import_module("tailclip.engine.ray_backend").run_sweep_ray
         except ImportError as exc:
             _user_error(f"{RAY_HINT} ({exc})")
@@ -303,12 +314,13 @@ def _sweep(
     todo = [c for c in configs if c.run_id not in finished_before]
     console.print(
         f"{experiment.name}: {len(configs)} runs, {len(finished_before)} already finished, "
-        f"{len(todo)} to run on {backend} with {workers} worker(s); store {store.path}"
+        f"{len(todo)} to run on {backend} with {workers} worker(s); store {store.path}",
+        soft_wrap=True,
     )
-    if ray_sweep is not None:
-        ray_sweep(configs, str(store.path), workers)
-    else:
-        with _SweepDisplay(console, labels, todo) as display:
+    with _SweepDisplay(console, labels, todo) as display:
+        if ray_sweep is not None:
+            ray_sweep(configs, str(store.path), workers, on_event=display)
+        else:
             run_sweep_local(configs, store.path, workers, on_event=display)
     records = store.runs(run_ids=list(labels))
     failed = [r for r in records if r.status != "finished"]
@@ -332,6 +344,26 @@ def sweep(
     _, _, ok = _sweep(experiment, backend, workers, console, title=experiment.name)
     if not ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    store: Annotated[str, typer.Argument(help="A results store (the SQLite file of output.store).")],
+    output: Annotated[str, typer.Option("--output", "-o", help="The HTML file to write.")] = "report.html",
+    title: Annotated[str | None, typer.Option(help="Title of the report.")] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="Configuration the overhead is relative to: its label, group key or key=value,..."),
+    ] = None,
+) -> None:
+    """Write one self-contained HTML report of a store: tables, curves, quantile bands, diagnostics."""
+    from tailclip.engine.report import report_command  # matplotlib loads only for this command
+
+    try:
+        path = report_command(store, output, title=title, baseline=baseline)
+    except ValueError as exc:
+        _user_error(exc)
+    _console().print(f"report: {path}")
 
 
 @app.command("list")

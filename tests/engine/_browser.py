@@ -142,10 +142,15 @@ def probe(html: Path, tmp: Path, *, sort_table: str, sort_column: str) -> dict[s
     head = re.search(r"<head[^>]*>", text)
     assert head is not None, "the report has no <head>"
     probed = tmp / f"probed-{html.name}"
-    probed.write_text(text[: head.end()] + script + text[head.end():], encoding="utf-8")
+    probed.write_text(text[: head.end()] + script + text[head.end() :], encoding="utf-8")
     result = _run(
-        [find_chromium(), *_flags(tmp / "profile-probe"), "--virtual-time-budget=5000", "--dump-dom",
-         probed.resolve().as_uri()]
+        [
+            find_chromium(),
+            *_flags(tmp / "profile-probe"),
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            probed.resolve().as_uri(),
+        ]
     )
     match = re.search(r'<pre id="__probe__">(.*?)</pre>', result.stdout, re.S)
     assert match is not None, f"the probe did not report (exit {result.returncode}): {result.stderr[-2000:]}"

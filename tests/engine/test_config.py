@@ -52,11 +52,15 @@ def write(tmp_path: Path, data: Any, name: str = "exp.yaml") -> Path:
 # (config, the field the message must name, a fragment of what is wrong)
 ERROR_CASES = [
     pytest.param(mutated(extra=1), "extra", "unknown key; allowed: name, task", id="unknown-top-key"),
-    pytest.param(mutated(train={"stepz": 3}), "train.stepz", "allowed: steps, epochs", id="unknown-train-key"),
+    pytest.param(
+        mutated(train={"stepz": 3}), "train.stepz", "allowed: steps, epochs", id="unknown-train-key"
+    ),
     pytest.param(mutated(train={"steps": "100"}), "train.steps", "wrong type", id="wrong-type-str"),
     pytest.param(mutated(train={"steps": 1.5}), "train.steps", "wrong type", id="wrong-type-float"),
     pytest.param(mutated(train={"steps": True}), "train.steps", "wrong type", id="wrong-type-bool"),
-    pytest.param(mutated(train={"steps": 0}), "train.steps", "out of range; allowed: >= 1", id="out-of-range"),
+    pytest.param(
+        mutated(train={"steps": 0}), "train.steps", "out of range; allowed: >= 1", id="out-of-range"
+    ),
     pytest.param(mutated(train={"seed": -1}), "train.seed", "out of range", id="negative-seed"),
     pytest.param(mutated(task={"name": "nope"}), "task.name", "allowed: ", id="unknown-task"),
     pytest.param(
@@ -77,15 +81,26 @@ ERROR_CASES = [
         "allowed: >= 1",
         id="task-option-range",
     ),
-    pytest.param(mutated(optimizer={"name": "sgdd"}), "optimizer.name", "allowed: clip_sgd", id="unknown-optimizer"),
     pytest.param(
-        mutated(optimizer={"lrr": 0.1}), "optimizer.lrr", "allowed: lr, momentum, clip", id="unknown-hyperparameter"
+        mutated(optimizer={"name": "sgdd"}), "optimizer.name", "allowed: clip_sgd", id="unknown-optimizer"
     ),
-    pytest.param(mutated(optimizer={"lr": -0.1}), "optimizer.lr", "Invalid learning rate", id="optimizer-range"),
+    pytest.param(
+        mutated(optimizer={"lrr": 0.1}),
+        "optimizer.lrr",
+        "allowed: lr, momentum, clip",
+        id="unknown-hyperparameter",
+    ),
+    pytest.param(
+        mutated(optimizer={"lr": -0.1}), "optimizer.lr", "Invalid learning rate", id="optimizer-range"
+    ),
     pytest.param(mutated(optimizer={"lr": "fast"}), "optimizer.lr", "allowed: a number", id="optimizer-type"),
-    pytest.param(mutated(optimizer={"momentum": 1.5}), "optimizer.momentum", "0 <= momentum < 1", id="momentum"),
+    pytest.param(
+        mutated(optimizer={"momentum": 1.5}), "optimizer.momentum", "0 <= momentum < 1", id="momentum"
+    ),
     pytest.param(mutated(optimizer={"clip": "bad"}), "optimizer.clip", "'global', 'layer'", id="clip-mode"),
-    pytest.param({**mutated(), "optimizer": {"name": "clip_sgd"}}, "optimizer.lr", "missing required", id="no-lr"),
+    pytest.param(
+        {**mutated(), "optimizer": {"name": "clip_sgd"}}, "optimizer.lr", "missing required", id="no-lr"
+    ),
     pytest.param(
         mutated(optimizer={"max_norm": {"policy": "autoclip", "percentile": 1000}}),
         "optimizer.max_norm",
@@ -99,7 +114,10 @@ ERROR_CASES = [
         id="betas",
     ),
     pytest.param(
-        {**mutated(), "optimizer": {"name": "noise_injection", "base_optimizer": {"name": "adamw", "lr": -1.0}}},
+        {
+            **mutated(),
+            "optimizer": {"name": "noise_injection", "base_optimizer": {"name": "adamw", "lr": -1.0}},
+        },
         "optimizer.base_optimizer.lr",
         "Invalid learning rate",
         id="wrapped-optimizer",
@@ -118,20 +136,32 @@ ERROR_CASES = [
         id="milestones-order",
     ),
     pytest.param(
-        mutated(schedule={"kind": "step", "milestones": [100]}), "schedule.milestones", "< train.steps", id="milestone"
+        mutated(schedule={"kind": "step", "milestones": [100]}),
+        "schedule.milestones",
+        "< train.steps",
+        id="milestone",
     ),
     pytest.param(
-        mutated(schedule={"kind": "cosine", "warmup_steps": 500}), "schedule.warmup_steps", "<= train.steps", id="wu"
+        mutated(schedule={"kind": "cosine", "warmup_steps": 500}),
+        "schedule.warmup_steps",
+        "<= train.steps",
+        id="wu",
     ),
     pytest.param(mutated(train={"epochs": 2, "steps": None}), "train.epochs", "no finite data", id="epochs"),
     pytest.param({**mutated(), "train": {}}, "train.steps", "missing", id="no-length"),
     pytest.param(mutated(train={"device": "gpu"}), "train.device", "allowed: auto, cpu, cuda", id="device"),
-    pytest.param(mutated(sweep={"grid": {"optimizer.lr": []}}), "sweep.grid.optimizer.lr", "empty", id="empty-grid"),
-    pytest.param(mutated(sweep={"grid": {"output.store": ["a"]}}), "sweep.grid.output.store", "not a sweepable", id="g"),
+    pytest.param(
+        mutated(sweep={"grid": {"optimizer.lr": []}}), "sweep.grid.optimizer.lr", "empty", id="empty-grid"
+    ),
+    pytest.param(
+        mutated(sweep={"grid": {"output.store": ["a"]}}), "sweep.grid.output.store", "not a sweepable", id="g"
+    ),
     pytest.param(mutated(sweep={"seeds": [1, 1]}), "sweep.seeds", "distinct", id="duplicate-seeds"),
     pytest.param(mutated(sweep={"seeds": []}), "sweep.seeds", "non-empty", id="no-seeds"),
     pytest.param(mutated(name=""), "name", "non-empty", id="empty-name"),
-    pytest.param({k: v for k, v in BASE.items() if k != "name"}, "name", "missing required key", id="missing-name"),
+    pytest.param(
+        {k: v for k, v in BASE.items() if k != "name"}, "name", "missing required key", id="missing-name"
+    ),
     pytest.param(mutated(task="x"), "task", "allowed: a mapping", id="section-not-mapping"),
     pytest.param(mutated(monitor={"every": 0}), "monitor.every", "allowed: >= 1", id="monitor"),
     pytest.param(["a", "list"], "(top level)", "allowed: a mapping", id="top-level-list"),
@@ -168,7 +198,12 @@ def test_builtin_configs_load_and_expand() -> None:
     demo = load_config("demo")
     points = sweep_points(demo)
     assert len(points) == 4 * 3
-    assert [p.assignment["optimizer"]["name"] for p in points[::3]] == ["sgd", "clip_sgd", "clip_sgd", "clip_adam"]
+    assert [p.assignment["optimizer"]["name"] for p in points[::3]] == [
+        "sgd",
+        "clip_sgd",
+        "clip_sgd",
+        "clip_adam",
+    ]
     assert [p.config.train.seed for p in points[:3]] == [0, 1, 2]
     grid = load_config("quadratic-clip-grid")
     assert len(expand_sweep(grid)) == 3 * 3 * 5
@@ -206,15 +241,26 @@ def test_resolved_configs_round_trip() -> None:
 
 
 def test_yaml_exponent_floats(tmp_path: Path) -> None:
-    path = write(tmp_path, "name: t\ntask: {name: noisy-quadratic}\noptimizer: {name: sgd, lr: 1e-3}\ntrain: {steps: 5}\n")
+    path = write(
+        tmp_path,
+        "name: t\ntask: {name: noisy-quadratic}\noptimizer: {name: sgd, lr: 1e-3}\ntrain: {steps: 5}\n",
+    )
     assert load_config(path).optimizer.hyperparameters["lr"] == 1e-3
 
 
 def test_threshold_policy_and_wrapped_optimizer() -> None:
     config = parse_config(mutated(optimizer={"max_norm": {"policy": "zclip", "z_thresh": 3}}))
-    assert config.optimizer.hyperparameters["max_norm"] == {"policy": "zclip", "alpha": 0.97, "z_thresh": 3.0, "warmup": 25}
+    assert config.optimizer.hyperparameters["max_norm"] == {
+        "policy": "zclip",
+        "alpha": 0.97,
+        "z_thresh": 3.0,
+        "warmup": 25,
+    }
     wrapped = parse_config(
-        {**mutated(), "optimizer": {"name": "noise_injection", "base_optimizer": {"name": "adamw", "lr": 0.01}}}
+        {
+            **mutated(),
+            "optimizer": {"name": "noise_injection", "base_optimizer": {"name": "adamw", "lr": 0.01}},
+        }
     )
     base = wrapped.optimizer.hyperparameters["base_optimizer"]
     assert base["name"] == "adamw" and base["lr"] == 0.01 and base["betas"] == [0.9, 0.999]
@@ -224,7 +270,12 @@ def test_overrides(tmp_path: Path) -> None:
     path = write(tmp_path, mutated())
     config = load_config(
         path,
-        ["optimizer.lr=0.5", "schedule.kind=cosine", "schedule.warmup_steps=10", "sweep.grid.optimizer.lr=[0.1, 0.2]"],
+        [
+            "optimizer.lr=0.5",
+            "schedule.kind=cosine",
+            "schedule.warmup_steps=10",
+            "sweep.grid.optimizer.lr=[0.1, 0.2]",
+        ],
     )
     assert config.optimizer.hyperparameters["lr"] == 0.5
     assert config.schedule.kind == "cosine" and config.schedule.warmup_steps == 10
@@ -252,14 +303,19 @@ def test_sweep_expansion_order_dedup_and_replacement() -> None:
     points = sweep_points(config)
     # 3 x 2 grid points x 2 seeds, minus the repeated lr = 0.1 row
     assert len(points) == 2 * 2 * 2
-    assert [(p.assignment["optimizer.lr"], p.assignment["optimizer.clip"], p.config.train.seed) for p in points] == [
+    seen = [
+        (p.assignment["optimizer.lr"], p.assignment["optimizer.clip"], p.config.train.seed) for p in points
+    ]
+    assert seen == [
         (0.1, "global", 3), (0.1, "global", 4), (0.1, "coord", 3), (0.1, "coord", 4),
         (0.2, "global", 3), (0.2, "global", 4), (0.2, "coord", 3), (0.2, "coord", 4),
     ]  # fmt: skip
     assert len({p.config.run_id for p in points}) == 8
     assert all(p.config.sweep is None for p in points)
     # whole-section values swap optimizers, including ones with other hyperparameters
-    swapped = parse_config(mutated(sweep={"grid": {"optimizer": [{"name": "sgd", "lr": 0.1}, {"name": "adam"}]}}))
+    swapped = parse_config(
+        mutated(sweep={"grid": {"optimizer": [{"name": "sgd", "lr": 0.1}, {"name": "adam"}]}})
+    )
     names = [c.optimizer.name for c in expand_sweep(swapped)]
     assert names == ["sgd", "adam"]
     no_sweep = parse_config(mutated())
@@ -278,9 +334,10 @@ def test_invalid_sweep_point_names_field_and_point() -> None:
 # ----------------------------------------------------------------------------- no traceback escapes
 
 _KEYS = st.sampled_from(
-    ["name", "task", "optimizer", "schedule", "train", "sweep", "monitor", "output", "options", "lr", "kind",
-     "steps", "seed", "grid", "seeds", "max_norm", "policy", "dim", "noise", "clip", "betas", "base_optimizer",
-     "warmup_steps", "milestones", "epochs", "device", "every", "store", "df", "noisy-quadratic", "clip_sgd"]
+    ["name", "task", "optimizer", "schedule", "train", "sweep", "monitor", "output", "options", "lr",
+     "kind", "steps", "seed", "grid", "seeds", "max_norm", "policy", "dim", "noise", "clip", "betas",
+     "base_optimizer", "warmup_steps", "milestones", "epochs", "device", "every", "store", "df",
+     "noisy-quadratic", "clip_sgd"]
 )  # fmt: skip
 _SCALARS = (
     st.none()
@@ -292,7 +349,9 @@ _SCALARS = (
 )
 _VALUES = st.recursive(
     _SCALARS,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS | st.text(max_size=5), inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(_KEYS | st.text(max_size=5), inner, max_size=5)
+    ),
     max_leaves=25,
 )
 
@@ -338,10 +397,32 @@ def test_random_yaml_files_raise_only_config_errors(tmp_path: Path, text: str) -
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(overrides=st.lists(st.text(max_size=30) | st.sampled_from(["optimizer.lr=", "train.steps=x", "a.b.c=1"])))
+@given(
+    overrides=st.lists(st.text(max_size=30) | st.sampled_from(["optimizer.lr=", "train.steps=x", "a.b.c=1"]))
+)
 def test_random_overrides_raise_only_config_errors(tmp_path: Path, overrides: list[str]) -> None:
     path = write(tmp_path, mutated())
     try:
         load_config(path, overrides)
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+def test_task_check_config_hook_becomes_a_config_error() -> None:
+    from tailclip.engine.tasks import TASKS, register_task
+    from tailclip.problems.quadratic import NoisyQuadratic
+
+    class OnlyClipSGD(NoisyQuadratic):
+        @classmethod
+        def check_config(cls, options: Any, config: Any) -> None:
+            if config.optimizer.name != "clip_sgd":
+                raise ValueError(f"optimizer.name: got {config.optimizer.name!r}; allowed: clip_sgd")
+
+    register_task("test-only-clip-sgd")(OnlyClipSGD)
+    try:
+        assert parse_config(mutated(task={"name": "test-only-clip-sgd"})).task.name == "test-only-clip-sgd"
+        with pytest.raises(ConfigError, match=r"^x.yaml: optimizer.name: got 'sgd'; allowed: clip_sgd$"):
+            data = {**mutated(task={"name": "test-only-clip-sgd"}), "optimizer": {"name": "sgd"}}
+            parse_config(data, "x.yaml")
+    finally:
+        TASKS.pop("test-only-clip-sgd")

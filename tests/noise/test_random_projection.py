@@ -38,7 +38,11 @@ def test_norms_preserved_in_expectation_and_linear(dense_limit: int) -> None:
 
 def test_seeded_and_float32() -> None:
     x = torch.randn(4, 500)
-    a, b, c = RandomProjection(500, 16, seed=1), RandomProjection(500, 16, seed=1), RandomProjection(500, 16, seed=2)
+    a, b, c = (
+        RandomProjection(500, 16, seed=1),
+        RandomProjection(500, 16, seed=1),
+        RandomProjection(500, 16, seed=2),
+    )
     assert torch.equal(a(x), b(x)) and not torch.equal(a(x), c(x))
     assert a(x).dtype == torch.float32 and a(x[0]).shape == (16,)
 

@@ -16,14 +16,18 @@ ALPHAS = (1.2, 1.5, 1.8)
 
 @pytest.fixture(scope="module")
 def stable_scalars() -> dict[float, np.ndarray]:
-    return {a: levy_stable.rvs(a, 0.0, size=100_000, random_state=np.random.default_rng(11 + i))
-            for i, a in enumerate(ALPHAS)}
+    return {
+        a: levy_stable.rvs(a, 0.0, size=100_000, random_state=np.random.default_rng(11 + i))
+        for i, a in enumerate(ALPHAS)
+    }
 
 
 @pytest.fixture(scope="module")
 def stable_vectors() -> dict[float, np.ndarray]:
-    return {a: levy_stable.rvs(a, 0.0, size=(20_000, 16), random_state=np.random.default_rng(21 + i))
-            for i, a in enumerate(ALPHAS)}
+    return {
+        a: levy_stable.rvs(a, 0.0, size=(20_000, 16), random_state=np.random.default_rng(21 + i))
+        for i, a in enumerate(ALPHAS)
+    }
 
 
 def mohammadi_reference(x: np.ndarray, k1: int) -> float:
@@ -75,7 +79,9 @@ def test_matches_plain_loop_reference() -> None:
     vectors = rng.standard_t(1.5, size=(57, 3))
     for x in (scalars, vectors):
         for k1 in (2, 5, 10):
-            assert tail_index(x, k1=k1, n_boot=10).alpha == pytest.approx(mohammadi_reference(x, k1), rel=1e-12)
+            assert tail_index(x, k1=k1, n_boot=10).alpha == pytest.approx(
+                mohammadi_reference(x, k1), rel=1e-12
+            )
 
 
 def test_alpha_is_clipped_to_two() -> None:
@@ -124,7 +130,9 @@ def test_hill_formula_and_plot_data() -> None:
     assert est.alpha == pytest.approx(reference, rel=1e-12)
     k, alpha = hill_curve(np.array(norms))
     assert list(k) == list(range(1, 40))
-    assert dict(zip(est.hill_k, est.hill_alpha)) == pytest.approx({int(i): float(alpha[i - 1]) for i in est.hill_k})
+    assert dict(zip(est.hill_k, est.hill_alpha)) == pytest.approx(
+        {int(i): float(alpha[i - 1]) for i in est.hill_k}
+    )
     assert est.hill_k[0] == 1 and est.hill_k[-1] == 39 and len(est.hill_k) <= 200
     half = 1.959963984540054 / math.sqrt(7)
     assert (est.low, est.high) == pytest.approx((est.alpha / (1 + half), est.alpha / (1 - half)))
@@ -135,8 +143,12 @@ def test_to_dict_is_plain_data() -> None:
     d = est.to_dict()
     assert d["method"] == "hill" and isinstance(d["hill_k"], list)
     assert d["high"] is None  # z / sqrt(2) > 1: no finite upper bound
-    assert TailIndex(**{**d, "high": math.inf, "hill_k": tuple(d["hill_k"]),
-                        "hill_alpha": tuple(d["hill_alpha"])}) == est
+    assert (
+        TailIndex(
+            **{**d, "high": math.inf, "hill_k": tuple(d["hill_k"]), "hill_alpha": tuple(d["hill_alpha"])}
+        )
+        == est
+    )
 
 
 @pytest.mark.parametrize(

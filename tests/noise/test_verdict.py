@@ -30,6 +30,9 @@ def test_max_to_sum_vote() -> None:
     assert verdict(HEAVY, ratio_slope=-0.05).label == "heavy-tailed"
     assert verdict(HEAVY, ratio_slope=-0.35).label == "heavy-tailed"  # abstains
     assert verdict(LIGHT, ratio_slope=-0.05).label == "inconclusive"
+    assert verdict(MIDDLE, ratio_slope=-0.9).label == "light-tailed"  # consistent with 2, R_m decays
+    assert verdict(MIDDLE, ratio_slope=-0.35).label == "inconclusive"
+    assert verdict(MIDDLE, ratio_slope=-0.9, tail_4b=ti(1.5, 1.4, 1.6)).label == "inconclusive"
     assert verdict(LIGHT, ratio_slope=float("nan")).votes == {"tail_index": "light"}
     out = verdict(HEAVY, ratio_slope=-0.05)
     assert out.votes == {"tail_index": "heavy", "max_to_sum": "heavy"} and len(out.reasons) == 2
@@ -43,6 +46,8 @@ def test_batch_size_vote() -> None:
     assert verdict(HEAVY, tail_4b=ti(1.45, 1.3, 1.6)).votes["batch_size"] == "heavy"
     assert verdict(ti(1.7, 1.6, 1.8), tail_4b=ti(1.92, 1.85, 1.99)).votes["batch_size"] == "light"
     assert verdict(LIGHT, tail_4b=ti(2.0, 1.9, 2.0)).votes["batch_size"] == "abstain"
+    assert verdict(HEAVY, tail_4b=ti(1.7, 1.65, 1.75)).votes["batch_size"] == "heavy"  # rises, stays heavy
+    assert verdict(MIDDLE, tail_4b=ti(1.88, 1.8, 1.95)).votes["batch_size"] == "abstain"
     # a small alpha at B that rises under averaging, with R_m decaying: finite variance
     assert verdict(HEAVY, tail_4b=rising, ratio_slope=-0.8).label == "light-tailed"
 

@@ -111,6 +111,10 @@ def _short(value: Any) -> str:
     return text if len(text) <= _MAX_REPR else text[: _MAX_REPR - 3] + "..."
 
 
+def _wrong_type(value: Any, allowed: str) -> str:
+    return f"wrong type: got {_short(value)}; allowed: {allowed}"
+
+
 def _error(source: str, field: str, what: str) -> ConfigError:
     return ConfigError(f"{source}: {field}: {what}")
 
@@ -426,7 +430,7 @@ def _normalize_value(parameter: inspect.Parameter | None, value: Any, source: st
         return list(value)
     if isinstance(value, dict):
         if parameter is not None and not _accepts_policy(parameter):
-            raise _error(source, field, f"wrong type: got {_short(value)}; allowed: {_describe_parameter(parameter)}")
+            raise _error(source, field, _wrong_type(value, _describe_parameter(parameter)))
         return value
     if not _plain(value):
         raise _error(
@@ -436,7 +440,7 @@ def _normalize_value(parameter: inspect.Parameter | None, value: Any, source: st
         )
     if parameter is not None and _is_float_parameter(parameter):
         if isinstance(value, (str, bool)):
-            raise _error(source, field, f"wrong type: got {_short(value)}; allowed: {_describe_parameter(parameter)}")
+            raise _error(source, field, _wrong_type(value, _describe_parameter(parameter)))
         if isinstance(value, int):
             return float(value)
     return value
@@ -584,7 +588,8 @@ def _culprit(resolved: Mapping[str, Any], cls: type, field: str) -> str:
                 return f"{field}.{key}"
         return field
     for key, value in resolved.items():
-        if key not in ("name", _WRAPPED_OPTIMIZER) and key not in required and fails({**required, key: value}):
+        probed = key not in ("name", _WRAPPED_OPTIMIZER) and key not in required
+        if probed and fails({**required, key: value}):
             return f"{field}.{key}"
     return field
 
@@ -691,7 +696,6 @@ def parse_config(data: Any, source: str = "<dict>") -> ExperimentConfig:
         options = task_cls.Options.model_validate(config.task.options)
     except ValidationError as exc:
         raise _from_validation_error(exc, source, task_cls.Options, ("task", "options")) from None
-    check_options = getattr(task_cls, "check_config", None)
     optimizer = _resolve_optimizer(config.optimizer.model_dump(), source, "optimizer")
     _check_train(config.train, task_cls, source)
     _check_schedule(config.schedule, config.train.steps, source)
@@ -703,11 +707,10 @@ def parse_config(data: Any, source: str = "<dict>") -> ExperimentConfig:
             "optimizer": OptimizerConfig(**optimizer),
         }
     )
-    if callable(check_options):
-        try:
-            check_options(options, resolved)
-        except ValueError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+    try:
+        task_cls.check_config(options, resolved)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     resolved._raw = raw
     resolved._source = source
     return resolved

@@ -4,16 +4,18 @@
 (:mod:`tailclip.engine.sweep`): the driver adds the configs as ``pending`` runs (``finished``
 ones are skipped), puts this sweep's ``failed`` runs back to ``pending``, then keeps up to
 ``workers`` runs in flight, each claimed in the store (``BEGIN IMMEDIATE``, so concurrent
-sweeps of either backend on one store never run a run twice) before it is submitted.
+sweeps of either backend on one store never run a run twice) before it is submitted, and
+finally waits for runs of the sweep that another live process holds.
 
 A run executes as a Ray *streaming generator* task: it calls
 :func:`tailclip.engine.runner.run_one` with an in-memory stand-in for the store, runs it on a
 thread and yields what the runner writes as it writes it: metric rows (at each of the
 runner's log boundaries), artifacts (the file's bytes ride along, so a worker on another node
-needs no shared file system for them), throttled progress, and finally ``finished`` (wall
-time, steps) or ``failed`` (the error). The driver waits on all in-flight generators with
-``ray.wait`` and applies each message to the store as it arrives; metric rows are
-``INSERT OR REPLACE``, so a run redone after a crash never duplicates a row.
+needs no shared file system for them: the driver copies them beside the store), throttled
+progress, and finally ``finished`` (wall time, steps) or ``failed`` (the error). The driver
+waits on all in-flight generators with ``ray.wait`` and applies each message to the store as
+it arrives; metric rows are ``INSERT OR REPLACE``, so a run redone after a crash never
+duplicates a row.
 
 Connection: ``address`` (or the ``RAY_ADDRESS`` environment variable) names an existing
 cluster; without either, a local Ray instance is started with ``num_cpus = workers`` (all
@@ -47,6 +49,7 @@ __all__ = ["run_sweep_ray"]
 _PROGRESS_INTERVAL = 0.5
 _MAX_ARTIFACT_BYTES = 256 * 2**20
 _WAIT_TIMEOUT = 1.0
+_WAIT_INTERVAL = 1.0
 
 
 def _import_ray() -> Any:
@@ -149,11 +152,15 @@ class _Flight:
         self.generator = generator
         self.started = time.perf_counter()
         self.outcome: str | None = None
+        self.host: str | None = None
 
 
-def _write_artifact(store: ResultsStore, run_id: str, kind: str, path: str, data: bytes | None) -> None:
-    """Record an artifact; with its bytes, (re)write it under this store's artifact directory."""
-    if data is None:
+def _write_artifact(
+    store: ResultsStore, run_id: str, kind: str, path: str, data: bytes | None, worker_host: str | None
+) -> None:
+    """Record an artifact. A file written on another host is copied (its bytes came along) under
+    this store's artifact directory and recorded there; on this host it is recorded where it is."""
+    if data is None or (worker_host == socket.gethostname() and Path(path).is_file()):
         store.add_artifact(run_id, kind, path)
         return
     target = artifact_dir(store.path, run_id) / Path(path).name
@@ -170,11 +177,12 @@ def _apply(
     kind = message[0]
     run_id = flight.run_id
     if kind == "start":
+        flight.host = str(message[1])
         emit(SweepEvent("start", run_id, total=int(message[2])))
     elif kind == "metrics":
         store.log_metrics(run_id, message[1])
     elif kind == "artifact":
-        _write_artifact(store, run_id, message[1], message[2], message[3])
+        _write_artifact(store, run_id, message[1], message[2], message[3], flight.host)
     elif kind == "progress":
         emit(SweepEvent("progress", run_id, step=int(message[1]), total=int(message[2])))
     elif kind == "finished":
@@ -273,10 +281,15 @@ def _drive(
     capacity: int,
     emit: Callable[[SweepEvent], None],
 ) -> None:
-    """Claim, submit, and apply streamed messages until no run is left; the only store writer."""
+    """Claim, submit, and apply streamed messages until every run has ended; the only store writer.
+
+    Runs of the sweep that another live process is training are waited for (and taken over
+    if their owner dies), as the local backend does.
+    """
     owner = make_owner()
     flights: dict[Any, _Flight] = {}
     exhausted = False
+    announced: set[str] = set()
     try:
         while True:
             while not exhausted and len(flights) < capacity:
@@ -287,7 +300,16 @@ def _drive(
                 generator = remote.remote(record.config, record.run_id, store_abs)
                 flights[generator] = _Flight(record.run_id, generator)
             if not flights:
-                return
+                elsewhere = store.runs(status="running", run_ids=run_ids)
+                if not elsewhere:
+                    return
+                for record in elsewhere:
+                    if record.run_id not in announced:
+                        announced.add(record.run_id)
+                        emit(SweepEvent("waiting", record.run_id, error=f"running in {record.owner}"))
+                time.sleep(_WAIT_INTERVAL)
+                exhausted = False
+                continue
             ready, _ = ray.wait(list(flights), num_returns=1, timeout=_WAIT_TIMEOUT)
             for generator in ready:
                 flight = flights[generator]
@@ -362,6 +384,8 @@ class _Display:
             self.progress.update(task, completed=event.step, total=event.total)
             speed = next((t.speed for t in self.progress.tasks if t.id == task), None)
             self.progress.update(task, rate=f"{speed:,.0f} steps/s" if speed else "")
+        elif event.kind == "waiting" and not self.progress.disable:
+            self.progress.console.print(f"waiting for {event.run_id}, {event.error}", soft_wrap=True)
         elif event.kind == "done":
             task = self.runs.pop(event.run_id, None)
             if task is not None:

@@ -78,6 +78,7 @@ tr.baseline td { background: #eef5ff; }
 .status.finished { background: #dafbe1; } .status.failed { background: #ffebe9; }
 .status.running { background: #fff8c5; } .status.pending { background: #eaeef2; }
 .figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 16px; }
+.figures.wide { grid-template-columns: 1fr; }
 figure { margin: 0; } figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
 figcaption { color: var(--muted); font-size: 12px; }
 pre { background: var(--head); padding: 8px; overflow: auto; max-height: 360px; }
@@ -189,11 +190,21 @@ def _figure_html(fig: Figure, caption: str, alt: str) -> str:
     )
 
 
-def _colors(n: int) -> list[Any]:
+def _palette(labels: Sequence[str]) -> dict[str, Any]:
+    """One color per configuration label, in table order, the same in every figure."""
     from matplotlib import colormaps
 
-    cmap = colormaps["tab10" if n <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(n)]
+    cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
+def _in_order(labels: Iterable[str], palette: Mapping[str, Any]) -> list[str]:
+    rank = {label: i for i, label in enumerate(palette)}
+    return sorted(labels, key=lambda label: (rank.get(label, len(rank)), label))
+
+
+def _color(palette: Mapping[str, Any], label: str) -> Any:
+    return palette.get(label, "0.4")
 
 
 def _use_log(values: Iterable[np.ndarray], key: str) -> bool:
@@ -204,15 +215,20 @@ def _use_log(values: Iterable[np.ndarray], key: str) -> bool:
 
 
 def _legend(ax: Any, n: int) -> None:
-    if 1 < n <= _MAX_LEGEND:
+    if 1 <= n <= _MAX_LEGEND:
         ax.legend(fontsize=7, loc="best", framealpha=0.85)
 
 
-def _curves_figure(key: str, bands: Mapping[str, QuantileBand]) -> Figure:
+def _ordered_bands(bands: Mapping[str, QuantileBand], palette: Mapping[str, Any]) -> list[QuantileBand]:
+    by_label = {band.label: band for band in bands.values()}
+    return [by_label[label] for label in _in_order(by_label, palette)]
+
+
+def _curves_figure(key: str, bands: Mapping[str, QuantileBand], palette: Mapping[str, Any]) -> Figure:
     fig = Figure(figsize=(6.4, 3.8))
     ax = fig.add_subplot()
-    colors = _colors(len(bands))
-    for color, band in zip(colors, bands.values(), strict=True):
+    for band in _ordered_bands(bands, palette):
+        color = _color(palette, band.label)
         qs = band.quantiles
         mid = band.values[:, qs.index(0.5)] if 0.5 in qs else band.values.mean(axis=1)
         ax.plot(band.steps, mid, color=color, lw=1.4, label=f"{band.label} (n={band.n})")
@@ -227,14 +243,15 @@ def _curves_figure(key: str, bands: Mapping[str, QuantileBand]) -> Figure:
     return fig
 
 
-def _quantile_figure(key: str, bands: Mapping[str, QuantileBand]) -> Figure:
+def _quantile_figure(key: str, bands: Mapping[str, QuantileBand], palette: Mapping[str, Any]) -> Figure:
     quantiles = next(iter(bands.values())).quantiles
-    fig = Figure(figsize=(3.3 * len(quantiles) + 0.6, 3.4))
+    fig = Figure(figsize=(3.3 * len(quantiles) + 0.6, 3.4), layout="constrained")
     axes = fig.subplots(1, len(quantiles), sharey=True, squeeze=False)[0]
-    colors = _colors(len(bands))
     log = _use_log([b.values for b in bands.values()], key)
+    ordered = _ordered_bands(bands, palette)
     for j, (ax, q) in enumerate(zip(axes, quantiles, strict=True)):
-        for color, band in zip(colors, bands.values(), strict=True):
+        for band in ordered:
+            color = _color(palette, band.label)
             ax.plot(band.steps, band.values[:, j], color=color, lw=1.3, label=band.label)
         ax.set_title(f"{100 * q:g}% quantile", fontsize=10)
         ax.set_xlabel("step")
@@ -243,16 +260,15 @@ def _quantile_figure(key: str, bands: Mapping[str, QuantileBand]) -> Figure:
             ax.set_yscale("log")
     axes[0].set_ylabel(key)
     _legend(axes[-1], len(bands))
-    fig.tight_layout()
     return fig
 
 
-def _survival_figure(key: str, samples: Mapping[str, np.ndarray]) -> Figure:
+def _survival_figure(key: str, samples: Mapping[str, np.ndarray], palette: Mapping[str, Any]) -> Figure:
     fig = Figure(figsize=(6.4, 3.8))
     ax = fig.add_subplot()
-    colors = _colors(len(samples))
     log = True
-    for color, (label, values) in zip(colors, samples.items(), strict=True):
+    for label in _in_order(samples, palette):
+        values, color = samples[label], _color(palette, label)
         finite = np.sort(values[np.isfinite(values)])
         if finite.size == 0:
             continue
@@ -401,7 +417,9 @@ def _vectorized_levels(all_keys: Iterable[str], key: str) -> tuple[float, ...]:
     return tuple(logged_quantiles(all_keys, key))
 
 
-def _figures_html(store: ResultsStore, table: SummaryTable, all_keys: set[str]) -> tuple[str, str]:
+def _figures_html(
+    store: ResultsStore, table: SummaryTable, all_keys: set[str], palette: Mapping[str, Any]
+) -> tuple[str, str]:
     curve_figs, hp_figs = [], []
     for key in _curve_keys(table.keys):
         levels = _vectorized_levels(all_keys, key) if key not in all_keys else ()
@@ -415,7 +433,8 @@ def _figures_html(store: ResultsStore, table: SummaryTable, all_keys: set[str]) 
             what = "median over seeds with the 10-90% band"
         if not bands:
             continue
-        curve_figs.append(_figure_html(_curves_figure(key, bands), f"{key}: {what}", f"curves of {key}"))
+        figure = _curves_figure(key, bands, palette)
+        curve_figs.append(_figure_html(figure, f"{key}: {what}", f"curves of {key}"))
         if not key.startswith(("train/", "eval/")):
             continue
         hp_levels = levels or HIGH_PROBABILITY_QUANTILES
@@ -425,14 +444,19 @@ def _figures_html(store: ResultsStore, table: SummaryTable, all_keys: set[str]) 
         if hp:
             source = "the task's vectorized runs" if levels else "runs (seeds)"
             n_text = ", ".join(sorted({str(b.n) for b in hp.values()}))
-            hp_figs.append(_figure_html(_quantile_figure(key, hp),
+            hp_figs.append(_figure_html(_quantile_figure(key, hp, palette),
                                         f"{key}: quantiles across {source}; n = {n_text} per configuration",
                                         f"quantile bands of {key}"))
     return "\n".join(curve_figs), "\n".join(hp_figs)
 
 
-def _per_run_html(store: ResultsStore, runs_by_id: Mapping[str, Any], labels: Mapping[str, str],
-                  artifacts: Sequence[tuple[str, str, str]], store_dir: Path) -> str:
+def _per_run_html(
+    runs_by_id: Mapping[str, Any],
+    labels: Mapping[str, str],
+    artifacts: Sequence[tuple[str, str, str]],
+    store_dir: Path,
+    palette: Mapping[str, Any],
+) -> str:
     samples: dict[str, dict[str, list[np.ndarray]]] = {}
     for run_id, kind, path in artifacts:
         if not kind.startswith("per_run/") or run_id not in runs_by_id:
@@ -446,7 +470,7 @@ def _per_run_html(store: ResultsStore, runs_by_id: Mapping[str, Any], labels: Ma
     figures = []
     for key, per_label in samples.items():
         merged = {label: np.concatenate(parts) for label, parts in per_label.items()}
-        figures.append(_figure_html(_survival_figure(key, merged),
+        figures.append(_figure_html(_survival_figure(key, merged, palette),
                                     f"final {key}: empirical survival function over all runs and seeds",
                                     f"survival of final {key}"))
     return "\n".join(figures)
@@ -531,17 +555,18 @@ def render_report(
     if table.configs:
         sections.append(_section("summary", "Summary across seeds", _summary_html(table)))
         nav.append(("summary", "Summary"))
-        curves, hp = _figures_html(store, table, all_keys)
+        palette = _palette([c.label for c in table.configs])
+        curves, hp = _figures_html(store, table, all_keys, palette)
         if curves:
             sections.append(_section("curves", "Curves", f'<div class="figures">{curves}</div>'))
             nav.append(("curves", "Curves"))
         if hp:
             note = ('<p class="note">Quantiles of the metric at each step: a method with good '
                     "high-probability convergence keeps its upper quantiles low.</p>")
-            body = f'{note}<div class="figures">{hp}</div>'
+            body = f'{note}<div class="figures wide">{hp}</div>'
             sections.append(_section("quantiles", "High-probability view", body))
             nav.append(("quantiles", "High-probability"))
-        per_run = _per_run_html(store, runs_by_id, labels, artifacts, store_dir)
+        per_run = _per_run_html(runs_by_id, labels, artifacts, store_dir, palette)
         if per_run:
             body = f'<div class="figures">{per_run}</div>'
             sections.append(_section("final-values", "Final values across runs", body))

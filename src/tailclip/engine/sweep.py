@@ -9,7 +9,9 @@
    pending run, or a ``running`` one whose owner process died (interrupted: it resumes from
    its checkpoint), inside a ``BEGIN IMMEDIATE`` transaction, so any number of workers, from
    any number of concurrent ``tailclip sweep`` processes on one store, run every run exactly
-   once. A run that fails in this sweep stays ``failed`` (it is not retried in a loop).
+   once. A run that fails in this sweep stays ``failed`` (it is not retried in a loop);
+3. waits for runs of the sweep that another live process is training, taking over any whose
+   owner dies, so that the sweep returns when every one of its runs has ended.
 
 Workers exit when their parent process disappears (checked between steps), leaving their run
 ``failed`` and resumable. Progress reaches the caller as :class:`SweepEvent` s.
@@ -28,19 +30,21 @@ from typing import Any
 
 from tailclip.engine.config import ExperimentConfig, parse_config
 from tailclip.engine.runner import run_one
-from tailclip.engine.store import ResultsStore, make_owner
+from tailclip.engine.store import ResultsStore, make_owner, owner_alive
 
 __all__ = ["SweepEvent", "SweepResult", "assignment_label", "run_sweep_local"]
 
 _PROGRESS_INTERVAL = 0.2
+_WAIT_INTERVAL = 0.5
 
 
 @dataclass(frozen=True)
 class SweepEvent:
-    """Something a worker reports: ``kind`` is ``"start"``, ``"progress"`` or ``"done"``.
+    """Something a worker reports: ``kind`` is ``"start"``, ``"progress"``, ``"done"`` or ``"waiting"``.
 
     ``step``/``total`` come with ``start`` and ``progress``; ``status`` (``finished`` or
-    ``failed``), ``seconds`` and ``error`` (its first line) with ``done``.
+    ``failed``), ``seconds`` and ``error`` (its first line) with ``done``. ``waiting`` says that
+    the sweep waits for a run another live process is training (``error`` names the owner).
     """
 
     kind: str
@@ -164,14 +168,29 @@ def run_sweep_local(
     result.skipped = [r.run_id for r in store.runs(status="finished", run_ids=run_ids)]
     store.requeue_failed(run_ids)
     emit = on_event if on_event is not None else (lambda event: None)
-    todo = len(run_ids) - len(result.skipped)
-    workers = max(1, min(workers, todo))
-    if todo == 0:
-        pass
-    elif workers == 1:
-        _work(str(store.path), run_ids, emit)
-    else:
-        _run_processes(str(store.path), run_ids, workers, emit)
+    announced: set[str] = set()
+    while True:
+        records = store.runs(run_ids=run_ids)
+        claimable = [
+            r
+            for r in records
+            if r.status == "pending" or (r.status == "running" and not owner_alive(r.owner))
+        ]
+        if claimable:
+            count = max(1, min(workers, len(claimable)))
+            if count == 1:
+                _work(str(store.path), run_ids, emit)
+            else:
+                _run_processes(str(store.path), run_ids, count, emit)
+            continue
+        elsewhere = [r for r in records if r.status == "running"]
+        if not elsewhere:
+            break
+        for record in elsewhere:
+            if record.run_id not in announced:
+                announced.add(record.run_id)
+                emit(SweepEvent("waiting", record.run_id, error=f"running in {record.owner}"))
+        time.sleep(_WAIT_INTERVAL)
     for record in store.runs(run_ids=run_ids):
         if record.run_id in result.skipped:
             continue

@@ -359,16 +359,85 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def _varying_keys(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+def _owner(key: str) -> str:
+    """The section a dotted key belongs to: ``optimizer.lr`` -> ``optimizer``; a ``.name`` key
+    belongs to the section above the one it names (``optimizer.name`` -> ``""``)."""
+    parts = key.split(".")
+    if parts[-1] == "name":
+        parts = parts[:-1]
+    return ".".join(parts[:-1])
+
+
+def _named_owner(key: str, keys: set[str]) -> str | None:
+    """The deepest section above ``key`` with a ``name`` (``task``, ``optimizer``, a wrapped optimizer)."""
+    owner = _owner(key)
+    while owner:
+        if f"{owner}.name" in keys:
+            return owner
+        owner = owner.rpartition(".")[0]
+    return None
+
+
+def _same(values: Iterable[Any]) -> bool:
+    return len({json.dumps(v, sort_keys=True, default=str) for v in values}) <= 1
+
+
+def _pool_tag(flat: Mapping[str, Any], owner: str | None) -> str:
+    return "" if owner is None else json.dumps(flat.get(f"{owner}.name"), default=str)
+
+
+PoolKeys = dict[tuple[str | None, str], set[str]]
+
+
+def _varying_keys(configs: Sequence[Mapping[str, Any]]) -> tuple[list[str], PoolKeys]:
+    """Dotted keys whose value differs between ``configs`` (``train.seed`` aside), and per
+    (named section, name) the keys that differ among the configs with that name.
+
+    A key of a named section (``optimizer.lr``) is compared only among configs whose section
+    has the same name, so swapping whole optimizers does not make every default of every
+    optimizer "vary". ``X.name`` keys come first, so configurations sort by name.
+    """
     flats = [_flatten(c) for c in configs]
-    keys = sorted({k for flat in flats for k in flat} - {"train.seed"})
-    varying = []
-    for key in keys:
-        seen = {json.dumps(flat.get(key), sort_keys=True, default=str) for flat in flats}
-        if len(seen) > 1:
-            varying.append(key)
+    keys = {k for flat in flats for k in flat} - {"train.seed"}
+    varying: list[str] = []
+    per_pool: PoolKeys = {}
+    for key in sorted(keys, key=lambda k: (k.rpartition(".")[0] if k.endswith(".name") else k, k)):
+        owner = _named_owner(key, keys)
+        pools: dict[str, list[Any]] = {}
+        for flat in flats:
+            pools.setdefault(_pool_tag(flat, owner), []).append(flat.get(key))
+        for tag, values in pools.items():
+            if not _same(values):
+                per_pool.setdefault((owner, tag), set()).add(key)
+                if key not in varying:
+                    varying.append(key)
     # Hyperparameters read best first; `name` only when it is all that differs.
-    return [k for k in varying if k != "name"] or [k for k in varying if k == "name"]
+    return [k for k in varying if k != "name"] or [k for k in varying if k == "name"], per_pool
+
+
+def _label(flat: Mapping[str, Any], varying: Sequence[str], per_pool: PoolKeys) -> str:
+    """``key=value, ...``; a section whose name varies reads ``name(key=value, ...)`` with the
+    keys that vary among the configurations of that name."""
+    keys = set(flat) | set(varying)
+    sections = {k[: -len(".name")] for k in varying if k.endswith(".name")}
+    out: list[str] = []
+    done: set[str] = set()
+    for key in varying:
+        named = key.endswith(".name") and key[: -len(".name")] in sections
+        section = key[: -len(".name")] if named else _named_owner(key, keys)
+        if section in sections:
+            if section in done:
+                continue
+            done.add(section)
+            local = per_pool.get((section, _pool_tag(flat, section)), set())
+            shown = [k for k in varying if k in local and k in flat]
+            inner = ", ".join(f"{k[len(section) + 1:]}={_format_param(flat[k])}" for k in shown)
+            head = str(flat.get(f"{section}.name"))
+            text = f"{head}({inner})" if inner else head
+            out.append(text if "." not in section else f"{section.split('.', 1)[1]}={text}")
+        else:
+            out.append(f"{key}={_format_param(flat.get(key))}")
+    return ", ".join(out)
 
 
 def _format_param(value: Any) -> str:
@@ -398,13 +467,13 @@ def _labels(
     groups: Mapping[str, Sequence[Any]],
 ) -> tuple[dict[str, str], dict[str, dict[str, Any]], list[str]]:
     first = {gk: runs[0].config for gk, runs in groups.items()}
-    varying = _varying_keys(list(first.values()))
+    varying, per_pool = _varying_keys(list(first.values()))
     labels, params = {}, {}
     for gk, config in first.items():
         flat = _flatten(config)
         params[gk] = {k: flat.get(k) for k in varying}
         if varying:
-            labels[gk] = ", ".join(f"{k}={_format_param(flat.get(k))}" for k in varying)
+            labels[gk] = _label(flat, varying, per_pool)
         else:
             labels[gk] = str(config.get("name") or gk[:8])
     return labels, params, varying
@@ -450,7 +519,8 @@ def resolve_baseline(
             if all(_same_value(_flatten(c).get(k, _MISSING), v) for k, v in wanted.items())
         ]
     if len(matches) != 1:
-        choices = "; ".join(sorted(labels.values()))
+        names = sorted(labels.values())
+        choices = "; ".join(names[:10]) + ("; ..." if len(names) > 10 else "")
         what = "matches no configuration" if not matches else f"matches {len(matches)} configurations"
         raise ValueError(f"Invalid baseline: {baseline!r} {what}; allowed: a group key, a label ({choices}) "
                          f"or key=value pairs")
@@ -619,10 +689,11 @@ def quantile_bands(
 
     If the runs logged ``key`` itself, the band at step t is ``np.quantile`` over the runs of
     the configuration of their value at t (linear interpolation), on the steps all those runs
-    logged. If they logged ``key/q<pct>`` (vectorized tasks: quantiles across R independent
-    runs in one tensor), each requested quantile must be among the logged levels; over several
-    seeds the logged quantile curves are averaged (quantile averaging). ``by="run"`` needs
-    logged quantiles (one run alone has no spread).
+    logged; a NaN counts as the worst value (+inf, -inf for score-like keys), as the runner
+    counts it for the R runs of a vectorized task. If they logged ``key/q<pct>`` (vectorized
+    tasks: quantiles across R independent runs in one tensor), each requested quantile must
+    be among the logged levels; over several seeds the logged quantile curves are averaged
+    (quantile averaging). ``by="run"`` needs logged quantiles (one run alone has no spread).
     """
     if by not in ("group", "run"):
         raise ValueError(f"Invalid by: {by!r}; allowed: 'group', 'run'")
@@ -632,10 +703,11 @@ def quantile_bands(
     store = _open(store)
     groups = _groups([r for r in _select_runs(store, name, statuses) if r.status in statuses])
     run_ids = [r.run_id for runs in groups.values() for r in runs]
-    series = store.metrics(run_ids=run_ids) if run_ids else {}
-    available = {k for per_run in series.values() for k in per_run}
+    available = set(store.metric_keys(run_ids)) if run_ids else set()
     levels = logged_quantiles(available, key)
     vectorized = key not in available and bool(levels)
+    wanted = list(levels.values()) if vectorized else [key]
+    series = store.metrics(run_ids=run_ids, keys=wanted) if run_ids else {}
     if key not in available and not levels:
         known = ", ".join(sorted({base_key(k) for k in available})) or "none"
         raise ValueError(f"Invalid key: {key!r} was not logged; allowed: {known}")
@@ -695,7 +767,34 @@ def _runs_band(series: Mapping[str, Any], runs: Sequence[Any], key: str, qs: tup
     if aligned is None:
         return None
     steps, matrix = aligned
-    return steps, np.quantile(matrix, qs, axis=0).T
+    # A NaN (diverged) value is the worst value: +inf, or -inf for a score (as the runner does for R runs).
+    worst = -np.inf if best_direction(key) == "max" else np.inf
+    return steps, quantile_columns(np.where(np.isnan(matrix), worst, matrix), qs)
+
+
+def quantile_columns(matrix: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
+    """Quantiles of each column of ``matrix`` (runs x steps) -> (steps x quantiles), infinities allowed.
+
+    Linear interpolation between order statistics x_(lo), x_(hi) at h = (n - 1) q (numpy's
+    default method), except that an exact order statistic is returned as is and interpolating
+    towards +inf (from -inf) gives +inf (-inf), where numpy's arithmetic would give NaN.
+    """
+    ordered = np.sort(np.asarray(matrix, dtype=np.float64), axis=0)
+    n = ordered.shape[0]
+    out = np.empty((ordered.shape[1], len(quantiles)))
+    for j, q in enumerate(quantiles):
+        h = (n - 1) * float(q)
+        lo = int(math.floor(h))
+        hi = min(lo + 1, n - 1)
+        frac = h - lo
+        a, b = ordered[lo], ordered[hi]
+        with np.errstate(invalid="ignore"):
+            value = a + frac * (b - a)
+        value = np.where((frac == 0.0) | (a == b), a, value)
+        value = np.where(np.isposinf(b) & ~np.isneginf(a) & (frac > 0.0), np.inf, value)
+        value = np.where(np.isneginf(a) & ~np.isposinf(b) & (frac < 1.0), -np.inf, value)
+        out[:, j] = value
+    return out
 
 
 def _vectorized_band(series: Mapping[str, Any], runs: Sequence[Any], columns: Sequence[str]):

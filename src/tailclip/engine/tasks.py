@@ -3,7 +3,10 @@
 A task is a class registered by name with :func:`register_task`; configs refer to it as
 ``task: {name: <name>, options: {...}}``. Its ``Options`` (a :class:`TaskOptions`, i.e. a
 pydantic model that forbids unknown keys) validates ``options`` when the config is loaded, so
-a typo fails before anything runs. The runner constructs the task as ``Task(options, context)``
+a typo fails before anything runs; the classmethod ``check_config(options, config)`` may then
+reject combinations with the rest of the resolved config by raising a ``ValueError`` whose
+message starts with the dotted field it blames (``"optimizer: ..."``), which becomes a one-line
+config error. The runner constructs the task as ``Task(options, context)``
 (:class:`TaskContext`: the resolved experiment config and the torch device) after seeding
 torch, numpy and ``random`` with ``train.seed``.
 
@@ -105,6 +108,11 @@ class Task(ABC):
         self.options = options
         self.context = context
         self.device = context.device
+
+    @classmethod
+    def check_config(cls, options: TaskOptions, config: ExperimentConfig) -> None:
+        """Reject a config this task cannot run: ``ValueError("<dotted.field>: <what is wrong>")``."""
+        return None
 
     @abstractmethod
     def evaluate(self) -> dict[str, Any]:

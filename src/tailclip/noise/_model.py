@@ -76,9 +76,9 @@ def batch_gradient(model: nn.Module, loss_fn: LossFn, batch: Batch, params: list
     with torch.enable_grad():
         loss = loss_fn(call_model(model, inputs), target)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return torch.cat([
-        (g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)
-    ])
+    return torch.cat(
+        [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]
+    )
 
 
 def batchnorm_modules(model: nn.Module) -> list[str]:

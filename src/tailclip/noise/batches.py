@@ -33,7 +33,9 @@ BatchSampler = Callable[[int, torch.Generator], Batch]
 
 def _split(parts: Sequence[Any]) -> Batch:
     if len(parts) < 2:
-        raise ValueError(f"Invalid data: items have {len(parts)} part(s); allowed: (inputs, target) or (x1, ..., target)")
+        raise ValueError(
+            f"Invalid data: items have {len(parts)} part(s); allowed: (inputs, target) or (x1, ..., target)"
+        )
     inputs = parts[0] if len(parts) == 2 else tuple(parts[:-1])
     return inputs, parts[-1]
 
@@ -89,7 +91,9 @@ class BatchSource:
         if self.sampler is not None:
             batch = self.sampler(self.batch_size, self.generator)
             if not isinstance(batch, (tuple, list)):
-                raise ValueError(f"Invalid data: the sampler returned {type(batch).__name__}; allowed: (inputs, target)")
+                raise ValueError(
+                    f"Invalid data: the sampler returned {type(batch).__name__}; allowed: (inputs, target)"
+                )
             return _split(batch)
         index = self.permutation[self.position : self.position + self.batch_size]
         if index.numel() < self.batch_size:
@@ -99,5 +103,7 @@ class BatchSource:
             return _split([t[index] for t in self.tensors])
         collated = default_collate([self.dataset[int(i)] for i in index])
         if not isinstance(collated, (tuple, list)):
-            raise ValueError(f"Invalid data: items collate to {type(collated).__name__}; allowed: (inputs, target)")
+            raise ValueError(
+                f"Invalid data: items collate to {type(collated).__name__}; allowed: (inputs, target)"
+            )
         return _split(collated)

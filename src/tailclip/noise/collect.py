@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tailclip.noise._model import (
     LossFn,
@@ -92,21 +93,33 @@ class NoiseSample:
         return tail_index(self.norms, method, **kwargs)
 
     def noise_scale(self) -> NoiseScale:
-        """``B_simple`` from ``|G_B|^2 = mean ||g_j||^2`` and ``|G_{MB'}|^2 = ||gbar||^2`` (independent batches)."""
+        """``B_simple`` from ``|G_B|^2 = mean ||g_j||^2`` and ``|G_{MB'}|^2 = ||gbar||^2``.
+
+        The two come from disjoint batches, so they are independent estimates (McCandlish et al.).
+        """
         return noise_scale_from_squared_norms(
-            float(np.mean(self.grad_norms**2)), self.mean_grad_norm**2,
-            self.batch_size, self.mean_batches * self.mean_batch_size,
+            float(np.mean(self.grad_norms**2)),
+            self.mean_grad_norm**2,
+            self.batch_size,
+            self.mean_batches * self.mean_batch_size,
         )
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (no per-coordinate arrays)."""
         return {
-            "n": self.n, "mode": self.mode, "batch_size": self.batch_size,
-            "mean_batches": self.mean_batches, "mean_batch_size": self.mean_batch_size,
-            "noise_batches": self.noise_batches, "step": self.step, "seed": self.seed,
-            "num_params": self.num_params, "projection": self.projection,
+            "n": self.n,
+            "mode": self.mode,
+            "batch_size": self.batch_size,
+            "mean_batches": self.mean_batches,
+            "mean_batch_size": self.mean_batch_size,
+            "noise_batches": self.noise_batches,
+            "step": self.step,
+            "seed": self.seed,
+            "num_params": self.num_params,
+            "projection": self.projection,
             "projection_dim": int(self.projections.shape[1]),
-            "mean_grad_norm": self.mean_grad_norm, "noise_mean_norm": self.noise_mean_norm,
+            "mean_grad_norm": self.mean_grad_norm,
+            "noise_mean_norm": self.noise_mean_norm,
             "noise_norm_mean": float(np.mean(self.norms)),
             "noise_norm_median": float(np.median(self.norms)),
             "noise_norm_max": float(np.max(self.norms)),
@@ -178,7 +191,11 @@ def _per_sample_grad_tuples(
     n = _batch_size(target)
     for start in range(0, n, chunk_size):
         index = slice(start, min(n, start + chunk_size))
-        yield compute(values, _slice(inputs, index), target[index])
+        # the fused attention kernels have no vmap batching rule (vmap would loop over the
+        # examples); the math backend is plain batched matmuls and softmax
+        with sdpa_kernel([SDPBackend.MATH]):
+            grads = compute(values, _slice(inputs, index), target[index])
+        yield grads
 
 
 def per_sample_grad_chunks(
@@ -210,8 +227,13 @@ def per_sample_grad_norms(model: nn.Module, loss_fn: LossFn, batch: Batch, *, ch
     """
     norms = []
     for grads in _per_sample_grad_tuples(model, loss_fn, batch, chunk_size):
-        squares = [g.reshape(g.shape[0], -1).pow(2).sum(1, dtype=torch.float64) for g in grads]
-        norms.append(torch.stack(squares).sum(0).sqrt())
+        per_param = [
+            torch.linalg.vector_norm(g, dim=tuple(range(1, g.dim())), dtype=torch.float64)
+            if g.dim() > 1
+            else g.abs().double()
+            for g in grads
+        ]
+        norms.append(torch.linalg.vector_norm(torch.stack(per_param), dim=0))
     return torch.cat(norms)
 
 
@@ -229,6 +251,7 @@ def collect_noise(
     step: int | None = None,
     chunk_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    projection: RandomProjection | None = None,
 ) -> NoiseSample:
     """Sample the gradient noise of ``model`` at its current parameters.
 
@@ -238,7 +261,8 @@ def collect_noise(
     batch size ``B = batch_size``) or ``batch_size`` per-example samples (``per_sample=True``,
     ``chunk_size`` examples per vmapped call). ``seed`` fixes the batches, the dropout masks and
     the projection (dimension ``min(projection_dim, d)``). ``step`` is recorded as given.
-    ``progress(done, total)`` is called after every batch.
+    ``progress(done, total)`` is called after every batch. A ``projection`` built earlier for
+    this model (same ``d``) may be passed to reuse it across collections.
     """
     _check_count("batch_size", batch_size)
     _check_count("mean_batches", mean_batches)
@@ -246,15 +270,20 @@ def collect_noise(
     _check_count("projection_dim", projection_dim)
     if per_sample and batchnorm_modules(model):
         raise ValueError(
-            f"Invalid per_sample=True: the model has BatchNorm ({', '.join(batchnorm_modules(model))}), whose "
-            "training-mode output mixes the examples of a batch; use per_sample=False"
+            f"Invalid per_sample=True: the model has BatchNorm ({', '.join(batchnorm_modules(model))}), "
+            "whose training-mode output mixes the examples of a batch; use per_sample=False"
         )
     named = trainable_parameters(model)
     params = [p for _, p in named]
     device = model_device(model)
     dim = sum(p.numel() for p in params)
     source = BatchSource(data, batch_size, seed, mean_batches + noise_batches)
-    projection = RandomProjection(dim, projection_dim, seed, device=device)
+    if projection is None:
+        projection = RandomProjection(dim, projection_dim, seed, device=device)
+    elif projection.dim != dim:
+        raise ValueError(f"Invalid projection: built for dim {projection.dim}; allowed: the model's {dim}")
+    # noise vectors wait in a bounded buffer (about 128 MiB) so the projection reads P once per flush
+    flush_rows = max(1, (1 << 25) // dim)
     total = mean_batches + noise_batches
     acc_dtype = torch.float64 if params[0].dtype == torch.float64 else torch.float32
 
@@ -267,9 +296,9 @@ def collect_noise(
                 progress(i + 1, total)
         mean_grad /= mean_batches
 
-        norms, grad_norms, projected = [], [], []
-        first_moment = torch.zeros(dim, dtype=torch.float64, device=device)
-        second_moment = torch.zeros(dim, dtype=torch.float64, device=device)
+        norms, grad_norms, projected, pending = [], [], [], []
+        first_moment = torch.zeros(dim, dtype=acc_dtype, device=device)
+        second_moment = torch.zeros(dim, dtype=acc_dtype, device=device)
         for j in range(noise_batches):
             batch = move_to(source.next(), device)
             if per_sample:
@@ -281,11 +310,20 @@ def collect_noise(
                 noise = grads - mean_grad
                 norms.append(torch.linalg.vector_norm(noise, dim=1, dtype=torch.float64))
                 grad_norms.append(torch.linalg.vector_norm(grads, dim=1, dtype=torch.float64))
-                projected.append(projection(noise))
-                first_moment += noise.sum(0, dtype=torch.float64)
-                second_moment += (noise.double() ** 2).sum(0)
+                if noise.shape[0] == 1:
+                    first_moment.add_(noise[0])
+                    second_moment.addcmul_(noise[0], noise[0])
+                else:
+                    first_moment.add_(noise.sum(0))
+                    second_moment.add_((noise * noise).sum(0))
+                pending.append(noise)
+                if sum(p.shape[0] for p in pending) >= flush_rows:
+                    projected.append(projection(torch.cat(pending)))
+                    pending = []
             if progress is not None:
                 progress(mean_batches + j + 1, total)
+        if pending:
+            projected.append(projection(torch.cat(pending)))
 
     norm_array = torch.cat(norms).cpu().numpy()
     n = norm_array.shape[0]
@@ -293,9 +331,9 @@ def collect_noise(
         norms=norm_array,
         grad_norms=torch.cat(grad_norms).cpu().numpy(),
         projections=torch.cat(projected).double().cpu().numpy(),
-        coord_variance=(second_moment / n).cpu().numpy(),
+        coord_variance=(second_moment.double() / n).cpu().numpy(),
         mean_grad_norm=float(torch.linalg.vector_norm(mean_grad, dtype=torch.float64)),
-        noise_mean_norm=float(torch.linalg.vector_norm(first_moment / n)),
+        noise_mean_norm=float(torch.linalg.vector_norm(first_moment.double() / n)),
         batch_size=1 if per_sample else batch_size,
         mean_batches=mean_batches,
         mean_batch_size=batch_size,
@@ -306,4 +344,3 @@ def collect_noise(
         num_params=dim,
         projection=projection.kind,
     )
-

@@ -210,6 +210,13 @@ def _hill(norms: np.ndarray, ci: float, k: int | None) -> TailIndex:
     high = alpha / (1.0 - half) if half < 1.0 else math.inf
     grid = np.unique(np.geomspace(1, n - 1, num=min(_HILL_PLOT_POINTS, n - 1)).astype(np.int64))
     return TailIndex(
-        alpha, low, high, "hill", n, ci, k=int(k),
-        hill_k=tuple(int(g) for g in grid), hill_alpha=tuple(float(a) for a in alphas[grid - 1]),
+        alpha,
+        low,
+        high,
+        "hill",
+        n,
+        ci,
+        k=int(k),
+        hill_k=tuple(int(g) for g in grid),
+        hill_alpha=tuple(float(a) for a in alphas[grid - 1]),
     )

@@ -56,12 +56,25 @@ def noise_histogram(
         high = low * 1.01
     edges = np.geomspace(low, high * (1 + 1e-9), bins + 1)
     fig, ax = _figure()
-    ax.hist(norms, bins=edges, weights=np.full(norms.shape, 1.0 / norms.size), color="tab:red", alpha=0.6,
-            label=f"noise norms ||xi_j|| (n = {norms.size})")
+    ax.hist(
+        norms,
+        bins=edges,
+        weights=np.full(norms.shape, 1.0 / norms.size),
+        color="tab:red",
+        alpha=0.6,
+        label=f"noise norms ||xi_j|| (n = {norms.size})",
+    )
     if reference is not None:
         reference = np.asarray(reference, dtype=np.float64)
-        ax.hist(reference, bins=edges, weights=np.full(reference.shape, 1.0 / reference.size), histtype="step",
-                color="black", linewidth=1.5, label="Gaussian, same coordinate variances")
+        ax.hist(
+            reference,
+            bins=edges,
+            weights=np.full(reference.shape, 1.0 / reference.size),
+            histtype="step",
+            color="black",
+            linewidth=1.5,
+            label="Gaussian, same coordinate variances",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("noise norm")
@@ -79,7 +92,9 @@ def hill_figure(hill: TailIndex, mohammadi: TailIndex | None = None) -> Any:
     alpha = np.asarray(hill.hill_alpha)
     fig, ax = _figure()
     ax.plot(k, alpha, color="tab:blue", label="Hill estimate alpha_k")
-    ax.axvline(hill.k, color="tab:blue", linestyle=":", label=f"chosen k = {hill.k}: alpha = {hill.alpha:.2f}")
+    ax.axvline(
+        hill.k, color="tab:blue", linestyle=":", label=f"chosen k = {hill.k}: alpha = {hill.alpha:.2f}"
+    )
     if mohammadi is not None:
         ax.axhspan(mohammadi.low, mohammadi.high, color="tab:orange", alpha=0.2)
         ax.axhline(mohammadi.alpha, color="tab:orange", label=f"Mohammadi alpha = {mohammadi.alpha:.2f}")
@@ -117,8 +132,14 @@ def moments_figure(
     m, r = ratio
     label = "R_m(2)" if ratio_slope is None else f"R_m(2) (trend slope {ratio_slope:.2f})"
     right.plot(m, r, color="tab:purple", label=label)
-    right.plot(m, np.minimum(1.0, np.log(np.maximum(m, 2)) / m), color="gray", linestyle="--", linewidth=1,
-               label="log m / m (Gaussian scale)")
+    right.plot(
+        m,
+        np.minimum(1.0, np.log(np.maximum(m, 2)) / m),
+        color="gray",
+        linestyle="--",
+        linewidth=1,
+        label="log m / m (Gaussian scale)",
+    )
     right.set_xscale("log")
     right.set_yscale("log")
     right.set_xlabel("sample size m")
@@ -138,8 +159,9 @@ def alpha_over_training(history: Sequence[dict[str, Any]]) -> Any:
         return np.array([np.nan if h.get(key) is None else h[key] for h in history], dtype=np.float64)
 
     fig, ax = _figure()
-    ax.fill_between(steps, column("alpha_low"), column("alpha_high"), color="tab:orange", alpha=0.25,
-                    label="interval")
+    ax.fill_between(
+        steps, column("alpha_low"), column("alpha_high"), color="tab:orange", alpha=0.25, label="interval"
+    )
     ax.plot(steps, column("alpha"), marker="o", color="tab:orange", label="tail index alpha")
     ax.axhline(2.0, color="gray", linestyle="--", linewidth=1)
     ax.set_ylim(0.0, 2.1)
@@ -149,7 +171,9 @@ def alpha_over_training(history: Sequence[dict[str, Any]]) -> Any:
     clip = column("clip_fraction")
     if np.isfinite(clip).any():
         twin = ax.twinx()
-        twin.plot(steps, clip, color="tab:green", linestyle="-.", marker="s", label="clipped steps (fraction)")
+        twin.plot(
+            steps, clip, color="tab:green", linestyle="-.", marker="s", label="clipped steps (fraction)"
+        )
         twin.set_ylim(0.0, 1.05)
         twin.set_ylabel("fraction of clipped steps")
         twin.legend(loc="lower right", fontsize="small")

@@ -2,26 +2,29 @@
 
 ::
 
-    monitor = TailMonitor(model, loss_fn, train_data, batch_size=64, every=500)
+    monitor = TailMonitor(model, loss_fn, train_data, batch_size=64, every=1000)
     for step in range(1, steps + 1):
         loss_fn(model(x), y).backward(); optimizer.step(); optimizer.zero_grad()
         monitor.step(optimizer, step)
-    monitor.history      # one record per ``every`` steps
+    monitor.history      # one record every ``every`` steps
     monitor.to_json()
 
-Each call reads the optimizer's step statistics when it has them (tailclip optimizers expose
-``step_stats``: gradient norm before clipping, clip factor, whether clipping was active) and
-keeps them as device tensors, so a step costs no host synchronisation; a plain ``torch.optim``
-optimizer is tolerated and nothing extra is computed for it. Every ``every`` steps the monitor
-collects a small noise sample at the current parameters (:func:`~tailclip.noise.collect_noise`,
-``mean_batches + noise_batches`` forward-backward passes) and logs the vector-mode tail index
-with its bootstrap interval, the noise norms, and the window's gradient-norm quantiles and
-fraction of clipped steps.
+Each call reads the optimizer's step statistics when it has them (tailclip optimizers keep
+``group_stats``: per param group, the gradient norm before clipping, the clip factor, whether
+clipping was active); the monitor keeps a reference and combines them into ``step_stats`` only
+at record time, so a step costs a list append and no host synchronisation. A plain
+``torch.optim`` optimizer is tolerated and nothing extra is computed for it. Every ``every``
+steps the monitor collects a small noise sample at the current parameters
+(:func:`~tailclip.noise.collect_noise`, ``mean_batches + noise_batches`` forward-backward passes
+in training mode) and logs the vector-mode tail index with its bootstrap interval, the noise
+norms, and the window's gradient-norm quantiles and fraction of clipped steps.
 
 Cost: about ``(mean_batches + noise_batches) / every`` of the training's forward-backward
-passes; the defaults (8 + 40 every 500 steps) stay under 10% of training time
-(``benchmarks/noise_bench.py`` measures it). Forty noise samples give ``K2 = 4`` Mohammadi blocks:
-a coarse ``alpha`` whose interval says so; raise ``noise_batches`` for a finer one.
+passes; the defaults (4 + 50 every 1000 steps) stay under 10% of training time
+(``benchmarks/noise_bench.py`` measures it). Fifty noise samples give ``K2 = 5`` Mohammadi
+blocks: a coarse ``alpha`` whose interval says so; raise ``noise_batches`` for a finer one. Four
+mean batches suffice because the tail index centres the sample by its own mean (the error of
+``gbar`` cancels); the noise norms carry it, inflated by about ``sqrt(1 + 1/M)``.
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
+from tailclip.clip import ClipStats
 from tailclip.noise._json import dumps
-from tailclip.noise._model import LossFn
+from tailclip.noise._model import LossFn, model_device, trainable_parameters
 from tailclip.noise.collect import collect_noise
+from tailclip.noise.projection import RandomProjection
 
 GRAD_NORM_QUANTILES = (0.1, 0.5, 0.9, 0.99)
 
@@ -58,9 +63,9 @@ class TailMonitor:
         data: Any,
         *,
         batch_size: int,
-        every: int = 500,
-        mean_batches: int = 8,
-        noise_batches: int = 40,
+        every: int = 1000,
+        mean_batches: int = 4,
+        noise_batches: int = 50,
         per_sample: bool = False,
         projection_dim: int = 64,
         k1: int = 10,
@@ -90,8 +95,9 @@ class TailMonitor:
         self.n_boot = n_boot
         self.seed = seed
         self.history: list[dict[str, Any]] = []
+        self._projection: RandomProjection | None = None
         self.steps_seen = 0
-        self._window: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._window: list[list[Any]] = []
 
     def step(self, optimizer: Any = None, step: int | None = None) -> dict[str, Any] | None:
         """Call once per training step, after ``optimizer.step()``; returns the new record, if any.
@@ -101,9 +107,13 @@ class TailMonitor:
         """
         self.steps_seen += 1
         step = self.steps_seen if step is None else int(step)
-        stats = getattr(optimizer, "step_stats", None)
-        if stats is not None and all(hasattr(stats, a) for a in ("grad_norm", "clip_factor", "clipped")):
-            self._window.append((stats.grad_norm.detach(), stats.clip_factor.detach(), stats.clipped.detach()))
+        group_stats = getattr(optimizer, "group_stats", None)
+        if group_stats:  # a fresh list of ClipStats per step: keep it, combine at record time
+            self._window.append(list(group_stats))
+        else:
+            stats = getattr(optimizer, "step_stats", None)
+            if stats is not None and all(hasattr(stats, a) for a in ("grad_norm", "clip_factor", "clipped")):
+                self._window.append([stats])
         if step % self.every != 0:
             return None
         record = self.record(step)
@@ -113,10 +123,19 @@ class TailMonitor:
     def _window_stats(self) -> dict[str, Any]:
         if not self._window:
             return {"window_steps": 0}
-        grad_norm, factor, clipped = (
-            torch.stack([w[i].reshape(()).to(torch.float64).cpu() for w in self._window]).numpy() for i in range(3)
-        )
+        # ClipStats.combine for every step at once: group norms add in squares within a step
+        count = len(self._window)
+        steps = torch.repeat_interleave(torch.arange(count), torch.tensor([len(g) for g in self._window]))
+        flat = [s for groups in self._window for s in groups]
         self._window = []
+        squares = []
+        for key in ("grad_norm", "clipped_norm"):
+            norms = torch.stack([getattr(s, key) for s in flat]).detach().to(torch.float64).cpu().reshape(-1)
+            squares.append(torch.zeros(count, dtype=torch.float64).index_add_(0, steps, norms * norms))
+        combined = ClipStats.of(squares[0].sqrt(), squares[1].sqrt())
+        grad_norm = combined.grad_norm.numpy()
+        factor = combined.clip_factor.numpy()
+        clipped = combined.clipped.numpy()
         out: dict[str, Any] = {"window_steps": int(grad_norm.shape[0])}
         for q, value in zip(GRAD_NORM_QUANTILES, np.quantile(grad_norm, GRAD_NORM_QUANTILES)):
             out[f"grad_norm_q{round(q * 100)}"] = float(value)
@@ -128,10 +147,22 @@ class TailMonitor:
     def record(self, step: int) -> dict[str, Any]:
         """Collect a noise sample now and return the record for ``step`` (not appended to history)."""
         started = time.perf_counter()
+        if self._projection is None:  # one fixed projection for the whole run (built once)
+            dim = sum(p.numel() for _, p in trainable_parameters(self.model))
+            self._projection = RandomProjection(
+                dim, self.projection_dim, self.seed, device=model_device(self.model)
+            )
         sample = collect_noise(
-            self.model, self.loss_fn, self.data,
-            batch_size=self.batch_size, mean_batches=self.mean_batches, noise_batches=self.noise_batches,
-            per_sample=self.per_sample, seed=self.seed + step, projection_dim=self.projection_dim, step=step,
+            self.model,
+            self.loss_fn,
+            self.data,
+            batch_size=self.batch_size,
+            mean_batches=self.mean_batches,
+            noise_batches=self.noise_batches,
+            per_sample=self.per_sample,
+            seed=self.seed + step,
+            step=step,
+            projection=self._projection,
         )
         tail = sample.tail_index("mohammadi", k1=self.k1, ci=self.ci, n_boot=self.n_boot, seed=self.seed)
         return {

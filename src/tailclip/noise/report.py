@@ -122,7 +122,7 @@ class NoiseReport:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (use :func:`json.dumps`; non-finite numbers are ``None`` after :meth:`to_json`)."""
+        """The summary as a dict; :meth:`to_json` turns it into strict JSON (NaN and Inf as null)."""
         return {
             "verdict": self.verdict.to_dict(),
             "sample": dict(self.sample),
@@ -152,13 +152,16 @@ class NoiseReport:
 
         out = {
             "histogram": figures.noise_histogram(
-                self.norms, self.reference_norms,
+                self.norms,
+                self.reference_norms,
                 title=f"Gradient-noise norms: alpha = {self.tail.alpha:.2f} ({self.verdict.label})",
             ),
             "hill": figures.hill_figure(self.hill, self.tail),
             "moments": figures.moments_figure(
-                self.variance_curve, self.ratio_curve,
-                variance_exponent=self.variance_exponent, ratio_slope=self.ratio_slope,
+                self.variance_curve,
+                self.ratio_curve,
+                variance_exponent=self.variance_exponent,
+                ratio_slope=self.ratio_slope,
             ),
         }
         if self.history:
@@ -188,14 +191,21 @@ class NoiseReport:
             ("Verdict", self.verdict.label),
             ("Tail index (Mohammadi, vector)", f"{t.alpha:.3f} [{t.low:.3f}, {t.high:.3f}], k1 = {t.k1}"),
             ("Tail index (Hill, norms)", f"{h.alpha:.3f} [{h.low:.3f}, {h.high:.3f}], k = {h.k}"),
-            ("Tail index at 4B", "-" if self.tail_4b is None
-             else f"{self.tail_4b.alpha:.3f} [{self.tail_4b.low:.3f}, {self.tail_4b.high:.3f}]"),
+            (
+                "Tail index at 4B",
+                "-"
+                if self.tail_4b is None
+                else f"{self.tail_4b.alpha:.3f} [{self.tail_4b.low:.3f}, {self.tail_4b.high:.3f}]",
+            ),
             ("Max-to-sum trend (slope)", f"{self.ratio_slope:.3f}"),
             ("Running-variance exponent", f"{self.variance_exponent:.3f}"),
             ("Outlier ratios rho_mR / rho_eR", f"{self.outliers.rho_mR:.3g} / {self.outliers.rho_eR:.3g}"),
             ("Noise scale B_simple", f"{self.noise_scale.b_simple:.4g}"),
-            ("Sample", f"n = {s['n']} ({s['mode']}), B = {s['batch_size']}, M = {s['mean_batches']} "
-                       f"x {s['mean_batch_size']}, step = {s['step']}, d = {s['num_params']}"),
+            (
+                "Sample",
+                f"n = {s['n']} ({s['mode']}), B = {s['batch_size']}, M = {s['mean_batches']} "
+                f"x {s['mean_batch_size']}, step = {s['step']}, d = {s['num_params']}",
+            ),
         ]
         table = "\n".join(
             f"    <tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
@@ -203,7 +213,8 @@ class NoiseReport:
         reasons = "\n".join(f"    <li>{html.escape(r)}</li>" for r in self.verdict.reasons)
         images = "\n".join(
             f'  <figure><img src="{html.escape(image_prefix + p.name)}" alt="{html.escape(name)}"></figure>'
-            for name, p in self.paths.items() if p.suffix == ".png"
+            for name, p in self.paths.items()
+            if p.suffix == ".png"
         )
         return (
             '<section class="tailclip-noise">\n'
@@ -243,8 +254,17 @@ def tails_report(
     ``paths`` name the written files (JSON, PNGs, HTML section).
     """
     sample = collect_noise(
-        model, loss_fn, data, batch_size=batch_size, mean_batches=mean_batches, noise_batches=noise_batches,
-        per_sample=per_sample, seed=seed, projection_dim=projection_dim, step=step, progress=progress,
+        model,
+        loss_fn,
+        data,
+        batch_size=batch_size,
+        mean_batches=mean_batches,
+        noise_batches=noise_batches,
+        per_sample=per_sample,
+        seed=seed,
+        projection_dim=projection_dim,
+        step=step,
+        progress=progress,
     )
     report = NoiseReport.from_sample(sample, history=history, k1=k1, ci=ci, n_boot=n_boot, seed=seed)
     report.save(out_dir)

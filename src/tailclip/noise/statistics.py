@@ -90,7 +90,9 @@ def loglog_slope(m: np.ndarray, values: np.ndarray, m_min: int = 1) -> float:
     return float(np.polyfit(log_m[grid], log_v[grid], 1)[0])
 
 
-def max_to_sum_slope(x: Any, p: float = 2.0, *, n_perm: int = 32, seed: int = 0, m_min: int | None = None) -> float:
+def max_to_sum_slope(
+    x: Any, p: float = 2.0, *, n_perm: int = 32, seed: int = 0, m_min: int | None = None
+) -> float:
     """Trend of ``R_m(p)``: the log-log slope of its geometric mean over ``n_perm`` random orders.
 
     The samples are independent, so every order is an equally valid path; averaging
@@ -111,7 +113,9 @@ def max_to_sum_slope(x: Any, p: float = 2.0, *, n_perm: int = 32, seed: int = 0,
     paths = powers[np.argsort(rng.random((n_perm, n)), axis=1)]
     m = _log_grid(n, 1, 128)
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_ratio = np.log(np.maximum.accumulate(paths, axis=1)[:, m - 1] / np.cumsum(paths, axis=1)[:, m - 1])
+        log_ratio = np.log(
+            np.maximum.accumulate(paths, axis=1)[:, m - 1] / np.cumsum(paths, axis=1)[:, m - 1]
+        )
     return loglog_slope(m, np.exp(np.nanmean(log_ratio, axis=0)), m_min)
 
 
@@ -143,8 +147,12 @@ def outlier_ratios(x: Any) -> OutlierRatios:
     mild = float(np.mean(norms > q3 + 1.5 * iqr))
     extreme = float(np.mean(norms > q3 + 3.0 * iqr))
     return OutlierRatios(
-        mild / GAUSSIAN_MILD_OUTLIER_FRACTION, extreme / GAUSSIAN_EXTREME_OUTLIER_FRACTION,
-        mild, extreme, float(q1), float(q3),
+        mild / GAUSSIAN_MILD_OUTLIER_FRACTION,
+        extreme / GAUSSIAN_EXTREME_OUTLIER_FRACTION,
+        mild,
+        extreme,
+        float(q1),
+        float(q3),
     )
 
 
@@ -162,7 +170,9 @@ def gaussian_reference(source: Any, n: int, seed: int = 0, *, exact_coords: int 
     arr = as_samples(source, "source")
     variances = np.mean(arr * arr, axis=0) if arr.ndim == 2 else arr
     if (variances < 0).any():
-        raise ValueError("Invalid source: negative variances; allowed: 1-D variances >= 0 or 2-D noise vectors")
+        raise ValueError(
+            "Invalid source: negative variances; allowed: 1-D variances >= 0 or 2-D noise vectors"
+        )
     rng = np.random.default_rng(seed)
     order = np.argsort(variances)[::-1]
     top, rest = variances[order[:exact_coords]], variances[order[exact_coords:]]
@@ -193,7 +203,9 @@ class NoiseScale:
     b_big: int
 
     def to_dict(self) -> dict[str, float | None]:
-        return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in asdict(self).items()}
+        return {
+            k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in asdict(self).items()
+        }
 
 
 def noise_scale_from_squared_norms(sq_small: float, sq_big: float, b_small: int, b_big: int) -> NoiseScale:
@@ -203,7 +215,9 @@ def noise_scale_from_squared_norms(sq_small: float, sq_big: float, b_small: int,
     ``b_small < b_big``.
     """
     if not 0 < b_small < b_big:
-        raise ValueError(f"Invalid batch sizes: b_small={b_small}, b_big={b_big}; allowed: 0 < b_small < b_big")
+        raise ValueError(
+            f"Invalid batch sizes: b_small={b_small}, b_big={b_big}; allowed: 0 < b_small < b_big"
+        )
     g2 = (b_big * sq_big - b_small * sq_small) / (b_big - b_small)
     trace = (sq_small - sq_big) / (1.0 / b_small - 1.0 / b_big)
     b_simple = trace / g2 if g2 != 0 else math.inf

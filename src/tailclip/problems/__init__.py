@@ -4,5 +4,11 @@ Importing this package registers every built-in task in :data:`tailclip.engine.t
 (one module per task, each decorated with :func:`~tailclip.engine.tasks.register_task`).
 """
 
-from tailclip.problems import quadratic  # noqa: F401  (registers noisy-quadratic)
-from tailclip.problems import image_classification  # noqa: F401  (registers image-classification)
+from tailclip.problems import (
+    image_classification,  # noqa: F401  (registers image-classification)
+    language_model,  # noqa: F401  (registers language-model)
+    quadratic,  # noqa: F401  (registers noisy-quadratic)
+    synthetic,  # noqa: F401  (registers stochastic-quadratic)
+    text_classification,  # noqa: F401  (registers text-classification)
+    vae,  # noqa: F401  (registers vae)
+)

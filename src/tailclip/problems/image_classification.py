@@ -41,10 +41,16 @@ from torch import Tensor, nn
 from tailclip.engine.tasks import ModelTask, TaskContext, TaskOptions, register_task
 from tailclip.problems.datasets import EpochSampler, cifar10, fashion_mnist
 
-__all__ = ["BasicBlock", "CifarResNet", "ImageClassification", "ImageClassificationOptions", "random_crop_flip"]
+__all__ = [
+    "BasicBlock",
+    "CifarResNet",
+    "ImageClassification",
+    "ImageClassificationOptions",
+    "random_crop_flip",
+]
 
 SUBSET_SEED = 0
-_EVAL_BATCH = 1000
+_EVAL_BATCH = 250
 _PAD = 4
 
 _SIZES: dict[str, dict[str, int | None]] = {
@@ -80,7 +86,7 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int = 20, width: int = 16, in_channels: int = 3, num_classes: int = 10) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"Invalid depth: {depth}; allowed: 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, 110)")
+            raise ValueError(f"Invalid depth: {depth}; allowed: 6n + 2 with n >= 1 (8, 14, 20, 32, ...)")
         if width < 1:
             raise ValueError(f"Invalid width: {width}; allowed: >= 1")
         blocks = (depth - 2) // 6

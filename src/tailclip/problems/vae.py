@@ -1,0 +1,153 @@
+"""``vae``: a variational autoencoder on Fashion-MNIST (the delta-GClip paper's second experiment).
+
+Tucat et al. (TMLR 2025, "Regularized Gradient Clipping Provably Trains Wide and Deep Neural
+Networks") train a VAE with a 50-dimensional latent space on Fashion-MNIST and compare
+delta-GClip with GClip and Adam. The model here is the fully connected VAE of Kingma and
+Welling (ICLR 2014) in its common PyTorch form, with the paper's latent size::
+
+    encoder   h = relu(W1 x + b1),  mu = W_mu h + b_mu,  log sigma^2 = W_s h + b_s     (784 -> H -> 2 x 50)
+    sample    z = mu + sigma * eps,  eps ~ N(0, I)                                     (reparameterisation)
+    decoder   p = sigmoid(W3 relu(W2 z + b2) + b3)                                     (50 -> H -> 784)
+
+with ``x`` the image's pixel intensities in [0, 1] as Bernoulli means. The loss is the negative
+evidence lower bound per image, in nats::
+
+    L(x) = BCE(p, x) + KL(N(mu, sigma^2) || N(0, I))
+         = -sum_i [x_i log p_i + (1 - x_i) log(1 - p_i)] - 1/2 sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2)
+
+averaged over the batch. Training draws ``eps`` from the global torch generator (seeded and
+checkpointed by the runner). Metrics: ``train/loss`` (L), ``train/reconstruction`` (BCE) and
+``train/kl``; ``eval/loss``, ``eval/reconstruction``, ``eval/kl`` over the first
+``eval_examples`` test images, with ``eps`` from a generator seeded with 0 at every evaluation
+(so two evaluations of the same parameters agree exactly).
+
+Sizes (``size``; ``hidden``, ``latent``, ``train_examples``, ``eval_examples`` override):
+``default``: H = 400, all 60,000 training and 10,000 test images; ``quick``: H = 64, 2,048
+training and 512 test images. The latent size is 50 in both.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from tailclip.engine.tasks import ModelTask, TaskContext, TaskOptions, register_task
+from tailclip.problems.datasets import EpochSampler, fashion_mnist
+
+__all__ = ["VAE", "VAEOptions", "VariationalAutoencoder", "negative_elbo"]
+
+SUBSET_SEED = 0
+EVAL_NOISE_SEED = 0
+_EVAL_BATCH = 250
+_PIXELS = 28 * 28
+
+_SIZES: dict[str, dict[str, int | None]] = {
+    "default": {"hidden": 400, "train_examples": None, "eval_examples": None},
+    "quick": {"hidden": 64, "train_examples": 2048, "eval_examples": 512},
+}
+
+
+class VariationalAutoencoder(nn.Module):
+    """Fully connected VAE ``784 -> hidden -> 2 latent`` / ``latent -> hidden -> 784``."""
+
+    def __init__(self, hidden: int = 400, latent: int = 50, pixels: int = _PIXELS) -> None:
+        super().__init__()
+        self.encoder = nn.Linear(pixels, hidden)
+        self.mean = nn.Linear(hidden, latent)
+        self.log_variance = nn.Linear(hidden, latent)
+        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, pixels))
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(mu, log sigma^2)`` of ``q(z | x)`` for flat images ``x`` (B, 784)."""
+        h = F.relu(self.encoder(x))
+        return self.mean(h), self.log_variance(h)
+
+    def forward(self, x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Decoder logits at ``z = mu + sigma eps``, and ``mu``, ``log sigma^2``."""
+        mu, log_var = self.encode(x)
+        z = mu + torch.exp(0.5 * log_var) * eps
+        return self.decoder(z), mu, log_var
+
+
+def negative_elbo(logits: Tensor, x: Tensor, mu: Tensor, log_var: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-image ``(BCE, KL)`` (each shape ``(B,)``); the negative ELBO is their sum (module docstring)."""
+    reconstruction = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=1)
+    kl = -0.5 * (1.0 + log_var - mu.square() - log_var.exp()).sum(dim=1)
+    return reconstruction, kl
+
+
+class VAEOptions(TaskOptions):
+    """Options of ``vae``; ``None`` takes the value of the ``size`` preset."""
+
+    size: Literal["default", "quick"] = "default"
+    data_dir: str | None = None
+    hidden: int | None = Field(None, ge=1, le=16384)
+    latent: int = Field(50, ge=1, le=4096)
+    train_examples: int | None = Field(None, ge=1)
+    eval_examples: int | None = Field(None, ge=1)
+
+    def resolved(self, key: str) -> Any:
+        """The option ``key``, or the ``size`` preset's value when it is ``None``."""
+        value = getattr(self, key)
+        return _SIZES[self.size][key] if value is None else value
+
+
+@register_task("vae")
+class VAE(ModelTask):
+    """The Fashion-MNIST VAE (see the module docstring)."""
+
+    Options = VAEOptions
+    options: VAEOptions
+    supports_epochs = True
+
+    def __init__(self, options: VAEOptions, context: TaskContext) -> None:
+        super().__init__(options, context)
+        train_x, _ = fashion_mnist("train", options.data_dir)
+        test_x, _ = fashion_mnist("test", options.data_dir)
+        keep = options.resolved("train_examples")
+        if keep is not None and keep < len(train_x):
+            train_x = train_x[np.sort(np.random.default_rng(SUBSET_SEED).permutation(len(train_x))[:keep])]
+        n_eval = min(options.resolved("eval_examples") or len(test_x), len(test_x))
+        self.train_images = torch.tensor(train_x.reshape(len(train_x), _PIXELS))
+        self.test_images = torch.tensor(test_x[:n_eval].reshape(n_eval, _PIXELS))
+        self.sampler = EpochSampler(len(self.train_images), context.batch_size, context.seed)
+        self.model = VariationalAutoencoder(options.resolved("hidden"), options.latent).to(self.device)
+
+    def _pixels(self, images: Tensor) -> Tensor:
+        return (images.float() / 255.0).to(self.device)
+
+    def steps_per_epoch(self) -> int:
+        return self.sampler.steps_per_epoch
+
+    def train_batch(self) -> Tensor:
+        return self._pixels(self.train_images[self.sampler.next()])
+
+    def loss(self, batch: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        eps = torch.randn(len(batch), self.options.latent, device=self.device)
+        logits, mu, log_var = self.model(batch, eps)
+        reconstruction, kl = negative_elbo(logits, batch, mu, log_var)
+        loss = (reconstruction + kl).mean()
+        return loss, {"reconstruction": reconstruction.detach().mean(), "kl": kl.detach().mean()}
+
+    def evaluate(self) -> dict[str, Any]:
+        generator = torch.Generator().manual_seed(EVAL_NOISE_SEED)
+        totals = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for start in range(0, len(self.test_images), _EVAL_BATCH):
+            x = self._pixels(self.test_images[start : start + _EVAL_BATCH])
+            eps = torch.randn(len(x), self.options.latent, generator=generator).to(self.device)
+            logits, mu, log_var = self.model(x, eps)
+            reconstruction, kl = negative_elbo(logits, x, mu, log_var)
+            totals += torch.stack([reconstruction.sum(), kl.sum()]).double()
+        totals /= len(self.test_images)
+        return {"loss": totals.sum(), "reconstruction": totals[0], "kl": totals[1]}
+
+    def data_state(self) -> dict[str, Any]:
+        return {"sampler": self.sampler.state_dict()}
+
+    def load_data_state(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state["sampler"])

@@ -1,0 +1,212 @@
+"""The HTML report: one self-contained file with the tables, figures and diagnostics of a store,
+checked as text and in headless Chromium (Debian's ``chromium``: ``apt-get install -y chromium``)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _browser import console_lines, probe, screenshot
+from _results import add_run, quadratic_config
+from matplotlib.figure import Figure
+
+from tailclip.engine.report import report_command, write_report
+from tailclip.engine.store import ResultsStore
+from tailclip.engine.tables import consolidate
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_SIGNATURE
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+@pytest.fixture()
+def report_store(tmp_path: Path) -> dict:
+    """Two configurations x 3 seeds (one also failed once), logged quantiles, noise artifacts."""
+    store = ResultsStore(tmp_path / "store" / "results.sqlite")
+    rng = np.random.default_rng(1)
+    runs = []
+    for clip, seconds in (("global", 0.002), ("coord", 0.004)):
+        for seed in range(3):
+            steps = list(range(0, 21))
+            loss = list(np.exp(-0.1 * np.arange(21)) * rng.lognormal(0, 0.2, size=21))
+            series = {
+                "train/loss": (steps, loss),
+                "eval/loss": ([0, 10, 20], [loss[0], loss[10], loss[20]]),
+                "eval/distance": ([0, 10, 20], list(rng.uniform(size=3))),
+                "opt/clip_factor": (steps, list(rng.uniform(size=21))),
+                "time/step_seconds": ([10, 20], [seconds, seconds]),
+            }
+            for name, level in (("q10", 0.5), ("q50", 1.0), ("q90", 2.0), ("q99", 8.0)):
+                series[f"train/noise_norm/{name}"] = (steps, [level * (1 + 0.01 * s) for s in steps])
+            config = quadratic_config(name="report", seed=seed, clip=clip)
+            runs.append(add_run(store, config, series, steps=20))
+    failed = add_run(
+        store,
+        quadratic_config(name="report", seed=7, clip="coord"),
+        {},
+        status="failed",
+        error="Traceback (most recent call last):\nValueError: diverged badly",
+    )
+    # artifacts: a PNG and a JSON noise diagnostic, one that went missing, per-run final values
+    noise_dir = store.path.parent / "noise"
+    noise_dir.mkdir()
+    fig = Figure(figsize=(2, 1.5))
+    fig.add_subplot().hist(rng.standard_t(1.5, size=200), bins=20)
+    fig.savefig(noise_dir / "hist.png", format="png", dpi=50)
+    (noise_dir / "tail.json").write_text(json.dumps({"tail_index": 1.4375, "samples": 200, "family": "t"}))
+    store.add_artifact(runs[0], "noise/histogram", str(noise_dir / "hist.png"))
+    store.add_artifact(runs[0], "noise/tail_index", "noise/tail.json")  # relative to the store's directory
+    store.add_artifact(runs[1], "noise/gone", str(noise_dir / "gone.png"))
+    per_run = store.path.parent / "per_run.npy"
+    np.save(per_run, rng.pareto(1.5, size=500) + 1.0)
+    store.add_artifact(runs[0], "per_run/train/loss", str(per_run))
+    return {"store": store, "runs": runs, "failed": failed, "png": noise_dir / "hist.png"}
+
+
+def test_report_is_one_self_contained_file_with_all_sections(report_store, tmp_path):
+    store = report_store["store"]
+    output = write_report(
+        store.path, tmp_path / "out" / "report.html", title="Clip modes", baseline="optimizer.clip=global"
+    )
+    assert output == tmp_path / "out" / "report.html"
+    text = output.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and "<title>Clip modes</title>" in text
+    # nothing outside the file: every src/href is inline data or an anchor; no link/import/url()
+    references = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", text)
+    assert references and all(r.startswith(("data:", "#")) for r in references), references
+    assert not re.search(r"<link|@import|url\(|https?://", text)
+    for ident in ("summary", "curves", "quantiles", "final-values", "noise", "runs"):
+        assert f'<section id="{ident}">' in text and f'href="#{ident}"' in text
+
+    images = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([^"]+)">', text)
+    assert len(images) == text.count("<img")
+    sizes = {alt: png_size(base64.b64decode(data)) for alt, data in images}
+    for alt in (
+        "curves of train/loss",
+        "curves of eval/loss",
+        "curves of eval/distance",
+        "curves of opt/clip_factor",
+        "curves of train/noise_norm",
+        "quantile bands of train/loss",
+        "quantile bands of eval/loss",
+        "quantile bands of train/noise_norm",
+        "survival of final train/loss",
+        "hist.png",
+    ):
+        assert alt in sizes, alt
+        assert min(sizes[alt]) > 50
+    embedded = dict(images)["hist.png"]
+    assert base64.b64decode(embedded) == report_store["png"].read_bytes()
+    assert "train/noise_norm: logged quantiles over the task&#x27;s runs (10%, 50%, 90%)" in text
+
+    table = consolidate(store, baseline="optimizer.clip=global")
+    for summary in table.configs:
+        for key in ("train/loss", "eval/loss", "eval/distance"):
+            metric = summary.metrics[key]
+            cells = [metric.final.mean_sd(), metric.best.mean_sd()]
+            for cell in cells:
+                assert f">{cell.replace('±', '±')}</td>" in text
+    assert "2.000× (baseline)" not in text and "1.000× (baseline)" in text
+    assert ">2.000×</td>" in text  # coord takes twice the median time per step of global
+    assert "<h3>train/loss</h3>" in text and "best (min) mean ± sd" in text
+
+    # noise diagnostics: embedded figure, JSON as a table, the missing file named
+    assert ">tail_index</td>" in text and 'data-v="1.4375">1.438</td>' in text and ">t</td>" in text
+    assert "missing file: " + str(store.path.parent / "noise" / "gone.png") in text
+    # runs table: every run with its status, the failure's last line
+    assert text.count('<span class="status finished">finished</span>') == 6
+    assert text.count('<span class="status failed">failed</span>') == 1
+    assert "ValueError: diverged badly</div>" in text
+    for run_id in [*report_store["runs"], report_store["failed"]]:
+        assert f'<span title="{run_id}">{run_id[:10]}</span>' in text
+    assert text.count('<table class="sortable"') >= 5 and "addEventListener('click'" in text
+
+
+def test_report_of_an_empty_store_and_a_missing_store(tmp_path):
+    empty = ResultsStore(tmp_path / "empty.sqlite")
+    text = report_command(empty.path, tmp_path / "empty.html").read_text()
+    assert "No finished runs yet." in text and "<p>No runs.</p>" in text and "<img" not in text
+    with pytest.raises(ValueError, match=r"^Invalid store: '.*nope.sqlite' does not exist"):
+        write_report(tmp_path / "nope.sqlite", tmp_path / "x.html")
+    assert not (tmp_path / "nope.sqlite").exists() and not (tmp_path / "x.html").exists()
+
+
+def test_report_handles_nonfinite_and_single_seed(tmp_path):
+    store = ResultsStore(tmp_path / "s.sqlite")
+    add_run(store, quadratic_config(seed=0), {"train/loss": ([0, 1, 2], [1.0, math.nan, math.inf])})
+    text = write_report(store.path, tmp_path / "r.html").read_text()
+    assert "1 (1 non-finite)" in text and 'id="quantiles"' not in text  # one seed: no high-probability view
+
+
+def test_report_in_headless_chromium(report_store, tmp_path):
+    store = report_store["store"]
+    html = write_report(store.path, tmp_path / "report.html", baseline="optimizer.clip=global")
+    started = time.perf_counter()
+    shot = tmp_path / "report.png"
+    lines = screenshot(html, shot, tmp_path, width=1280, height=2000)
+    assert lines == [], lines
+    assert png_size(shot.read_bytes()) == (1280, 2000)
+    from matplotlib.image import imread
+
+    pixels = imread(shot)
+    assert pixels.std() > 0.05  # text, tables and figures, not a blank page
+
+    found = probe(html, tmp_path, sort_table="runs-table", sort_column="seed")
+    assert found["errors"] == []
+    assert found["images"] == html.read_text().count("<img") > 8
+    assert found["decoded"] == found["images"]
+    assert found["resources"] == []
+    assert found["sortable"] >= 5
+    sort = found["sort"]
+    seeds = [float(v) for v in sort["before"]]
+    assert sort["firstSort"] == "ascending" and [float(v) for v in sort["first"]] == sorted(seeds)
+    assert sort["secondSort"] == "descending"
+    assert [float(v) for v in sort["second"]] == sorted(seeds, reverse=True)
+    assert time.perf_counter() - started < 120
+
+
+def test_browser_checks_catch_a_broken_page(tmp_path):
+    """The checks above can fail: a script error and an undecodable image are both reported."""
+    page = tmp_path / "broken.html"
+    page.write_text(
+        "<!DOCTYPE html><html><head><title>b</title></head><body>"
+        '<img src="data:image/png;base64,AAAA">'
+        '<table class="sortable" id="t"><thead><tr><th>x</th></tr></thead>'
+        "<tbody><tr><td>1</td></tr></tbody></table><script>undefinedFunction();</script></body></html>"
+    )
+    lines = screenshot(page, tmp_path / "broken.png", tmp_path)
+    assert any("undefinedFunction" in line for line in lines), lines
+    found = probe(page, tmp_path, sort_table="t", sort_column="x")
+    assert any("undefinedFunction" in e for e in found["errors"])
+    assert found["images"] == 1 and found["decoded"] == 0
+    assert console_lines('[1:1:INFO:CONSOLE:1] "boom", source: file:///x (1)') != []
+
+
+def test_report_command_line(report_store, tmp_path):
+    from typer.testing import CliRunner
+
+    from tailclip.cli import app
+
+    runner = CliRunner()
+    store = report_store["store"]
+    output = tmp_path / "cli" / "report.html"
+    args = ["report", str(store.path), "-o", str(output), "--baseline", "optimizer.clip=global"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert output.is_file() and "1.000× (baseline)" in output.read_text()
+    missing = runner.invoke(app, ["report", str(tmp_path / "nope.sqlite"), "-o", str(tmp_path / "x.html")])
+    assert missing.exit_code == 2 and "Invalid store" in missing.output and not (tmp_path / "x.html").exists()
+    args = ["report", str(store.path), "-o", str(tmp_path / "y.html"), "--baseline", "lr=9"]
+    bad = runner.invoke(app, args)
+    assert bad.exit_code == 2 and "Invalid baseline: 'lr=9' matches no configuration" in bad.output
