@@ -69,6 +69,20 @@ def check_max_norm(max_norm: float | ThresholdPolicy, clip: object) -> None:
     check_positive("max_norm", float(max_norm))
 
 
+def add_scaled_(params: list[Tensor], tensors: list[Tensor], scale: Tensor, foreach: bool) -> None:
+    """``params[k] += tensors[k] * scale`` for a 0-dim ``scale`` (one multi-tensor call per device)."""
+    if foreach:
+        buckets: dict[torch.device, list[int]] = {}
+        for i, p in enumerate(params):
+            buckets.setdefault(p.device, []).append(i)
+        for device, index in buckets.items():
+            scaled = torch._foreach_mul([tensors[i] for i in index], scale.to(device))
+            torch._foreach_add_([params[i] for i in index], scaled)
+    else:
+        for param, t in zip(params, tensors, strict=True):
+            param.add_(t * scale.to(param.device))
+
+
 class ClipOptimizer(Optimizer):
     """Base class: gathering, checks and statistics shared by tailclip's optimizers.
 

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from tailclip.clip import ClipMode, ClipStats, ThresholdPolicy, check_clip_mode, clip_tensors
-from tailclip.optim._base import ClipOptimizer, check_lr, check_max_norm, check_nonnegative
+from tailclip.optim._base import ClipOptimizer, add_scaled_, check_lr, check_max_norm, check_nonnegative
 
 
 def clip_adagrad(
@@ -124,21 +124,7 @@ def _adagrad_norm_step(
     minus_step = -lr / (norm_sq_sum.sqrt() + eps)
     if delay:
         norm_sq_sum.add_(squared_norm)
-    _add_scaled_(params, clipped, minus_step, foreach)
-
-
-def _add_scaled_(params: list[Tensor], tensors: list[Tensor], scale: Tensor, foreach: bool) -> None:
-    """``params[k] += tensors[k] * scale`` for a 0-dim ``scale`` (one multi-tensor call per device)."""
-    if foreach:
-        buckets: dict[torch.device, list[int]] = {}
-        for i, p in enumerate(params):
-            buckets.setdefault(p.device, []).append(i)
-        for device, index in buckets.items():
-            scaled = torch._foreach_mul([tensors[i] for i in index], scale.to(device))
-            torch._foreach_add_([params[i] for i in index], scaled)
-    else:
-        for param, t in zip(params, tensors, strict=True):
-            param.add_(t * scale.to(param.device))
+    add_scaled_(params, clipped, minus_step, foreach)
 
 
 class ClipAdaGrad(ClipOptimizer):

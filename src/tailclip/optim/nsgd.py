@@ -24,6 +24,7 @@ from torch import Tensor
 from tailclip.clip import ClipStats, tensor_norms
 from tailclip.optim._base import (
     ClipOptimizer,
+    add_scaled_,
     check_lr,
     check_nonnegative,
     check_positive,
@@ -70,22 +71,8 @@ def nsgd(
     momentum_norm = torch.linalg.vector_norm(tensor_norms(momentum_buffers, foreach))
     denominator = momentum_norm + eps
     minus_step = -lr / denominator
-    _add_scaled_(params, momentum_buffers, minus_step, foreach)
+    add_scaled_(params, momentum_buffers, minus_step, foreach)
     return ClipStats.of(grad_norm, momentum_norm / denominator)
-
-
-def _add_scaled_(params: list[Tensor], tensors: list[Tensor], scale: Tensor, foreach: bool) -> None:
-    """``params[k] += tensors[k] * scale`` for a 0-dim ``scale`` (one multi-tensor call per device)."""
-    if foreach:
-        buckets: dict[torch.device, list[int]] = {}
-        for i, p in enumerate(params):
-            buckets.setdefault(p.device, []).append(i)
-        for device, index in buckets.items():
-            scaled = torch._foreach_mul([tensors[i] for i in index], scale.to(device))
-            torch._foreach_add_([params[i] for i in index], scaled)
-    else:
-        for param, t in zip(params, tensors, strict=True):
-            param.add_(t * scale.to(param.device))
 
 
 class NSGD(ClipOptimizer):
