@@ -15,8 +15,8 @@ Accuracy (``python benchmarks/noise_bench.py accuracy``): Mohammadi (scalar and 
 Gaussian samples, the table in ``docs/diagnostics.md``.
 
 Models (``python benchmarks/noise_bench.py models``): the tail index of the gradient noise of
-a small attention model and a small CNN on the same characters of Shakespeare, at
-initialization and after training (``docs/diagnostics.md``; needs the Shakespeare texts of
+a small attention model and a small CNN on the same Shakespeare text (characters, then words),
+at initialization and after training (``docs/diagnostics.md``; needs the Shakespeare texts of
 ``tailclip.problems.datasets``).
 
 Timings are process CPU seconds with torch limited to one thread (``torch.set_num_threads(1)``):
@@ -27,6 +27,8 @@ code, CPU time of a single-threaded process does not. Comparisons are ratios wit
 from __future__ import annotations
 
 import argparse
+import collections
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -176,6 +178,26 @@ def gaussian_spread(_: float, size: tuple[int, ...], rng: np.random.Generator) -
     return rng.standard_normal(size) * scales
 
 
+def bench_stable_coverage(seeds: int = 40) -> None:
+    """Bias, spread and interval coverage of Mohammadi on symmetric stable scalars (n = 1e5)."""
+    print("| alpha | mean estimate | sd | max abs. error | 95% interval covers alpha |")
+    print("|---|---|---|---|---|")
+    for alpha in (1.2, 1.5, 1.8):
+        estimates, covered = [], 0
+        for seed in range(seeds):
+            x = stats.levy_stable.rvs(
+                alpha, 0.0, size=100_000, random_state=np.random.default_rng(1000 + seed)
+            )
+            est = tail_index(x)
+            estimates.append(est.alpha)
+            covered += est.low <= alpha <= est.high
+        errors = np.abs(np.array(estimates) - alpha)
+        print(
+            f"| {alpha} | {np.mean(estimates):.4f} | {np.std(estimates):.4f} | {errors.max():.3f} | "
+            f"{covered}/{seeds} |"
+        )
+
+
 def bench_accuracy(seeds: int = 5) -> None:
     """Mohammadi at B and at 4B (means of 4), Hill, and the verdict, over ``seeds`` seeds per case."""
     print(
@@ -260,28 +282,39 @@ def sequence_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
 
 
-def bench_models(batch: int = 32, seq: int = 64, train_steps: int = 300, noise_batches: int = 400) -> None:
-    """Noise of a small attention model and a small CNN on the same characters (Shakespeare).
-
-    At initialization and after ``train_steps`` AdamW steps, as Zhang et al. (NeurIPS 2020, Fig. 1
-    and 4) measure BERT and ResNet: minibatch noise at batch ``batch`` around a mean of 16 batches.
-    """
+def shakespeare_codes(level: str) -> tuple[torch.Tensor, int]:
+    """Shakespeare as integer codes: characters (84 symbols) or words (the 4,999 most frequent
+    lower-cased words and punctuation marks, the rest as one unknown code; Zipf-distributed)."""
     from tailclip.problems.datasets import shakespeare
 
     text = shakespeare()
-    alphabet = sorted(set(text))
-    lookup = np.zeros(max(map(ord, alphabet)) + 1, dtype=np.int64)
-    lookup[[ord(c) for c in alphabet]] = np.arange(len(alphabet))
-    codes = torch.from_numpy(lookup[np.frombuffer(text.encode("latin-1"), dtype=np.uint8)])
+    if level == "chars":
+        alphabet = sorted(set(text))
+        lookup = np.zeros(max(map(ord, alphabet)) + 1, dtype=np.int64)
+        lookup[[ord(c) for c in alphabet]] = np.arange(len(alphabet))
+        return torch.from_numpy(lookup[np.frombuffer(text.encode("latin-1"), dtype=np.uint8)]), len(alphabet)
+    words = re.findall(r"[A-Za-z']+|[.,;:!?]", text.lower())
+    index = {w: i + 1 for i, (w, _) in enumerate(collections.Counter(words).most_common(4999))}
+    return torch.tensor([index.get(w, 0) for w in words]), 5000
+
+
+def bench_models(level: str, batch: int, seq: int, train_steps: int = 300, noise_batches: int = 400) -> None:
+    """Noise of a small attention model and a small CNN on the same Shakespeare text.
+
+    At initialization and after ``train_steps`` AdamW steps, as Zhang et al. (NeurIPS 2020, Fig. 1
+    and 4) measure BERT and ResNet: minibatch noise at batch ``batch`` (sequences of ``seq``
+    tokens) around a mean of 16 batches, in training mode.
+    """
+    codes, vocab = shakespeare_codes(level)
     data = char_windows(codes, seq)
     print(
-        f"Shakespeare, {codes.numel()} characters, {len(alphabet)} distinct, windows of {seq}, batch {batch}"
+        f"\nShakespeare {level}: {codes.numel()} tokens, vocabulary {vocab}, windows of {seq}, batch {batch}"
     )
     print("| model | params | step | alpha (Mohammadi, vector) | alpha at 4B | Hill | verdict |")
     print("|---|---|---|---|---|---|---|")
     for name, build in (
-        ("attention (2-layer TransformerEncoder, width 64)", lambda: CharAttention(len(alphabet), 64, seq)),
-        ("CNN (2 causal conv layers, width 64)", lambda: CharCNN(len(alphabet), 64)),
+        ("attention (2-layer TransformerEncoder, width 64)", lambda: CharAttention(vocab, 64, seq)),
+        ("CNN (2 causal conv layers, width 64)", lambda: CharCNN(vocab, 64)),
     ):
         torch.manual_seed(0)
         model = build()
@@ -309,7 +342,7 @@ def bench_models(batch: int = 32, seq: int = 64, train_steps: int = 300, noise_b
             assert t4 is not None
             print(
                 f"| {name} | {sample.num_params} | {step} | {t.alpha:.2f} [{t.low:.2f}, {t.high:.2f}] | "
-                f"{t4.alpha:.2f} [{t4.low:.2f}, {t4.high:.2f}] | {report.hill.alpha:.2f} | "
+                f"{t4.alpha:.2f} [{t4.low:.2f}, {t4.high:.2f}] | {report.hill.alpha:.1f} | "
                 f"{report.verdict.label} |"
             )
 
@@ -326,9 +359,11 @@ def main() -> None:
         bench_per_sample(width=64, seq=32)
         bench_monitor()
     if args.what in ("accuracy", "all"):
+        bench_stable_coverage()
         bench_accuracy()
     if args.what in ("models", "all"):
-        bench_models()
+        bench_models("chars", batch=32, seq=64)
+        bench_models("words", batch=8, seq=32)
 
 
 if __name__ == "__main__":

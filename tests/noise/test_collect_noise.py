@@ -8,7 +8,12 @@ import torch
 from scipy.stats import levy_stable
 from torch import nn
 
-from tailclip.noise import collect_noise, noise_scale_from_squared_norms, per_sample_grads
+from tailclip.noise import (
+    collect_noise,
+    noise_scale_from_squared_norms,
+    per_sample_grad_norms,
+    per_sample_grads,
+)
 
 
 def flat_grad(model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
@@ -254,10 +259,11 @@ def test_per_sample_matches_loop_transformer() -> None:
     model = Tiny().eval()
     tokens, labels = torch.randint(0, 30, (12, 7)), torch.randint(0, 2, (12,))
     loss_fn = nn.CrossEntropyLoss()
-    assert_rows_close(
-        per_sample_grads(model, loss_fn, (tokens, labels), chunk_size=5),
-        loop_grads(model, loss_fn, tokens, labels),
-    )
+    expected = loop_grads(model, loss_fn, tokens, labels)
+    assert_rows_close(per_sample_grads(model, loss_fn, (tokens, labels), chunk_size=5), expected)
+    norms = per_sample_grad_norms(model, loss_fn, (tokens, labels), chunk_size=5)
+    assert norms.dtype == torch.float64 and norms.shape == (12,)
+    torch.testing.assert_close(norms, expected.double().norm(dim=1), rtol=1e-5, atol=0.0)
 
 
 def test_batchnorm_is_refused_in_per_sample_mode() -> None:

@@ -12,7 +12,7 @@ The methods follow ``../shared/papers.md`` (section Diagnostics):
 * :class:`TailMonitor` during training (``monitor``); :class:`NoiseReport` and
   :func:`tails_report` for JSON, PNG figures and an HTML section (``report``, ``figures``).
 
-numpy and scipy are needed; matplotlib only when figures are drawn.
+numpy is needed (scipy only by the tests); matplotlib only when figures are drawn.
 """
 
 from tailclip.noise._model import flat_parameters

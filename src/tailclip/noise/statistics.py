@@ -164,6 +164,9 @@ def gaussian_reference(source: Any, n: int, seed: int = 0, *, exact_coords: int 
     sum_i v_i z_i^2``; the ``exact_coords`` largest ``v_i`` are drawn exactly and the remaining sum
     of many small independent terms by its normal limit (mean ``sum v_i``, variance
     ``2 sum v_i^2``), so a model with millions of parameters costs ``O(n exact_coords)``.
+    The reference ignores correlations between coordinates: correlated Gaussian noise with the
+    same variances has the same mean squared norm but a wider norm distribution (fewer
+    effective dimensions), so compare the tails' decay, not the width.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"Invalid n: {n!r}; allowed: an integer >= 1")
