@@ -1,9 +1,12 @@
-"""The ``tailclip`` command line (typer + rich): run, sweep, report, list, demo.
+"""The ``tailclip`` command line (typer + rich): run, sweep, report, tails, list, demo.
 
 * ``tailclip run CONFIG [--set k=v ...]``: train one config (its ``sweep`` section ignored).
 * ``tailclip sweep CONFIG [--set k=v ...] [--backend local|ray] [--workers N]``: every grid
   point x seed; finished runs are skipped, failed and interrupted ones redone.
 * ``tailclip report STORE -o report.html [--baseline LABEL]``: one self-contained HTML report.
+* ``tailclip tails CONFIG [--set k=v ...] [-o DIR] [--steps N] [--batch-size B] [--mean-batches M]
+  [--noise-batches N] [--per-sample]``: the gradient noise of a config's model task (after ``N``
+  training steps): verdict and tail index, ``noise_report.json``, PNGs, ``noise_section.html``.
 * ``tailclip list``: tasks, optimizers and built-in configs.
 * ``tailclip demo``: the built-in ``demo`` sweep and its table.
 
@@ -20,8 +23,9 @@ import inspect
 import math
 import sqlite3
 import time
-from collections.abc import Sequence
-from typing import Annotated, Any, NoReturn
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import numpy as np
 import typer
@@ -51,6 +55,9 @@ from tailclip.engine.store import ResultsStore, make_owner
 from tailclip.engine.sweep import SweepEvent, assignment_label, run_sweep_local
 from tailclip.engine.tasks import TASKS
 from tailclip.optim import OPTIMIZERS
+
+if TYPE_CHECKING:
+    from tailclip.noise import NoiseReport
 
 app = typer.Typer(
     name="tailclip",
@@ -364,6 +371,130 @@ def report(
     except ValueError as exc:
         _user_error(exc)
     _console().print(f"report: {path}")
+
+
+_MIN_NOISE_SAMPLES = 20  # 2 k1 for the tail index with its default block length k1 = 10
+
+
+@app.command()
+def tails(
+    config: ConfigArgument,
+    set_: SetOption = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Folder for noise_report.json, the PNGs and noise_section.html "
+            "(default: <store dir>/tails/<config name>).",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Batch size B of a noise sample (default: monitor.batch_size, else train.batch_size)."
+        ),
+    ] = None,
+    mean_batches: Annotated[int, typer.Option(help="Batches M averaged into the mean gradient.")] = 16,
+    noise_batches: Annotated[
+        int, typer.Option(help="Noise batches: one noise sample each (B each with --per-sample).")
+    ] = 200,
+    per_sample: Annotated[
+        bool,
+        typer.Option("--per-sample", help="Per-example noise (torch.func); tasks with a separable loss."),
+    ] = False,
+    steps: Annotated[
+        int,
+        typer.Option(help="Train this many steps with the config's optimizer and schedule, then measure."),
+    ] = 0,
+) -> None:
+    """Measure the gradient noise of a config's model task: verdict, tail index, JSON, PNGs, HTML."""
+    from tailclip.engine.tails import config_tails_report  # matplotlib loads only for this command
+
+    experiment = _load(config, set_)
+    task_cls = TASKS[experiment.task.name]
+    if task_cls.kind != "model":
+        models = ", ".join(sorted(n for n, c in TASKS.items() if c.kind == "model"))
+        _user_error(
+            f"task.name: {experiment.task.name!r} is a vectorized task; allowed: a model task ({models})"
+        )
+    counts = {"--batch-size": batch_size, "--mean-batches": mean_batches, "--noise-batches": noise_batches}
+    for flag, value in counts.items():
+        if value is not None and value < 1:
+            _user_error(f"{flag}: got {value}; allowed: an integer >= 1")
+    size = batch_size or experiment.monitor.batch_size or experiment.train.batch_size
+    samples = noise_batches * (size if per_sample else 1)
+    if samples < _MIN_NOISE_SAMPLES:
+        _user_error(
+            f"--noise-batches: {noise_batches} gives {samples} noise samples; "
+            f"allowed: at least {_MIN_NOISE_SAMPLES} samples"
+        )
+    if steps < 0 or (experiment.train.steps is not None and steps > experiment.train.steps):
+        _user_error(f"--steps: got {steps}; allowed: 0 <= steps <= train.steps ({experiment.train.steps})")
+    out_dir = Path(output) if output else Path(experiment.output.store).parent / "tails" / experiment.name
+    console = _console()
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+    bars: dict[str, Any] = {}
+
+    def advance(name: str, description: str) -> Callable[[int, int], None]:
+        def update(done: int, total: int) -> None:
+            if name not in bars:
+                bars[name] = progress.add_task(description, total=total)
+            progress.update(bars[name], completed=done, total=total)
+
+        return update
+
+    try:
+        with progress:
+            report = config_tails_report(
+                experiment,
+                out_dir,
+                batch_size=size,
+                mean_batches=mean_batches,
+                noise_batches=noise_batches,
+                per_sample=per_sample,
+                steps=steps,
+                on_train=advance("train", "training steps"),
+                on_noise=advance("noise", "noise batches"),
+            )
+    except ValueError as exc:
+        _user_error(exc)
+    except Exception as exc:  # noqa: BLE001  (a diverged training, a failing model: one line, exit 1)
+        typer.echo(f"error: tails failed: {type(exc).__name__}: {' '.join(str(exc).split())}", err=True)
+        raise typer.Exit(1) from None
+    console.print(_tails_table(report, f"{experiment.name}: gradient noise at step {steps}"))
+    for name, path in report.paths.items():
+        console.print(f"{name}: {path}", soft_wrap=True)
+
+
+def _tails_table(report: NoiseReport, title: str) -> Table:
+    t, h, s = report.tail, report.hill, report.sample
+    table = Table(title=title)
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("verdict", report.verdict.label)
+    table.add_row("alpha (Mohammadi, vector) [95% CI]", f"{t.alpha:.3f} [{t.low:.3f}, {t.high:.3f}]")
+    table.add_row("alpha (Hill, norms)", f"{h.alpha:.3f} [{h.low:.3f}, {h.high:.3f}]")
+    four = report.tail_4b
+    table.add_row(
+        "alpha at 4B", "-" if four is None else f"{four.alpha:.3f} [{four.low:.3f}, {four.high:.3f}]"
+    )
+    table.add_row("noise scale B_simple", _fmt(report.noise_scale.b_simple))
+    table.add_row(
+        "sample",
+        f"n = {s['n']} ({s['mode']}), B = {s['batch_size']}, M = {s['mean_batches']}, d = {s['num_params']}",
+    )
+    return table
 
 
 @app.command("list")

@@ -8,7 +8,7 @@ One experiment is one YAML file::
     schedule: {kind: cosine, warmup_steps: 20, final_factor: 0.0}
     train: {steps: 300, batch_size: 1, eval_every: 50, seed: 0}
     sweep: {grid: {optimizer.lr: [0.1, 0.05]}, seeds: [0, 1, 2]}
-    monitor: {every: null}
+    monitor: {every: null}              # or {every: 100, mean_batches: 4, noise_batches: 50}
     output: {store: runs/tailclip.sqlite}
 
 ``optimizer`` names a key of :data:`tailclip.optim.OPTIMIZERS` or a ``torch.optim`` baseline
@@ -52,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 import tailclip.problems  # noqa: F401  (registers the built-in tasks)
 from tailclip.clip import AutoClip, ThresholdPolicy, ZClip
-from tailclip.engine.tasks import TASKS
+from tailclip.engine.tasks import TASKS, ModelTask
 from tailclip.optim import OPTIMIZERS
 
 __all__ = [
@@ -238,11 +238,19 @@ class SweepConfig(_Section):
 
 
 class MonitorConfig(_Section):
-    """``monitor``: when to collect gradient-noise diagnostics (``every: null`` = never)."""
+    """``monitor``: gradient-noise diagnostics during training of a model task (``every: null`` = never).
+
+    Every ``every`` steps a :class:`~tailclip.noise.TailMonitor` takes ``noise_batches`` noise
+    samples at batch size ``batch_size`` (``null``: ``train.batch_size``) around a mean gradient
+    of ``mean_batches`` batches, from the task's ``noise_source()`` (:mod:`tailclip.engine.tasks`);
+    at least ``2 k1 = 20`` samples for the tail index. Cost: about
+    ``(mean_batches + noise_batches) / every`` of the training's forward-backward passes.
+    """
 
     every: int | None = Field(None, ge=1)
-    samples: int = Field(100, ge=2)
     batch_size: int | None = Field(None, ge=1)
+    mean_batches: int = Field(4, ge=1)
+    noise_batches: int = Field(50, ge=20)
 
 
 class OutputConfig(_Section):
@@ -647,6 +655,23 @@ def _check_train(train: TrainConfig, task_cls: type, source: str) -> None:
         )
 
 
+def _check_monitor(config: ExperimentConfig, task_cls: type, source: str) -> None:
+    monitor = config.monitor
+    if monitor.every is None:
+        return
+    if not issubclass(task_cls, ModelTask):
+        raise _error(source, "monitor.every", f"task {task_cls.name!r} is not a model task; allowed: null")
+    batch_size = monitor.batch_size
+    fixed = task_cls.noise_source is ModelTask.noise_source  # the default: the training batches
+    if fixed and batch_size is not None and batch_size != config.train.batch_size:
+        raise _error(
+            source,
+            "monitor.batch_size",
+            f"task {task_cls.name!r} measures noise on its training batches; "
+            f"allowed: null or train.batch_size ({config.train.batch_size})",
+        )
+
+
 def _check_sweep(sweep: SweepConfig, source: str) -> None:
     for key, values in sweep.grid.items():
         field = f"sweep.grid.{key}"
@@ -699,6 +724,7 @@ def parse_config(data: Any, source: str = "<dict>") -> ExperimentConfig:
     optimizer = _resolve_optimizer(config.optimizer.model_dump(), source, "optimizer")
     _check_train(config.train, task_cls, source)
     _check_schedule(config.schedule, config.train.steps, source)
+    _check_monitor(config, task_cls, source)
     if config.sweep is not None:
         _check_sweep(config.sweep, source)
     resolved = config.model_copy(

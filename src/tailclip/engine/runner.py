@@ -30,6 +30,25 @@ and a vectorized task's step is ``task.step(lr_factor)``. Around it the runner
 Vectorized tasks log ``<key>/q10``, ``/q50``, ``/q90``, ``/q99`` and ``/mean`` over their
 ``R`` runs and save the final per-run values as ``.npy`` artifacts (kind ``per_run/<key>``).
 
+With ``monitor.every`` set (model tasks), a :class:`~tailclip.noise.TailMonitor` over the task's
+``noise_source()`` is called after every step; every ``monitor.every`` steps it collects a noise
+sample and the runner logs ``noise/alpha``, ``noise/alpha_low``, ``noise/alpha_high`` (the
+vector-mode Mohammadi tail index and its 95% interval) and, for optimizers that record clipping
+statistics, ``noise/clipped_fraction`` (clipped steps since the previous record). A record
+changes nothing the training sees: parameters are only read, the model's modes, buffers and
+the torch RNG are restored by the collection, the data position by
+``task.preserved_data_position()`` and the numpy and ``random`` generators by the runner; its
+time is excluded from ``time/step_seconds``. A record whose sample is degenerate (parameters
+no longer finite, or noise lost to rounding as a run diverges: the estimators refuse it with a
+``ValueError``) is skipped and logged as ``noise/skipped = 1``, a gap rather than a failed run;
+a dataset too small for one collection fails the run at its start. The monitor's history is
+checkpointed, so a resumed run logs the same values.
+At the end, one more sample of the same size at the final parameters gives a
+:class:`~tailclip.noise.NoiseReport` (with the alpha-over-training history) written to
+``<artifacts>/noise/``; its JSON and PNGs are artifacts of kinds ``noise/report``,
+``noise/histogram``, ``noise/hill``, ``noise/moments`` and ``noise/training``, which
+``tailclip report`` shows (when that sample is degenerate, the history alone, ``noise/history``).
+
 ``run_one`` uses only these store methods: ``add_runs``, ``log_metrics``, ``add_artifact``,
 ``finish``, ``fail``, and the attribute ``path`` (checkpoints go to ``<store dir>/checkpoints``,
 artifacts to ``<store dir>/artifacts/<run_id>`` unless given): an object forwarding them can
@@ -55,7 +74,8 @@ from torch import Tensor
 from tailclip.clip import total_norm
 from tailclip.engine.config import ExperimentConfig, build_optimizer, config_hash
 from tailclip.engine.schedules import lr_factor, make_scheduler
-from tailclip.engine.tasks import TASKS, ModelTask, TaskContext, VectorizedTask
+from tailclip.engine.tasks import TASKS, ModelTask, Task, TaskContext, VectorizedTask
+from tailclip.noise import BatchSource, TailMonitor, tails_report
 from tailclip.optim import ClipOptimizer
 
 __all__ = [
@@ -64,7 +84,9 @@ __all__ = [
     "ProgressCallback",
     "RunStore",
     "artifact_dir",
+    "build_task",
     "checkpoint_path",
+    "model_step",
     "resolve_device",
     "run_one",
     "seed_everything",
@@ -72,6 +94,13 @@ __all__ = [
 
 QUANTILES = (0.10, 0.50, 0.90, 0.99)
 CHECKPOINT_FORMAT = 1
+NOISE_REPORT_KINDS = {
+    "json": "noise/report",
+    "histogram": "noise/histogram",
+    "hill": "noise/hill",
+    "moments": "noise/moments",
+    "training": "noise/training",
+}
 _FLUSH_EVERY = 1000
 
 ProgressCallback = Callable[[int, int], None]
@@ -121,6 +150,31 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def build_task(config: ExperimentConfig, device: torch.device) -> Task:
+    """Seed everything with ``train.seed`` and construct the config's task on ``device``."""
+    seed_everything(config.train.seed)
+    task_cls = TASKS[config.task.name]
+    options = task_cls.Options.model_validate(config.task.options)
+    return task_cls(options, TaskContext(config, device))
+
+
+def model_step(
+    task: ModelTask, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One training step of a model task; returns the differentiated loss and the task's metrics."""
+    batch = task.train_batch()
+    loss, metrics = task.loss(batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss, metrics
+
+
+def _finite(params: list[Tensor]) -> bool:
+    return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -193,10 +247,7 @@ class _Training:
         if self.device.type == "cuda":
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
-        seed_everything(train.seed)
-        task_cls = TASKS[config.task.name]
-        options = task_cls.Options.model_validate(config.task.options)
-        self.task = task_cls(options, TaskContext(config, self.device))
+        self.task = build_task(config, self.device)
         self.vectorized = isinstance(self.task, VectorizedTask)
         if isinstance(self.task, ModelTask):
             self.total = train.steps if train.steps is not None else self._epoch_steps(self.task)
@@ -218,6 +269,9 @@ class _Training:
         self.diverged_at: int | None = None
         self.last_eval_step: int | None = None
         self.final_per_run: dict[str, Tensor] = {}
+        self.monitor: TailMonitor | None = None
+        if isinstance(self.task, ModelTask) and config.monitor.every is not None:
+            self.monitor = self._make_monitor(self.task)
         if self.checkpoint.exists():
             self._load_checkpoint()
 
@@ -229,17 +283,30 @@ class _Training:
             )
         return self.config.train.epochs * per_epoch  # type: ignore[operator]
 
+    def _make_monitor(self, task: ModelTask) -> TailMonitor:
+        monitor = self.config.monitor
+        self.noise = task.noise_source()
+        self.noise_batch_size = monitor.batch_size or self.config.train.batch_size
+        self.noise.check_batch_size(self.noise_batch_size)
+        # a dataset too small for one collection is a config error: fail now, not at the first record
+        BatchSource(self.noise.data, self.noise_batch_size, 0, monitor.mean_batches + monitor.noise_batches)
+        return TailMonitor(
+            self.noise.model,
+            self.noise.loss_fn,
+            self.noise.data,
+            batch_size=self.noise_batch_size,
+            every=monitor.every,  # type: ignore[arg-type]
+            mean_batches=monitor.mean_batches,
+            noise_batches=monitor.noise_batches,
+            seed=self.config.train.seed,
+        )
+
     # ------------------------------------------------------------------ steps
 
     def _model_step(self, record: bool) -> None:
         task: ModelTask = self.task  # type: ignore[assignment]
-        batch = task.train_batch()
-        loss, metrics = task.loss(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         lr = float(self.optimizer.param_groups[0]["lr"])
-        self.optimizer.step()
-        self.scheduler.step()
+        loss, metrics = model_step(task, self.optimizer, self.scheduler)
         if not record:
             return
         values = {"train/loss": metrics.get("loss", loss)}
@@ -339,6 +406,71 @@ class _Training:
         self.last_eval_step = self.step
         self.excluded += time.perf_counter() - start
 
+    # ------------------------------------------------------------------ noise diagnostics
+
+    def _monitor_step(self) -> None:
+        """Feed the monitor this step's statistics; on its record steps, log the record."""
+        assert self.monitor is not None
+        if self.step % self.monitor.every != 0:
+            self.monitor.step(self.optimizer, self.step)
+            return
+        start = time.perf_counter()
+        try:
+            if not _finite(self.params):
+                raise ValueError("the parameters are not finite")
+            record = self._measure(lambda: self.monitor.step(self.optimizer, self.step))  # type: ignore[union-attr]
+        except ValueError:  # a degenerate sample (see the module docstring): a gap, not a failed run
+            rows = [(self.step, "noise/skipped", 1.0)]
+        else:
+            rows = [(self.step, f"noise/{key}", record[key]) for key in ("alpha", "alpha_low", "alpha_high")]
+            if "clip_fraction" in record:
+                rows.append((self.step, "noise/clipped_fraction", record["clip_fraction"]))
+        self.store.log_metrics(self.run_id, rows)
+        self.excluded += time.perf_counter() - start
+
+    def _measure(self, measurement: Callable[[], Any]) -> Any:
+        """Run ``measurement`` with the data position and every RNG of the run put back afterwards."""
+        task: ModelTask = self.task  # type: ignore[assignment]
+        rng = _rng_state(self.device)
+        try:
+            with task.preserved_data_position():
+                return measurement()
+        finally:
+            _set_rng_state(rng)
+
+    def _save_noise_report(self) -> None:
+        """The final :class:`NoiseReport` (or, from a degenerate sample, the history alone) as artifacts."""
+        assert self.monitor is not None
+        out = self.artifacts / "noise"
+        monitor = self.config.monitor
+        try:
+            if not _finite(self.params):
+                raise ValueError("the parameters are not finite")
+            report = self._measure(
+                lambda: tails_report(
+                    self.noise.model,
+                    self.noise.loss_fn,
+                    self.noise.data,
+                    out,
+                    batch_size=self.noise_batch_size,
+                    mean_batches=monitor.mean_batches,
+                    noise_batches=monitor.noise_batches,
+                    seed=self.config.train.seed + self.step,
+                    projection_dim=self.monitor.projection_dim,  # type: ignore[union-attr]
+                    step=self.step,
+                    history=self.monitor.history,  # type: ignore[union-attr]
+                )
+            )
+        except ValueError:  # a degenerate final sample: keep what the monitor recorded
+            out.mkdir(parents=True, exist_ok=True)
+            path = out / "noise_history.json"
+            self.monitor.to_json(path)
+            self.store.add_artifact(self.run_id, "noise/history", str(path))
+            return
+        for name, path in report.paths.items():
+            if name in NOISE_REPORT_KINDS:
+                self.store.add_artifact(self.run_id, NOISE_REPORT_KINDS[name], str(path))
+
     # ------------------------------------------------------------------ checkpoints
 
     def _elapsed(self) -> float:
@@ -357,6 +489,8 @@ class _Training:
         if not self.vectorized:
             state["optimizer"] = self.optimizer.state_dict()
             state["scheduler"] = self.scheduler.state_dict()
+        if self.monitor is not None:
+            state["monitor"] = self.monitor.state_dict()
         self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.checkpoint.with_name(f"{self.checkpoint.name}.{os.getpid()}.tmp")
         with tmp.open("wb") as handle:
@@ -383,6 +517,8 @@ class _Training:
         if not self.vectorized:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+        if self.monitor is not None and "monitor" in state:
+            self.monitor.load_state_dict(state["monitor"])
         _set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.elapsed_before = float(state["elapsed"])
@@ -406,6 +542,8 @@ class _Training:
                 if not train.stop_on_divergence or self.vectorized:
                     raise
                 self.diverged_at = self.step
+            if self.monitor is not None and self.diverged_at is None:
+                self._monitor_step()
             self.interval_steps += 1
             if self.progress is not None:
                 self.progress(self.step, self.total)
@@ -428,6 +566,8 @@ class _Training:
             self.store.log_metrics(self.run_id, [(self.diverged_at, "train/diverged", 1.0)])
             if self.last_eval_step != self.step:
                 self._evaluate()
+        if self.monitor is not None:
+            self._save_noise_report()
         if train.keep_checkpoint:
             self._save_checkpoint()
             self.store.add_artifact(self.run_id, "checkpoint", str(self.checkpoint))

@@ -47,12 +47,30 @@ kind ``per_run/<prefix>/<key>``. ``state_dict()`` must hold everything the task 
 
 Both kinds keep per-step values as tensors: the runner converts them to floats in batches at
 log boundaries, so a step needs no host synchronisation.
+
+**Noise diagnostics** (:mod:`tailclip.noise`, ``tailclip tails``, the ``monitor`` section) measure
+a model task through ``task.noise_source()``, a :class:`NoiseSource`: the model, a loss and a
+batch source in the form :func:`tailclip.noise.collect_noise` takes. The default, for every
+model task, is the task's own objective on the task's own batches::
+
+    NoiseSource(task.model, BatchLoss(lambda batch: task.loss(batch)[0]),
+                data=lambda batch_size, generator: task.train_batch(), batch_size=train.batch_size)
+
+so the noise is that of the gradients the optimizer would see next, at the training batch size
+only (``batch_size`` set), minibatch mode only (a :class:`~tailclip.noise.BatchLoss` has no
+per-example form). Drawing advances the data position: measure inside
+``with task.preserved_data_position():``, which puts back :meth:`ModelTask.data_state`. A task
+whose data is a dataset with a separable loss may override ``noise_source`` to return
+``NoiseSource(model, loss_fn(output, target), dataset, batch_size=None)``: then any batch size,
+disjoint seeded batches and per-example noise work.
 """
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
@@ -60,12 +78,15 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from tailclip.noise.batches import BatchLoss
+
 if TYPE_CHECKING:
     from tailclip.engine.config import ExperimentConfig
 
 __all__ = [
     "TASKS",
     "ModelTask",
+    "NoiseSource",
     "Task",
     "TaskContext",
     "TaskOptions",
@@ -127,6 +148,29 @@ class Task(ABC):
         """Restore :meth:`state_dict`."""
 
 
+@dataclass(frozen=True)
+class NoiseSource:
+    """What the noise diagnostics measure: ``collect_noise(model, loss_fn, data, batch_size=...)``.
+
+    ``loss_fn`` is ``loss_fn(output, target)`` or a :class:`~tailclip.noise.BatchLoss`; ``data``
+    follows :mod:`tailclip.noise.batches`; ``batch_size`` is the only batch size ``data`` can
+    give (``None``: any).
+    """
+
+    model: nn.Module
+    loss_fn: Callable[..., Tensor]
+    data: Any
+    batch_size: int | None = None
+
+    def check_batch_size(self, batch_size: int) -> None:
+        """``ValueError`` unless ``data`` can give batches of ``batch_size``."""
+        if self.batch_size is not None and batch_size != self.batch_size:
+            raise ValueError(
+                f"Invalid batch_size: {batch_size}; allowed: {self.batch_size} (this task measures "
+                "noise on its training batches)"
+            )
+
+
 class ModelTask(Task):
     """A model trained by one torch optimizer; subclasses set ``self.model`` in ``__init__``."""
 
@@ -144,6 +188,30 @@ class ModelTask(Task):
     @abstractmethod
     def loss(self, batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
         """The scalar loss to differentiate and extra 0-dim train metrics (no host sync)."""
+
+    def noise_source(self) -> NoiseSource:
+        """The model, loss and batches the noise diagnostics measure (see the module docstring).
+
+        The default draws ``train_batch()`` (at ``train.batch_size``; the sampler's generator is
+        not used) and differentiates ``loss(batch)[0]``.
+        """
+        batch_size = self.context.batch_size
+
+        def draw(size: int, generator: torch.Generator) -> Any:
+            source.check_batch_size(size)
+            return self.train_batch()
+
+        source = NoiseSource(self.model, BatchLoss(lambda batch: self.loss(batch)[0]), draw, batch_size)
+        return source
+
+    @contextmanager
+    def preserved_data_position(self) -> Iterator[None]:
+        """Run a block that may draw batches; put the data position (:meth:`data_state`) back after."""
+        state = copy.deepcopy(self.data_state())
+        try:
+            yield
+        finally:
+            self.load_data_state(state)
 
     def data_state(self) -> dict[str, Any]:
         """Position of the data iterator (generator states, epoch, index)."""

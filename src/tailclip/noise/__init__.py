@@ -3,7 +3,8 @@
 The methods follow ``../shared/papers.md`` (section Diagnostics):
 
 * :func:`collect_noise` -> :class:`NoiseSample`: noise ``xi_j = g_j - gbar`` at fixed parameters
-  (``collect``; the ``data`` contract is in ``batches``; ``per_sample_grads`` uses ``torch.func``).
+  (``collect``; the ``data`` contract and :class:`BatchLoss`, a loss of whole batches, are in
+  ``batches``; ``per_sample_grads`` uses ``torch.func``).
 * :func:`tail_index` -> :class:`TailIndex`: Mohammadi et al. (2015) in scalar or vector mode and
   Hill's estimator (``estimators``).
 * :func:`running_variance`, :func:`max_to_sum_ratio`, :func:`outlier_ratios`,
@@ -16,7 +17,7 @@ numpy is needed (scipy only by the tests); matplotlib only when figures are draw
 """
 
 from tailclip.noise._model import flat_parameters
-from tailclip.noise.batches import BatchSource
+from tailclip.noise.batches import BatchLoss, BatchSource
 from tailclip.noise.collect import (
     NOISE_MODES,
     NoiseSample,
@@ -48,6 +49,7 @@ __all__ = [
     "NOISE_MODES",
     "TAIL_METHODS",
     "VERDICTS",
+    "BatchLoss",
     "BatchSource",
     "NoiseReport",
     "NoiseSample",

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tailclip.noise.batches import Batch
+from tailclip.noise.batches import BatchLoss
 
 LossFn = Callable[[Any, Tensor], Tensor]
 
@@ -70,11 +70,18 @@ def set_flat_parameters(model: nn.Module, vector: Tensor) -> None:
             offset += p.numel()
 
 
-def batch_gradient(model: nn.Module, loss_fn: LossFn, batch: Batch, params: list[Tensor]) -> Tensor:
-    """The flat gradient of ``loss_fn(model(inputs), target)`` in ``params`` (zeros where unused)."""
-    inputs, target = batch
+def batch_gradient(model: nn.Module, loss_fn: LossFn | BatchLoss, batch: Any, params: list[Tensor]) -> Tensor:
+    """The flat gradient in ``params`` (zeros where unused) of the batch's loss.
+
+    The loss is ``loss_fn(model(inputs), target)`` for a batch ``(inputs, target)``, or
+    ``loss_fn(batch)`` for a :class:`~tailclip.noise.batches.BatchLoss`.
+    """
     with torch.enable_grad():
-        loss = loss_fn(call_model(model, inputs), target)
+        if isinstance(loss_fn, BatchLoss):
+            loss = loss_fn(batch)
+        else:
+            inputs, target = batch
+            loss = loss_fn(call_model(model, inputs), target)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
     return torch.cat(
         [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]

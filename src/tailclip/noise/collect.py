@@ -40,7 +40,7 @@ from tailclip.noise._model import (
     preserved_state,
     trainable_parameters,
 )
-from tailclip.noise.batches import Batch, BatchSource
+from tailclip.noise.batches import Batch, BatchLoss, BatchSource
 from tailclip.noise.estimators import TailIndex, tail_index
 from tailclip.noise.projection import RandomProjection
 from tailclip.noise.statistics import NoiseScale, noise_scale_from_squared_norms
@@ -239,7 +239,7 @@ def per_sample_grad_norms(model: nn.Module, loss_fn: LossFn, batch: Batch, *, ch
 
 def collect_noise(
     model: nn.Module,
-    loss_fn: LossFn,
+    loss_fn: LossFn | BatchLoss,
     data: Any,
     *,
     batch_size: int,
@@ -256,7 +256,8 @@ def collect_noise(
     """Sample the gradient noise of ``model`` at its current parameters.
 
     ``data`` and ``loss_fn`` follow :mod:`tailclip.noise.batches` (``loss_fn(output, target)``
-    is the batch-mean loss). ``mean_batches`` batches of ``batch_size`` give ``gbar``; each of
+    is the batch-mean loss; a :class:`~tailclip.noise.BatchLoss` is called on whole batches and
+    allows ``per_sample=False`` only). ``mean_batches`` batches of ``batch_size`` give ``gbar``; each of
     ``noise_batches`` further disjoint batches gives one noise sample (``per_sample=False``, at
     batch size ``B = batch_size``) or ``batch_size`` per-example samples (``per_sample=True``,
     ``chunk_size`` examples per vmapped call). ``seed`` fixes the batches, the dropout masks and
@@ -268,6 +269,12 @@ def collect_noise(
     _check_count("mean_batches", mean_batches)
     _check_count("noise_batches", noise_batches)
     _check_count("projection_dim", projection_dim)
+    whole = isinstance(loss_fn, BatchLoss)
+    if per_sample and whole:
+        raise ValueError(
+            "Invalid per_sample=True: a BatchLoss has no per-example form; allowed: per_sample=False, "
+            "or loss_fn(output, target) with (inputs, target) batches"
+        )
     if per_sample and batchnorm_modules(model):
         raise ValueError(
             f"Invalid per_sample=True: the model has BatchNorm ({', '.join(batchnorm_modules(model))}), "
@@ -277,7 +284,7 @@ def collect_noise(
     params = [p for _, p in named]
     device = model_device(model)
     dim = sum(p.numel() for p in params)
-    source = BatchSource(data, batch_size, seed, mean_batches + noise_batches)
+    source = BatchSource(data, batch_size, seed, mean_batches + noise_batches, whole=whole)
     if projection is None:
         projection = RandomProjection(dim, projection_dim, seed, device=device)
     elif projection.dim != dim:

@@ -40,6 +40,7 @@ from torch import nn
 from tailclip.clip import ClipStats
 from tailclip.noise._json import dumps
 from tailclip.noise._model import LossFn, model_device, trainable_parameters
+from tailclip.noise.batches import BatchLoss
 from tailclip.noise.collect import collect_noise
 from tailclip.noise.projection import RandomProjection
 
@@ -59,7 +60,7 @@ class TailMonitor:
     def __init__(
         self,
         model: nn.Module,
-        loss_fn: LossFn,
+        loss_fn: LossFn | BatchLoss,
         data: Any,
         *,
         batch_size: int,
@@ -179,6 +180,24 @@ class TailMonitor:
             **self._window_stats(),
             "seconds": time.perf_counter() - started,
         }
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed training needs to continue the same records: history, calls, open window."""
+        window = [
+            (torch.stack([s.grad_norm for s in groups]), torch.stack([s.clipped_norm for s in groups]))
+            for groups in self._window
+        ]
+        return {"history": [dict(r) for r in self.history], "steps_seen": self.steps_seen, "window": window}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the random projection is rebuilt from ``seed``)."""
+        self.history = [dict(r) for r in state["history"]]
+        self.steps_seen = int(state["steps_seen"])
+        device = model_device(self.model)  # a checkpoint is loaded on the CPU; new stats live here
+        self._window = [
+            [ClipStats.of(g, c) for g, c in zip(grad_norms.to(device), clipped_norms.to(device))]
+            for grad_norms, clipped_norms in state["window"]
+        ]
 
     def to_json(self, path: str | Path | None = None) -> str:
         """The history as strict JSON (NaN as null); also written to ``path`` if given."""

@@ -27,6 +27,7 @@ from torch import nn
 
 from tailclip.noise._json import dumps
 from tailclip.noise._model import LossFn
+from tailclip.noise.batches import BatchLoss
 from tailclip.noise.collect import NoiseSample, collect_noise
 from tailclip.noise.estimators import TailIndex, tail_index
 from tailclip.noise.statistics import (
@@ -229,7 +230,7 @@ class NoiseReport:
 
 def tails_report(
     model: nn.Module,
-    loss_fn: LossFn,
+    loss_fn: LossFn | BatchLoss,
     data: Any,
     out_dir: str | Path,
     *,
