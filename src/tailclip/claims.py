@@ -24,6 +24,7 @@ over running means of one run (a defect of the reference code, ``../shared/paper
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -109,9 +110,13 @@ class ExperimentRuns:
         result = run_sweep_local([p.config for p in self.points], self.store_path, workers=workers)
         if not result.ok:
             failed = {**result.failed, **{r: "interrupted" for r in result.interrupted}}
-            raise RuntimeError(f"experiment {self.experiment}: runs failed: {failed}")
+            run_id, error = next(iter(failed.items()))
+            raise RuntimeError(
+                f"experiment {self.experiment}: {len(failed)} of {len(self.points)} runs failed; "
+                f"first: run {run_id}: {error} (store {self.store_path})"
+            )
 
-    @property
+    @functools.cached_property
     def store(self) -> ResultsStore:
         return ResultsStore(self.store_path)
 
@@ -165,9 +170,16 @@ class Claim:
             experiment.run(workers)
         values, measured, passed = self.evaluate(experiments)
         return ClaimResult(
-            name=self.name, paper=self.paper, experiment=self.experiment, statement=self.statement,
-            measured=measured, threshold=self.threshold, passed=bool(passed), size=size,
-            values={k: float(v) for k, v in values.items()}, seconds=time.perf_counter() - start,
+            name=self.name,
+            paper=self.paper,
+            experiment=self.experiment,
+            statement=self.statement,
+            measured=measured,
+            threshold=self.threshold,
+            passed=bool(passed),
+            size=size,
+            values={k: float(v) for k, v in values.items()},
+            seconds=time.perf_counter() - start,
             store=str(store_path),
         )
 
@@ -209,7 +221,9 @@ def _evaluate_remark1(experiments: list[ExperimentRuns]) -> tuple[dict[str, floa
         label = "sgd" if point.config.optimizer.hyperparameters.get("clip") is None else "gclip"
         errors = runs.per_run(point, "eval/error")
         sizes = [10**j for j in range(1, int(math.log10(len(errors))) + 1)]
-        moments = [float(np.median(errors[: (len(errors) // n) * n].reshape(-1, n).mean(axis=1))) for n in sizes]
+        moments = [
+            float(np.median(errors[: (len(errors) // n) * n].reshape(-1, n).mean(axis=1))) for n in sizes
+        ]
         values[f"{label}_slope"] = loglog_slope(sizes, moments)
         values[f"{label}_moment_small"], values[f"{label}_moment_large"] = moments[0], moments[-1]
     predicted = 2.0 / alpha - 1.0
@@ -294,7 +308,9 @@ def _evaluate_bias(experiments: list[ExperimentRuns]) -> tuple[dict[str, float],
     by_lr = min(floors[(c, small_lr)] / floors[(c, large_lr)] for c in thresholds)
     clean = noiseless.final(noiseless.points[0], "eval/avg_error/mean")
     relative_clean = clean / min(floors[(c, small_lr)] for c in thresholds)
-    values.update(floor_ratio_c=by_c, floor_ratio_lr=by_lr, noiseless_floor=clean, noiseless_relative=relative_clean)
+    values.update(
+        floor_ratio_c=by_c, floor_ratio_lr=by_lr, noiseless_floor=clean, noiseless_relative=relative_clean
+    )
     passed = by_c >= 2.0 and by_lr >= 0.5 and relative_clean < 1e-3
     measured = (
         f"floor(c={thresholds[0]:g})/floor(c={thresholds[-1]:g}) = {_fmt(by_c)}; "
@@ -358,7 +374,9 @@ CLAIMS: dict[str, Claim] = {
             threshold="|slope + 2(alpha-1)/alpha| <= 0.1 for alpha in {1.3, 1.6, 2.0}",
             runs={
                 "full": (("synthetic-rates", ()),),
-                "demo": (("synthetic-rates", ("task.options.runs=500", "train.steps=2000", "train.log_every=5")),),
+                "demo": (
+                    ("synthetic-rates", ("task.options.runs=500", "train.steps=2000", "train.log_every=5")),
+                ),
             },
             evaluate=_evaluate_rates,
         ),
@@ -372,8 +390,10 @@ CLAIMS: dict[str, Claim] = {
             runs={
                 "full": (("synthetic-adaptive-quantiles", ()),),
                 "demo": (
-                    ("synthetic-adaptive-quantiles",
-                     ("task.options.runs=1000", "train.steps=2000", "train.log_every=20")),
+                    (
+                        "synthetic-adaptive-quantiles",
+                        ("task.options.runs=1000", "train.steps=2000", "train.log_every=20"),
+                    ),
                 ),
             },
             evaluate=_evaluate_adaptive,
@@ -382,27 +402,45 @@ CLAIMS: dict[str, Claim] = {
             name="clipping-bias-floor",
             paper=KOLOSKOVA,
             experiment="synthetic-clipping-bias",
-            statement="clipped SGD with (skewed) stochastic gradients stalls at an error floor that depends on "
-            "the threshold c and does not vanish as the step size shrinks; without noise it vanishes",
-            threshold="floor(c_min)/floor(c_max) >= 2, floor(lr_min)/floor(lr_max) >= 0.5, noiseless < 1e-3 floor",
+            statement="clipped SGD with (skewed) stochastic gradients stalls at an error floor that depends "
+            "on the threshold c and does not vanish as the step size shrinks; without noise it vanishes",
+            threshold="floor(c_min)/floor(c_max) >= 2, floor(lr_min)/floor(lr_max) >= 0.5, "
+            "noiseless < 1e-3 floor",
             runs={
                 "full": (
                     ("synthetic-clipping-bias", ()),
-                    ("synthetic-clipping-bias", (
-                        "task.options.noise=none", "task.options.runs=10",
-                        "sweep.grid.optimizer.max_norm=[0.25]", "sweep.grid.optimizer.lr=[0.001]",
-                    )),
+                    (
+                        "synthetic-clipping-bias",
+                        (
+                            "task.options.noise=none",
+                            "task.options.runs=10",
+                            "sweep.grid.optimizer.max_norm=[0.25]",
+                            "sweep.grid.optimizer.lr=[0.001]",
+                        ),
+                    ),
                 ),
                 "demo": (
-                    ("synthetic-clipping-bias", (
-                        "task.options.runs=200", "train.steps=4000", "task.options.average_start=2000",
-                        "sweep.grid.optimizer.max_norm=[0.25, 2.0]", "sweep.grid.optimizer.lr=[0.1, 0.01]",
-                    )),
-                    ("synthetic-clipping-bias", (
-                        "task.options.noise=none", "task.options.runs=10", "train.steps=4000",
-                        "task.options.average_start=2000",
-                        "sweep.grid.optimizer.max_norm=[0.25]", "sweep.grid.optimizer.lr=[0.01]",
-                    )),
+                    (
+                        "synthetic-clipping-bias",
+                        (
+                            "task.options.runs=200",
+                            "train.steps=4000",
+                            "task.options.average_start=2000",
+                            "sweep.grid.optimizer.max_norm=[0.25, 2.0]",
+                            "sweep.grid.optimizer.lr=[0.1, 0.01]",
+                        ),
+                    ),
+                    (
+                        "synthetic-clipping-bias",
+                        (
+                            "task.options.noise=none",
+                            "task.options.runs=10",
+                            "train.steps=4000",
+                            "task.options.average_start=2000",
+                            "sweep.grid.optimizer.max_norm=[0.25]",
+                            "sweep.grid.optimizer.lr=[0.01]",
+                        ),
+                    ),
                 ),
             },
             evaluate=_evaluate_bias,
@@ -472,8 +510,9 @@ def print_claims(results: Sequence[ClaimResult], console: Any = None) -> None:
         table.add_column(column, overflow="fold")
     for r in results:
         verdict = "[bold green]PASS[/]" if r.passed else "[bold red]FAIL[/]"
-        table.add_row(r.name, r.paper, f"{r.experiment} ({r.size}, {r.seconds:.1f} s)", r.measured, r.threshold,
-                      verdict)
+        table.add_row(
+            r.name, r.paper, f"{r.experiment} ({r.size}, {r.seconds:.1f} s)", r.measured, r.threshold, verdict
+        )
     console.print(table)
     passed = sum(r.passed for r in results)
     console.print(f"{passed}/{len(results)} claims pass")
@@ -486,13 +525,36 @@ def claims_markdown(results: Sequence[ClaimResult]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in results:
-        cells = [r.name, r.paper, f"{r.experiment} ({r.size})", r.measured, r.threshold, "PASS" if r.passed else "FAIL"]
+        cells = [
+            r.name,
+            r.paper,
+            f"{r.experiment} ({r.size})",
+            r.measured,
+            r.threshold,
+            "PASS" if r.passed else "FAIL",
+        ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def claims_html(results: Sequence[ClaimResult]) -> str:
+    """The claims table as an HTML table (sortable by the report's script)."""
+    from html import escape
+
+    columns = ("claim", "paper", "experiment", "measured", "threshold", "result")
+    head = "".join(f"<th>{h}</th>" for h in columns)
+    rows = []
+    for r in results:
+        cells = [r.name, r.paper, f"{r.experiment} ({r.size})", r.measured, r.threshold]
+        verdict = "PASS" if r.passed else "FAIL"
+        rows.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + f"<td>{verdict}</td></tr>")
+    return f"<table class=\"sortable\"><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
 def _write_results(results: Sequence[ClaimResult], out_dir: Path) -> None:
-    (out_dir / "claims.json").write_text(json.dumps([r.to_dict() for r in results], indent=2), encoding="utf-8")
+    (out_dir / "claims.json").write_text(
+        json.dumps([r.to_dict() for r in results], indent=2), encoding="utf-8"
+    )
     (out_dir / "claims.md").write_text(claims_markdown(results), encoding="utf-8")
 
 
@@ -509,14 +571,17 @@ def reproduce(
     Writes ``claims.json`` and ``claims.md`` beside the store in ``out_dir``.
     """
     console = _console(console)
-    results = run_claims(None if claim is None else [claim], size, out_dir=out_dir, workers=workers,
-                         progress=console.print)
+    results = run_claims(
+        None if claim is None else [claim], size, out_dir=out_dir, workers=workers, progress=console.print
+    )
     _write_results(results, Path(out_dir))
     print_claims(results, console)
     return results
 
 
-def run_demo(out_dir: str | Path = "runs/demo", *, workers: int | None = None, console: Any = None) -> list[ClaimResult]:
+def run_demo(
+    out_dir: str | Path = "runs/demo", *, workers: int | None = None, console: Any = None
+) -> list[ClaimResult]:
     """``tailclip demo``: experiments 1, 3 and 5 at demo size through the engine.
 
     Trains their runs into ``<out_dir>/claims.sqlite``, writes the HTML report
@@ -528,17 +593,14 @@ def run_demo(out_dir: str | Path = "runs/demo", *, workers: int | None = None, c
     start = time.perf_counter()
     results = run_claims(DEMO_CLAIMS, "demo", out_dir=out_dir, workers=workers, progress=console.print)
     _write_results(results, out_dir)
-    try:
-        from tailclip.engine.report import write_report
-    except ImportError:
-        write_report = None
-    if write_report is not None:
-        console.print("writing the report")
-        report = write_report(out_dir / "claims.sqlite", out_dir / "report.html",
-                              title="tailclip demo: the synthetic suite")
-        note = f"report: {report}"
-    else:
-        note = "report: not written (tailclip.engine.report is not available)"
+    from tailclip.engine.report import write_report
+
+    console.print("writing the report")
+    report = write_report(
+        out_dir / "claims.sqlite", out_dir / "report.html", title="tailclip demo: the synthetic suite",
+        extra_sections=[("Claims", claims_html(results))],
+    )
+    note = f"report: {report}"
     print_claims(results, console)
     console.print(f"{note}; claims: {out_dir / 'claims.md'}; {time.perf_counter() - start:.1f} s")
     return results

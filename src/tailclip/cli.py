@@ -44,7 +44,6 @@ from tailclip.engine.config import (
     BASELINE_OPTIMIZERS,
     ConfigError,
     ExperimentConfig,
-    OutputConfig,
     SweepPoint,
     builtin_configs,
     load_config,
@@ -528,25 +527,38 @@ def list_() -> None:
 
 @app.command()
 def demo(
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-    store: Annotated[
-        str | None, typer.Option(help="Results store (default: the config's runs/demo.sqlite).")
-    ] = None,
+    out: Annotated[
+        str, typer.Option("--out", "-o", help="Output folder (store, report, claims).")
+    ] = "runs/demo",
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
 ) -> None:
-    """Compare SGD, ClipSGD (global, coordinate) and ClipAdam under infinite-variance noise."""
-    experiment = _load("demo", [])
-    if store is not None:
-        experiment = experiment.model_copy(update={"output": OutputConfig(store=store)})
-    console = _console()
-    options: dict[str, Any] = experiment.task.options
-    title = (
-        f"noisy quadratic, d={options['dim']}, Student-t noise df={options['df']}, "
-        f"{experiment.train.steps} steps; final f(x) - f* over {len(experiment.sweep.seeds or [0])} seeds"
-        if experiment.sweep is not None
-        else "demo"
+    """The synthetic suite at demo size: experiments 1, 3 and 5, their claims and an HTML report."""
+    from tailclip.claims import run_demo
+
+    results = run_demo(out, workers=workers, console=_console())
+    if not all(r.passed for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def reproduce(
+    claim: Annotated[str | None, typer.Option(help="One claim by name (default: all).")] = None,
+    size: Annotated[str, typer.Option(help="full or demo.")] = "full",
+    out: Annotated[str, typer.Option("--out", "-o", help="Output folder.")] = "runs/claims",
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
+) -> None:
+    """Run the papers' claims on the synthetic suite and print the claims table."""
+    from tailclip.claims import CLAIMS
+    from tailclip.claims import reproduce as run_reproduce
+
+    if claim is not None and claim not in CLAIMS:
+        _user_error(f"--claim: unknown claim {claim!r}; allowed: {', '.join(CLAIMS)}")
+    if size not in ("full", "demo"):
+        _user_error(f"--size: {size!r}; allowed: full, demo")
+    results = run_reproduce(
+        claim, size=size, out_dir=out, workers=workers, console=_console()  # type: ignore[arg-type]
     )
-    _, _, ok = _sweep(experiment, "local", workers, console, title=title)
-    if not ok:
+    if not all(r.passed for r in results):
         raise typer.Exit(1)
 
 

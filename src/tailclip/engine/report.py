@@ -529,8 +529,12 @@ def render_report(
     title: str | None = None,
     baseline: str | None = None,
     store_label: str | None = None,
+    extra_sections: list[tuple[str, str]] | None = None,
 ) -> str:
-    """The report of ``store`` as one HTML string (see the module docstring)."""
+    """The report of ``store`` as one HTML string (see the module docstring).
+
+    ``extra_sections`` are ``(heading, html body)`` pairs placed first (e.g. the claims table).
+    """
     store = store if isinstance(store, ResultsStore) else ResultsStore(store)
     store_dir = Path(store.path).resolve().parent
     runs = store.runs()
@@ -552,6 +556,10 @@ def render_report(
 
     sections = []
     nav = []
+    for index, (heading, body) in enumerate(extra_sections or []):
+        ident = f"extra-{index}"
+        sections.append(_section(ident, heading, body))
+        nav.append((ident, heading))
     if table.configs:
         sections.append(_section("summary", "Summary across seeds", _summary_html(table)))
         nav.append(("summary", "Summary"))
@@ -607,11 +615,12 @@ def write_report(
     *,
     title: str | None = None,
     baseline: str | None = None,
+    extra_sections: list[tuple[str, str]] | None = None,
 ) -> Path:
     """Write the self-contained HTML report of the store at ``store_path`` to ``output_html``."""
     store = store_path if isinstance(store_path, ResultsStore) else ResultsStore(_existing(store_path))
     output = Path(output_html)
-    text = render_report(store, title=title, baseline=baseline)
+    text = render_report(store, title=title, baseline=baseline, extra_sections=extra_sections)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
     return output

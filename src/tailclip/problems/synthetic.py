@@ -1,4 +1,4 @@
-"""``stochastic-quadratic``: R independent runs of an optimizer on a quadratic with heavy-tailed gradient noise.
+"""``stochastic-quadratic``: R independent runs of an optimizer on a quadratic with heavy-tailed noise.
 
 The problem of the theory experiments in the seeds (Remark 1, Theorem 4, Corollary 7 and
 Theorem 8 of Zhang et al., NeurIPS 2020; the quadratic of Chezhegov et al.; the clipping bias
@@ -69,7 +69,9 @@ __all__ = ["StochasticQuadratic", "StochasticQuadraticOptions", "theory_threshol
 
 NoiseFamily = Literal["stable", "pareto", "student_t", "gaussian", "skewed", "none"]
 if set(NoiseFamily.__args__) != {*NOISE_FAMILIES, "none"}:
-    raise ImportError(f"stochastic-quadratic: NoiseFamily is out of sync with NOISE_FAMILIES {NOISE_FAMILIES}")
+    raise ImportError(
+        f"stochastic-quadratic: NoiseFamily is out of sync with NOISE_FAMILIES {NOISE_FAMILIES}"
+    )
 
 
 class StochasticQuadraticOptions(TaskOptions):
@@ -103,7 +105,9 @@ class StochasticQuadraticOptions(TaskOptions):
         if self.threshold == "theory" and not 1.0 < self.alpha <= 2.0:
             raise ValueError(f"alpha: {self.alpha} with threshold 'theory'; allowed: 1 < alpha <= 2")
         if self.average_start and self.average != "uniform":
-            raise ValueError("average_start: set without averaging; allowed: average 'uniform' with average_start")
+            raise ValueError(
+                "average_start: set without averaging; allowed: average 'uniform' with average_start"
+            )
         return self
 
 
@@ -127,7 +131,9 @@ class StochasticQuadratic(VectorizedTask):
         self.eigenvalues = eigenvalues(o.dim, o.condition_number).to(self.device, self.dtype)
         self.x = torch.full((o.runs, o.dim), o.x0, dtype=self.dtype, device=self.device)
         spec = context.config.optimizer
-        self.optimizer: VectorizedOptimizer = make_vectorized_optimizer(spec.name, self.x, spec.hyperparameters)
+        self.optimizer: VectorizedOptimizer = make_vectorized_optimizer(
+            spec.name, self.x, spec.hyperparameters
+        )
         _check_threshold(o, self.optimizer)
         self.generator = torch.Generator().manual_seed(context.seed)
         self.t = 0
@@ -158,12 +164,15 @@ class StochasticQuadratic(VectorizedTask):
         if o.noise == "none":
             return torch.zeros(shape[1:], dtype=self.dtype, device=self.device)
         if o.isotropic:
-            length = sample_noise(o.noise, (*shape[:2], 1), alpha=o.alpha, df=o.df, generator=self.generator,
-                                  dtype=self.dtype).abs()
+            length = sample_noise(
+                o.noise, (*shape[:2], 1), alpha=o.alpha, df=o.df, generator=self.generator, dtype=self.dtype
+            ).abs()
             direction = torch.randn(shape, generator=self.generator, dtype=self.dtype)
             draws = length * direction / torch.linalg.vector_norm(direction, dim=-1, keepdim=True)
         else:
-            draws = sample_noise(o.noise, shape, alpha=o.alpha, df=o.df, generator=self.generator, dtype=self.dtype)
+            draws = sample_noise(
+                o.noise, shape, alpha=o.alpha, df=o.df, generator=self.generator, dtype=self.dtype
+            )
         xi = draws[0] if shape[0] == 1 else draws.mean(dim=0)
         return (o.noise_scale * xi).to(self.device)
 
@@ -200,13 +209,19 @@ class StochasticQuadratic(VectorizedTask):
             self.avg_sum.add_(self.x, alpha=self.t)  # type: ignore[union-attr]
             self.avg_weight += self.t
         gradient = self.eigenvalues * self.x + self.noise()
-        stats = self.optimizer.step(self.x, gradient, lr=self.step_size(lr_factor), threshold=self.threshold())
+        stats = self.optimizer.step(
+            self.x, gradient, lr=self.step_size(lr_factor), threshold=self.threshold()
+        )
         if o.average == "uniform" and self.t > o.average_start:
             self.avg_sum.add_(self.x)  # type: ignore[union-attr]
             self.avg_weight += 1
         clipped = stats.clipped.to(self.dtype)
         self.clip_count.add_(clipped)
-        metrics = {"error": self.objective(self.x), "sq_dist": (self.x * self.x).sum(dim=-1), "clipped": clipped}
+        metrics = {
+            "error": self.objective(self.x),
+            "sq_dist": (self.x * self.x).sum(dim=-1),
+            "clipped": clipped,
+        }
         if o.average != "none":
             xbar = self.averaged()
             metrics["avg_error"] = self.objective(xbar)
@@ -254,4 +269,3 @@ def _check_threshold(options: StochasticQuadraticOptions, optimizer: VectorizedO
             f"{'has none' if optimizer.threshold_key is None else 'does not clip (clip: null)'}; "
             "allowed: 'constant', or an optimizer that clips"
         )
-

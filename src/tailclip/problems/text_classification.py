@@ -14,7 +14,7 @@ AGNI + AdamW on GLUE). GLUE and those checkpoints are not installable here; what
   (:func:`tailclip.problems.datasets.rotten_tomatoes`), label 1 = fresh (7,403), 0 = rotten.
 
 The split is fixed, whatever the training seed: a permutation of the 12,808 snippets drawn
-with ``numpy.random.default_rng(0)``; its first 1,000 are the validation set, the other 11,808
+with ``numpy.random.default_rng(0)``; its first 500 are the validation set, the other 12,308
 the training pool. ``train_examples`` keeps the first examples of the pool; ``val_examples``
 the first of the validation set (the ``quick`` size evaluates on 128). Minibatches are shuffled
 epochs of the training pool (seeded with ``train.seed``). Texts are tokenised once with the
@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 SPLIT_SEED = 0
-VALIDATION_SIZE = 1000
+VALIDATION_SIZE = 500
 _EVAL_BATCH = 64
 
 _SIZES: dict[str, dict[str, int | None]] = {
@@ -69,7 +69,7 @@ def rotten_tomatoes_split() -> tuple[np.ndarray, np.ndarray]:
     """``(train indices, validation indices)`` into :func:`~tailclip.problems.datasets.rotten_tomatoes`.
 
     A permutation from ``numpy.random.default_rng(SPLIT_SEED)``: the first ``VALIDATION_SIZE``
-    (1,000) indices validate, the remaining 11,808 train; both in permutation order.
+    (500) indices validate, the remaining 12,308 train; both in permutation order.
     """
     _, labels = rotten_tomatoes()
     order = np.random.default_rng(SPLIT_SEED).permutation(len(labels))
@@ -116,7 +116,7 @@ class TextClassificationOptions(TaskOptions):
 
     size: Literal["default", "quick"] = "default"
     max_length: int | None = Field(None, ge=4, le=512)
-    train_examples: int | None = Field(None, ge=1, le=11808)
+    train_examples: int | None = Field(None, ge=1, le=12308)
     val_examples: int | None = Field(None, ge=1, le=VALIDATION_SIZE)
 
     def resolved(self, key: str) -> Any:

@@ -83,7 +83,9 @@ class VectorizedOptimizer(ABC):
 
     def __init__(self, x: Tensor, hyperparameters: Mapping[str, Any]) -> None:
         if x.dim() < 2:
-            raise ValueError(f"Invalid x: shape {tuple(x.shape)}; allowed: (R, *shape) with a leading run dimension")
+            raise ValueError(
+                f"Invalid x: shape {tuple(x.shape)}; allowed: (R, *shape) with a leading run dimension"
+            )
         self.hyperparameters = _validated(self.name, hyperparameters)
         self.runs = x.shape[0]
         self.state: dict[str, Tensor] = {}
@@ -115,7 +117,9 @@ class VectorizedOptimizer(ABC):
     def _core(self, lr: float, threshold: float | None) -> CoreFn:
         """The update of one run: ``core(x, g, *state.values()) -> ClipStats fields``."""
 
-    def step(self, x: Tensor, g: Tensor, lr: float | None = None, threshold: float | None = None) -> ClipStats:
+    def step(
+        self, x: Tensor, g: Tensor, lr: float | None = None, threshold: float | None = None
+    ) -> ClipStats:
         """Update every run of ``x`` in place with its gradient ``g[r]``; per-run statistics ``(R,)``.
 
         ``lr`` and ``threshold`` override the configured step size and clipping threshold for
@@ -124,7 +128,9 @@ class VectorizedOptimizer(ABC):
         if x.shape != g.shape or x.shape[0] != self.runs:
             raise ValueError(f"Invalid g: shape {tuple(g.shape)}; allowed: the shape of x, {tuple(x.shape)}")
         if threshold is not None and self.threshold_key is None:
-            raise ValueError(f"Invalid threshold: {threshold}; allowed: None ({self.name} has no clipping threshold)")
+            raise ValueError(
+                f"Invalid threshold: {threshold}; allowed: None ({self.name} has no clipping threshold)"
+            )
         lr = self.lr if lr is None else lr
         threshold = self.threshold if threshold is None else threshold
         core = vmap(functionalize(self._core(lr, threshold)))
@@ -132,15 +138,20 @@ class VectorizedOptimizer(ABC):
 
     def state_dict(self) -> dict[str, Tensor]:
         """Per-run and shared state, cloned."""
-        return {**{k: v.clone() for k, v in self.state.items()}, **{k: v.clone() for k, v in self.shared.items()}}
+        return {
+            **{k: v.clone() for k, v in self.state.items()},
+            **{k: v.clone() for k, v in self.shared.items()},
+        }
 
     def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
         """Restore :meth:`state_dict` (same keys, same shapes)."""
         for store in (self.state, self.shared):
             for key, value in store.items():
                 if key not in state or state[key].shape != value.shape:
-                    raise ValueError(f"Invalid state: {key!r} missing or of another shape; allowed: a state_dict of "
-                                     f"{type(self).__name__} over {self.runs} runs")
+                    raise ValueError(
+                        f"Invalid state: {key!r} missing or of another shape; allowed: a state_dict of "
+                        f"{type(self).__name__} over {self.runs} runs"
+                    )
                 value.copy_(state[key])
 
 
@@ -156,7 +167,11 @@ def _validated(name: str, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
     cls = OPTIMIZERS[name]
     cls([torch.zeros(1, requires_grad=True)], **hp)
     for key, parameter in inspect.signature(cls.__init__).parameters.items():
-        if key not in hp and key not in ("self", "params") and parameter.default is not inspect.Parameter.empty:
+        if (
+            key not in hp
+            and key not in ("self", "params")
+            and parameter.default is not inspect.Parameter.empty
+        ):
             hp[key] = parameter.default
     return {k: v for k, v in hp.items() if k not in _IGNORED}
 
@@ -175,12 +190,20 @@ class VectorizedClipSGD(VectorizedOptimizer):
         hp = self.hyperparameters
 
         def core(x: Tensor, g: Tensor, *buffers: Tensor) -> tuple[Tensor, ...]:
-            return _fields(clip_sgd(
-                [x], [g], [buffers[0] if buffers else None],
-                lr=lr, momentum=hp["momentum"], clip=hp["clip"], max_norm=threshold,
-                clip_target=hp["clip_target"], weight_decay=hp["weight_decay"],
-                foreach=False,
-            ))
+            return _fields(
+                clip_sgd(
+                    [x],
+                    [g],
+                    [buffers[0] if buffers else None],
+                    lr=lr,
+                    momentum=hp["momentum"],
+                    clip=hp["clip"],
+                    max_norm=threshold,
+                    clip_target=hp["clip_target"],
+                    weight_decay=hp["weight_decay"],
+                    foreach=False,
+                )
+            )
 
         return core
 
@@ -215,12 +238,27 @@ class VectorizedClipAdam(VectorizedOptimizer):
         step, group_step = self.shared["step"], self.shared.get("group_step")
 
         def core(x: Tensor, g: Tensor, exp_avg: Tensor, second: Tensor) -> tuple[Tensor, ...]:
-            return _fields(clip_adam(
-                [x], [g], [exp_avg], [] if norm else [second], [step],
-                lr=lr, beta1=beta1, beta2=beta2, eps=hp["eps"], weight_decay=hp["weight_decay"],
-                clip=hp["clip"], max_norm=threshold, norm=norm, delay=hp["delay"], foreach=False,
-                group_exp_avg_sq=second if norm else None, group_step=group_step,
-            ))
+            return _fields(
+                clip_adam(
+                    [x],
+                    [g],
+                    [exp_avg],
+                    [] if norm else [second],
+                    [step],
+                    lr=lr,
+                    beta1=beta1,
+                    beta2=beta2,
+                    eps=hp["eps"],
+                    weight_decay=hp["weight_decay"],
+                    clip=hp["clip"],
+                    max_norm=threshold,
+                    norm=norm,
+                    delay=hp["delay"],
+                    foreach=False,
+                    group_exp_avg_sq=second if norm else None,
+                    group_step=group_step,
+                )
+            )
 
         return core
 
@@ -251,12 +289,22 @@ class VectorizedClipAdaGrad(VectorizedOptimizer):
         step = self.shared["step"]
 
         def core(x: Tensor, g: Tensor, accumulator: Tensor) -> tuple[Tensor, ...]:
-            return _fields(clip_adagrad(
-                [x], [g], [accumulator], [step],
-                lr=lr, norm=hp["norm"], delay=hp["delay"], clip=hp["clip"],
-                max_norm=threshold, eps=hp["eps"], weight_decay=hp["weight_decay"],
-                foreach=False,
-            ))
+            return _fields(
+                clip_adagrad(
+                    [x],
+                    [g],
+                    [accumulator],
+                    [step],
+                    lr=lr,
+                    norm=hp["norm"],
+                    delay=hp["delay"],
+                    clip=hp["clip"],
+                    max_norm=threshold,
+                    eps=hp["eps"],
+                    weight_decay=hp["weight_decay"],
+                    foreach=False,
+                )
+            )
 
         return core
 
@@ -273,10 +321,18 @@ class VectorizedNSGD(VectorizedOptimizer):
         hp = self.hyperparameters
 
         def core(x: Tensor, g: Tensor, buffer: Tensor) -> tuple[Tensor, ...]:
-            return _fields(nsgd(
-                [x], [g], [buffer], lr=lr, momentum=hp["momentum"], eps=hp["eps"],
-                weight_decay=hp["weight_decay"], foreach=False,
-            ))
+            return _fields(
+                nsgd(
+                    [x],
+                    [g],
+                    [buffer],
+                    lr=lr,
+                    momentum=hp["momentum"],
+                    eps=hp["eps"],
+                    weight_decay=hp["weight_decay"],
+                    foreach=False,
+                )
+            )
 
         return core
 
@@ -298,10 +354,17 @@ class VectorizedDeltaGClip(VectorizedOptimizer):
         hp = self.hyperparameters
 
         def core(x: Tensor, g: Tensor) -> tuple[Tensor, ...]:
-            return _fields(delta_gclip(
-                [x], [g], lr=lr, gamma=threshold, delta=hp["delta"],
-                weight_decay=hp["weight_decay"], foreach=False,
-            ))
+            return _fields(
+                delta_gclip(
+                    [x],
+                    [g],
+                    lr=lr,
+                    gamma=threshold,
+                    delta=hp["delta"],
+                    weight_decay=hp["weight_decay"],
+                    foreach=False,
+                )
+            )
 
         return core
 
@@ -320,10 +383,21 @@ class VectorizedACClip(VectorizedOptimizer):
         beta1, beta2 = hp["betas"]
 
         def core(x: Tensor, g: Tensor, exp_avg: Tensor, tau_alpha: Tensor) -> tuple[Tensor, ...]:
-            return _fields(acclip(
-                [x], [g], [exp_avg], [tau_alpha], lr=lr, beta1=beta1, beta2=beta2, eps=hp["eps"],
-                alpha=hp["alpha"], weight_decay=hp["weight_decay"], foreach=False,
-            ))
+            return _fields(
+                acclip(
+                    [x],
+                    [g],
+                    [exp_avg],
+                    [tau_alpha],
+                    lr=lr,
+                    beta1=beta1,
+                    beta2=beta2,
+                    eps=hp["eps"],
+                    alpha=hp["alpha"],
+                    weight_decay=hp["weight_decay"],
+                    foreach=False,
+                )
+            )
 
         return core
 
@@ -331,13 +405,19 @@ class VectorizedACClip(VectorizedOptimizer):
 VECTORIZED_OPTIMIZERS: dict[str, type[VectorizedOptimizer]] = {
     cls.name: cls
     for cls in (
-        VectorizedClipSGD, VectorizedClipAdam, VectorizedClipAdaGrad, VectorizedNSGD, VectorizedDeltaGClip,
+        VectorizedClipSGD,
+        VectorizedClipAdam,
+        VectorizedClipAdaGrad,
+        VectorizedNSGD,
+        VectorizedDeltaGClip,
         VectorizedACClip,
     )
 }
 
 
-def make_vectorized_optimizer(name: str, x: Tensor, hyperparameters: Mapping[str, Any]) -> VectorizedOptimizer:
+def make_vectorized_optimizer(
+    name: str, x: Tensor, hyperparameters: Mapping[str, Any]
+) -> VectorizedOptimizer:
     """The vectorized form of optimizer ``name`` over iterates ``x`` (R, *shape) with ``hyperparameters``."""
     if name not in VECTORIZED_OPTIMIZERS:
         raise ValueError(
