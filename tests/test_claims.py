@@ -1,4 +1,7 @@
-"""The claims registry: every claim passes at demo size (full size: slow), the checks can fail, the demo runs.
+"""The claims registry: every claim passes at demo size, the checks can fail, the demo runs.
+
+Full size (`tailclip reproduce`, minutes per claim) is measured and documented in
+docs/benchmarks.md and on the issue, not run by the test suite.
 
 The demo-size runs share one store (module fixture): :func:`run_demo` trains experiments 1, 3
 and 5, and the per-claim tests reuse those finished runs (same config, same run id).
@@ -72,13 +75,6 @@ def test_claim_passes_at_demo_size(name: str, demo) -> None:
     assert result.passed, result.measured
     assert result.size == "demo" and result.experiment in EXPERIMENTS and result.values
     assert all(np.isfinite(v) for v in result.values.values())
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(CLAIMS))
-def test_claim_passes_at_full_size(name: str, tmp_path: Path) -> None:
-    (result,) = run_claims([name], "full", out_dir=tmp_path)
-    assert result.passed, result.measured
 
 
 def test_every_experiment_is_a_builtin_config_of_the_vectorized_task() -> None:
