@@ -110,6 +110,8 @@ def main() -> None:
         ("ClipAdam(norm, global)", lambda: ClipAdam(params, norm=True, clip="global")),
         ("NoiseInjection(AdamW, ema)",
          lambda: NoiseInjection(torch.optim.AdamW(params, lr=1e-4), variance="ema")),
+        ("NoiseInjection(AdamW fused, ema)",
+         lambda: NoiseInjection(torch.optim.AdamW(params, lr=1e-4, fused=True), variance="ema")),
     ]
     rows = []
     for label, factory in cases:

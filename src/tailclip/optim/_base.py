@@ -242,3 +242,82 @@ class ClipOptimizer(Optimizer):
         for index, (policy, policy_state) in policies.items():
             policy.load_state_dict(policy_state)
             self.param_groups[index]["max_norm"] = policy
+
+
+# Elements per block of :func:`cpu_blocks`: 1 MiB per float32 stream, so the few tensors an update
+# touches stay in the CPU's L2/L3 cache between its operations.
+CPU_BLOCK_NUMEL = 1 << 18
+
+
+def cpu_blocks(
+    lists: list[list[Tensor]], block_numel: int | None = None
+) -> list[tuple[list[int], list[list[Tensor]]]]:
+    """Cut parallel lists of equally shaped tensors into blocks of about ``block_numel`` elements.
+
+    Each block is ``(index, pieces)``: ``pieces[j]`` holds views (aliasing the originals, so
+    in-place updates land in them) of ``lists[j]``; piece ``k`` belongs to tensor ``index[k]``.
+    On the CPU a foreach op is a loop over its tensors, one pass over memory per op; running an
+    update's op sequence block by block instead keeps each block in cache between the ops. The
+    results are the same elementwise ops on the same elements. Non-CPU lists (multi-tensor
+    kernels) form a single block of whole tensors; non-contiguous tensors are never cut.
+    """
+    if not lists or not lists[0]:
+        return []
+    if not all(t.is_cpu for t in lists[0]):
+        return [(list(range(len(lists[0]))), [list(tensors) for tensors in lists])]
+    limit = CPU_BLOCK_NUMEL if block_numel is None else block_numel
+    blocks: list[tuple[list[int], list[list[Tensor]]]] = []
+    index: list[int] = []
+    pieces: list[list[Tensor]] = [[] for _ in lists]
+    filled = 0
+    for i in range(len(lists[0])):
+        row = [tensors[i] for tensors in lists]
+        numel = row[0].numel()
+        if numel <= limit or not all(t.is_contiguous() for t in row):
+            cuts = [row]
+        else:
+            flats = [t.view(-1) for t in row]
+            cuts = [[f[start:start + limit] for f in flats] for start in range(0, numel, limit)]
+        for cut in cuts:
+            index.append(i)
+            for j, piece in enumerate(cut):
+                pieces[j].append(piece)
+            filled += cut[0].numel()
+            if filled >= limit:
+                blocks.append((index, pieces))
+                index, pieces, filled = [], [[] for _ in lists], 0
+    if index:
+        blocks.append((index, pieces))
+    return blocks
+
+
+def clip_coefficients(
+    grads: list[Tensor],
+    clip: str,
+    max_norm: float | Tensor | ThresholdPolicy,
+    norms: Tensor | None,
+    foreach: bool,
+) -> tuple[list[Tensor], ClipStats]:
+    """Per-tensor factors of ``"global"`` or ``"layer"`` clipping, ``u_k = c_k g_k``, and the stats.
+
+    ``c_k = min(1, tau / ||g||)`` (global) or ``min(1, tau / ||g_k||)`` (layer), cast to each
+    gradient's dtype and device: the numbers :func:`tailclip.clip.clip_tensors` scales by, so an
+    update can multiply them into its own ops instead of materialising a clipped copy of every
+    gradient.
+    """
+    if clip not in ("global", "layer"):
+        raise ValueError(f"Invalid clip: {clip!r}; allowed: 'global' or 'layer'")
+    if norms is None:
+        norms = tensor_norms(grads, foreach)
+    grad_norm = torch.linalg.vector_norm(norms)
+    if isinstance(max_norm, ThresholdPolicy):
+        max_norm = max_norm.threshold(grad_norm)
+    elif not isinstance(max_norm, Tensor) and not max_norm > 0:
+        raise ValueError(f"Invalid max_norm: {max_norm}; allowed: max_norm > 0")
+    if clip == "global":
+        coef = torch.clamp(max_norm / grad_norm, max=1.0)
+        coefs, stats = [coef] * len(grads), ClipStats.of(grad_norm, grad_norm * coef)
+    else:
+        layer = torch.clamp(max_norm / norms, max=1.0)
+        coefs, stats = list(layer.unbind()), ClipStats.of(grad_norm, torch.linalg.vector_norm(norms * layer))
+    return [c.to(g.device, g.dtype) for g, c in zip(grads, coefs, strict=True)], stats

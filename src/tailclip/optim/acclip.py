@@ -36,6 +36,7 @@ from tailclip.optim._base import (
     check_lr,
     check_nonnegative,
     check_positive,
+    cpu_blocks,
 )
 
 
@@ -68,23 +69,32 @@ def acclip(
         norms = tensor_norms(grads, foreach)
     grad_norm = torch.linalg.vector_norm(norms)
     if foreach:
-        directions = _foreach_directions(params, grads, exp_avgs, tau_alphas,
-                                         lr, beta1, beta2, eps, alpha, weight_decay)
-        torch._foreach_add_(params, directions, alpha=-lr)
-    else:
-        directions = []
-        for p, g, m, v in zip(params, grads, exp_avgs, tau_alphas, strict=True):
-            if weight_decay != 0:
-                p.mul_(1 - lr * weight_decay)
-            m.mul_(beta1).add_(g, alpha=1 - beta1)
+        direction_norms = []
+        for _, (p, g, m, v) in cpu_blocks([params, grads, exp_avgs, tau_alphas]):
+            d = _foreach_directions(p, g, m, v, lr, beta1, beta2, eps, alpha, weight_decay)
+            torch._foreach_add_(p, d, alpha=-lr)
+            direction_norms += tensor_norms(d, True).unbind()
+        clipped_norm = torch.linalg.vector_norm(torch.stack(direction_norms))
+        return ClipStats.of(grad_norm, clipped_norm)
+    directions = []
+    for p, g, m, v in zip(params, grads, exp_avgs, tau_alphas, strict=True):
+        if weight_decay != 0:
+            p.mul_(1 - lr * weight_decay)
+        m.lerp_(g, 1 - beta1)
+        if alpha == 2:
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            tau = v.sqrt()
+        else:
             moment = g.abs()
             if alpha != 1:
                 moment.pow_(alpha)
-            v.mul_(beta2).add_(moment, alpha=1 - beta2)
+            v.lerp_(moment, 1 - beta2)
             tau = v if alpha == 1 else v.pow(1 / alpha)
-            d = torch.div(tau, m.abs().add_(eps)).clamp_(max=1.0).mul_(m)
-            p.add_(d, alpha=-lr)
-            directions.append(d)
+        denominator = m.abs().add_(eps)
+        torch.maximum(denominator, tau, out=denominator)
+        d = torch.div(tau, denominator).mul_(m)
+        p.add_(d, alpha=-lr)
+        directions.append(d)
     clipped_norm = torch.linalg.vector_norm(tensor_norms(directions, foreach))
     return ClipStats.of(grad_norm, clipped_norm)
 
@@ -101,21 +111,28 @@ def _foreach_directions(
     alpha: float,
     weight_decay: float,
 ) -> list[Tensor]:
-    """Multi-tensor form of the loop in :func:`acclip`: decay, moments, and ``ghat_k``."""
+    """Multi-tensor form of the loop in :func:`acclip`: decay, moments, and ``ghat_k``.
+
+    ``min(tau / (|m| + eps), 1) = tau / max(|m| + eps, tau)`` (the same number: both sides are
+    ``tau / (|m| + eps)`` or exactly 1), which takes one pass less than the clamp.
+    """
     if weight_decay != 0:
         torch._foreach_mul_(params, 1 - lr * weight_decay)
-    torch._foreach_mul_(exp_avgs, beta1)
-    torch._foreach_add_(exp_avgs, grads, alpha=1 - beta1)
-    moments = list(torch._foreach_abs(grads))
-    if alpha != 1:
-        torch._foreach_pow_(moments, alpha)
-    torch._foreach_mul_(tau_alphas, beta2)
-    torch._foreach_add_(tau_alphas, moments, alpha=1 - beta2)
-    taus = tau_alphas if alpha == 1 else list(torch._foreach_pow(tau_alphas, 1 / alpha))
-    denominators = list(torch._foreach_abs(exp_avgs))
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    if alpha == 2:
+        torch._foreach_mul_(tau_alphas, beta2)
+        torch._foreach_addcmul_(tau_alphas, grads, grads, value=1 - beta2)
+        taus = list(torch._foreach_sqrt(tau_alphas))
+    else:
+        moments = torch._foreach_abs(grads)
+        if alpha != 1:
+            torch._foreach_pow_(moments, alpha)
+        torch._foreach_lerp_(tau_alphas, moments, 1 - beta2)
+        taus = tau_alphas if alpha == 1 else list(torch._foreach_pow(tau_alphas, 1 / alpha))
+    denominators = torch._foreach_abs(exp_avgs)
     torch._foreach_add_(denominators, eps)
+    torch._foreach_maximum_(denominators, taus)
     directions = list(torch._foreach_div(taus, denominators))
-    torch._foreach_clamp_max_(directions, 1.0)
     torch._foreach_mul_(directions, exp_avgs)
     return directions
 

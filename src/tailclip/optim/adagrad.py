@@ -31,7 +31,15 @@ import torch
 from torch import Tensor
 
 from tailclip.clip import ClipMode, ClipStats, ThresholdPolicy, check_clip_mode, clip_tensors
-from tailclip.optim._base import ClipOptimizer, add_scaled_, check_lr, check_max_norm, check_nonnegative
+from tailclip.optim._base import (
+    ClipOptimizer,
+    add_scaled_,
+    check_lr,
+    check_max_norm,
+    check_nonnegative,
+    clip_coefficients,
+    cpu_blocks,
+)
 
 
 def clip_adagrad(
@@ -70,6 +78,11 @@ def clip_adagrad(
             else [g.add(p, alpha=weight_decay) for g, p in zip(grads, params, strict=True)]
         )
         norms = None
+    if foreach and not norm and clip in ("global", "layer"):
+        # the factors go into the update's first op: no clipped copy of every gradient
+        scales, stats = clip_coefficients(grads, clip, max_norm, norms, foreach)
+        _adagrad_step_foreach(params, grads, sums, lr, delay, eps, scales)
+        return stats
     clipped, stats = clip_tensors(grads, clip, max_norm, foreach, norms)
     if norm:
         _adagrad_norm_step(params, clipped, sums[0], stats.clipped_norm, lr, delay, eps, foreach)
@@ -81,17 +94,30 @@ def clip_adagrad(
 
 
 def _adagrad_step_foreach(
-    params: list[Tensor], clipped: list[Tensor], sums: list[Tensor], lr: float, delay: bool, eps: float
+    params: list[Tensor],
+    clipped: list[Tensor],
+    sums: list[Tensor],
+    lr: float,
+    delay: bool,
+    eps: float,
+    scales: list[Tensor] | None = None,
 ) -> None:
-    """Per-coordinate step, in the operation order of torch's ``_multi_tensor_adagrad``."""
-    if not delay:
-        torch._foreach_addcmul_(sums, clipped, clipped, value=1)
-    std = torch._foreach_sqrt(sums)
-    torch._foreach_add_(std, eps)
-    if delay:
-        torch._foreach_addcmul_(sums, clipped, clipped, value=1)
-    numerator = torch._foreach_mul(clipped, -lr)
-    torch._foreach_addcdiv_(params, numerator, std)
+    """Per-coordinate step, in the operation order of torch's ``_multi_tensor_adagrad``.
+
+    ``scales`` (one 0-dim factor per tensor, or ``None``): the clipped gradient is
+    ``scale * clipped``, formed block by block just before its use (:func:`cpu_blocks`).
+    """
+    for index, (p, u, state_sums) in cpu_blocks([params, clipped, sums]):
+        if scales is not None:
+            u = torch._foreach_mul(u, [scales[i] for i in index])
+        if not delay:
+            torch._foreach_addcmul_(state_sums, u, u, value=1)
+        std = torch._foreach_sqrt(state_sums)
+        torch._foreach_add_(std, eps)
+        if delay:
+            torch._foreach_addcmul_(state_sums, u, u, value=1)
+        numerator = torch._foreach_mul(u, -lr)
+        torch._foreach_addcdiv_(p, numerator, std)
 
 
 def _adagrad_step_loop(

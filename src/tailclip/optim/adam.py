@@ -40,6 +40,8 @@ from tailclip.optim._base import (
     check_lr,
     check_max_norm,
     check_nonnegative,
+    clip_coefficients,
+    cpu_blocks,
 )
 
 # Adam-Norm's scalar second moment of a group and its update count live in the state of the
@@ -91,7 +93,13 @@ def clip_adam(
             lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
             clip=clip, max_norm=max_norm, foreach=foreach, norms=norms,
         )
-    updates, stats = clip_tensors(grads, clip, max_norm, foreach, norms)
+    scales = None
+    if foreach and clip in ("global", "layer"):
+        # the factors go into the update's first op: no clipped copy of every gradient
+        updates = grads
+        scales, stats = clip_coefficients(grads, clip, max_norm, norms, foreach)
+    else:
+        updates, stats = clip_tensors(grads, clip, max_norm, foreach, norms)
     group_denom = None
     if norm:
         if group_exp_avg_sq is None or group_step is None:
@@ -99,11 +107,16 @@ def clip_adam(
         group_denom = _group_denominator(
             group_exp_avg_sq, group_step, stats.clipped_norm, beta2=beta2, eps=eps, delay=delay
         )
-    rule = _multi_tensor_clip_adam if foreach else _single_tensor_clip_adam
-    rule(
-        params, updates, exp_avgs, exp_avg_sqs, state_steps, group_denom,
-        lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, norm=norm, delay=delay,
-    )
+    if foreach:
+        _multi_tensor_clip_adam(
+            params, updates, exp_avgs, exp_avg_sqs, state_steps, group_denom, scales,
+            lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, norm=norm, delay=delay,
+        )
+    else:
+        _single_tensor_clip_adam(
+            params, updates, exp_avgs, exp_avg_sqs, state_steps, group_denom,
+            lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, norm=norm, delay=delay,
+        )
     return stats
 
 
@@ -177,6 +190,7 @@ def _multi_tensor_clip_adam(
     exp_avg_sqs: list[Tensor],
     state_steps: list[Tensor],
     group_denom: Tensor | None,
+    scales: list[Tensor] | None,
     *,
     lr: float,
     beta1: float,
@@ -186,46 +200,54 @@ def _multi_tensor_clip_adam(
     norm: bool,
     delay: bool,
 ) -> None:
-    """Foreach path per (device, dtype); for Adam the op sequence of ``_multi_tensor_adam``."""
+    """Foreach path per (device, dtype); for Adam the op sequence of ``_multi_tensor_adam``.
+
+    ``scales`` (one 0-dim factor per tensor, or ``None``) are the clipping factors: each block
+    of ``u = scale * updates`` is formed just before its use (:func:`cpu_blocks`).
+    """
     for index in _buckets(params):
-        device_params = [params[i] for i in index]
-        device_updates = [updates[i] for i in index]
-        device_exp_avgs = [exp_avgs[i] for i in index]
         device_steps = [state_steps[i] for i in index]
         if device_steps[0].is_cpu:
             torch._foreach_add_(device_steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
         else:
             torch._foreach_add_(device_steps, 1)
-        if weight_decay != 0:
-            torch._foreach_mul_(device_params, 1 - lr * weight_decay)
-        torch._foreach_lerp_(device_exp_avgs, device_updates, 1 - beta1)
         if norm:
+            step_sizes = [-lr if delay else (lr / (1 - beta1 ** s.item())) * -1 for s in device_steps]
+        elif not delay:
+            bias_correction1 = [1 - beta1 ** s.item() for s in device_steps]
+            bias_correction2 = [1 - beta2 ** s.item() for s in device_steps]
+            step_sizes = [(lr / bc) * -1 for bc in bias_correction1]
+            bias_correction2_sqrt = [bc**0.5 for bc in bias_correction2]
+        lists = [[params[i] for i in index], [updates[i] for i in index], [exp_avgs[i] for i in index]]
+        if not norm:
+            lists.append([exp_avg_sqs[i] for i in index])
+        for pieces_index, pieces in cpu_blocks(lists):
+            device_params, device_updates, device_exp_avgs = pieces[:3]
+            if scales is not None:
+                device_updates = torch._foreach_mul(device_updates, [scales[index[k]] for k in pieces_index])
+            if weight_decay != 0:
+                torch._foreach_mul_(device_params, 1 - lr * weight_decay)
+            torch._foreach_lerp_(device_exp_avgs, device_updates, 1 - beta1)
+            if norm:
+                scaled = torch._foreach_div(device_exp_avgs, group_denom)
+                torch._foreach_mul_(scaled, [step_sizes[k] for k in pieces_index])
+                torch._foreach_add_(device_params, scaled)
+                continue
+            device_exp_avg_sqs = pieces[3]
             if delay:
-                step_size = [-lr] * len(index)
-            else:
-                step_size = [(lr / (1 - beta1 ** s.item())) * -1 for s in device_steps]
-            scaled = torch._foreach_div(device_exp_avgs, group_denom)
-            torch._foreach_mul_(scaled, step_size)
-            torch._foreach_add_(device_params, scaled)
-            continue
-        device_exp_avg_sqs = [exp_avg_sqs[i] for i in index]
-        if delay:
-            denom = torch._foreach_sqrt(device_exp_avg_sqs)
-            torch._foreach_add_(denom, eps)
-            torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, value=-lr)
+                denom = torch._foreach_sqrt(device_exp_avg_sqs)
+                torch._foreach_add_(denom, eps)
+                torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, value=-lr)
+                torch._foreach_mul_(device_exp_avg_sqs, beta2)
+                torch._foreach_addcmul_(device_exp_avg_sqs, device_updates, device_updates, 1 - beta2)
+                continue
             torch._foreach_mul_(device_exp_avg_sqs, beta2)
             torch._foreach_addcmul_(device_exp_avg_sqs, device_updates, device_updates, 1 - beta2)
-            continue
-        torch._foreach_mul_(device_exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(device_exp_avg_sqs, device_updates, device_updates, 1 - beta2)
-        bias_correction1 = [1 - beta1 ** s.item() for s in device_steps]
-        bias_correction2 = [1 - beta2 ** s.item() for s in device_steps]
-        step_size = [(lr / bc) * -1 for bc in bias_correction1]
-        bias_correction2_sqrt = [bc**0.5 for bc in bias_correction2]
-        denom = torch._foreach_sqrt(device_exp_avg_sqs)
-        torch._foreach_div_(denom, bias_correction2_sqrt)
-        torch._foreach_add_(denom, eps)
-        torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, step_size)
+            denom = torch._foreach_sqrt(device_exp_avg_sqs)
+            torch._foreach_div_(denom, [bias_correction2_sqrt[k] for k in pieces_index])
+            torch._foreach_add_(denom, eps)
+            step_size = [step_sizes[k] for k in pieces_index]
+            torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, step_size)
 
 
 def _fused_clip_adam(

@@ -67,7 +67,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from tailclip.clip import tensor_norms
-from tailclip.optim._base import check_nonnegative
+from tailclip.optim._base import check_nonnegative, cpu_blocks
 
 VARIANCE_ESTIMATORS = ("microbatch", "ema")
 
@@ -338,6 +338,10 @@ class NoiseInjection(Optimizer):
         device = self.last_noise_norm.device
         norms = tensor_norms(grads, self.foreach) if grads else torch.zeros(0, device=device)
         self.last_grad_norm = torch.linalg.vector_norm(norms).to(device)
+        if self.variance == "ema" and self.foreach:
+            self.last_noise_norm = self._ema_noise_blocked(params, norms).to(device)
+            self.base_optimizer.step()
+            return loss
         if self.variance == "microbatch":
             noised, sigmas = self._microbatch_sigmas(params)
         else:
@@ -426,6 +430,56 @@ class NoiseInjection(Optimizer):
         else:
             sigmas = [(v * c).sqrt_() for v, c in zip(noised_vars, corrections, strict=True)]
         return noised, sigmas
+
+    def _ema_noise_blocked(self, params: list[Tensor], norms: Tensor) -> Tensor:
+        """Foreach ``"ema"`` step in one pass per cache block: the EMA update of
+        :func:`ema_variance_update_`, ``sigma`` and the noise of :func:`agni_noise_` (the same
+        elementwise ops, the same draws), without a full-size ``sigma`` or ``delta``. Returns the
+        norm of the injected noise."""
+        means, variances, grads, betas = [], [], [], []
+        for p in params:
+            state = self.noise_state.get(p)
+            if state is None:
+                dtype = _accumulation_dtype(p)
+                state = self.noise_state[p] = {
+                    "steps": 0,
+                    "mean": torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format),
+                    "var": torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format),
+                }
+            state["steps"] += 1
+            betas.append(self.ema_beta if state["steps"] > 1 else 0.0)
+            means.append(state["mean"])
+            variances.append(state["var"])
+            grads.append(p.grad.to(state["mean"].dtype))
+        noised = [i for i, p in enumerate(params) if self.noise_state[p]["steps"] > 1]
+        fresh = [i for i, p in enumerate(params) if self.noise_state[p]["steps"] == 1]
+        if fresh:
+            ema_variance_update_([means[i] for i in fresh], [variances[i] for i in fresh],
+                                 [grads[i] for i in fresh], [0.0] * len(fresh), True)
+        if not noised:
+            return torch.zeros(())
+        targets = [params[i].grad for i in noised]
+        normals = self._normals(targets)
+        unbound = (norms * self.eta**0.5).unbind()
+        factors = [unbound[i].to(z.device, z.dtype) for i, z in zip(noised, normals, strict=True)]
+        steps = [self.noise_state[params[i]]["steps"] for i in noised]
+        corrections = [1.0 / (1.0 - ema_weight_sum_sq(t, self.ema_beta)) for t in steps]
+        weight, beta = 1.0 - self.ema_beta, self.ema_beta
+        lists = [[means[i] for i in noised], [variances[i] for i in noised], [grads[i] for i in noised],
+                 targets, normals]
+        noise_norms: list[Tensor] = []
+        for index, (mean, var, g, target, z) in cpu_blocks(lists):
+            deltas = torch._foreach_sub(g, mean)
+            torch._foreach_add_(mean, torch._foreach_mul(deltas, weight))
+            torch._foreach_addcmul_(var, deltas, deltas, weight)
+            torch._foreach_mul_(var, beta)
+            sigmas = torch._foreach_mul(var, [corrections[k] for k in index])
+            torch._foreach_sqrt_(sigmas)
+            torch._foreach_mul_(z, [factors[k] for k in index])
+            torch._foreach_mul_(z, sigmas)
+            torch._foreach_add_(target, z)
+            noise_norms += tensor_norms(z, True).to(norms.device).unbind()
+        return torch.linalg.vector_norm(torch.stack(noise_norms))
 
     def _param_index(self) -> dict[Tensor, int]:
         params = [p for group in self.param_groups for p in group["params"]]
