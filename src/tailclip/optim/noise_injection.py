@@ -400,8 +400,11 @@ class NoiseInjection(Optimizer):
             for b in buffers:
                 b.zero_()
 
-    def _ema_sigmas(self, params: list[Tensor]) -> tuple[list[int], list[Tensor]]:
-        """Update the EMAs; indices of the tensors past their first step and their sigma."""
+    def _ema_inputs(
+        self, params: list[Tensor]
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[float]]:
+        """Count this step and gather the EMA mean, variance, gradient and beta of each tensor
+        (beta 0 on a tensor's first step: its mean starts at ``g_1``)."""
         means, variances, grads, betas = [], [], [], []
         for p in params:
             state = self.noise_state.get(p)
@@ -417,6 +420,11 @@ class NoiseInjection(Optimizer):
             means.append(state["mean"])
             variances.append(state["var"])
             grads.append(p.grad.to(state["mean"].dtype))
+        return means, variances, grads, betas
+
+    def _ema_sigmas(self, params: list[Tensor]) -> tuple[list[int], list[Tensor]]:
+        """Update the EMAs; indices of the tensors past their first step and their sigma."""
+        means, variances, grads, betas = self._ema_inputs(params)
         ema_variance_update_(means, variances, grads, betas, self.foreach)
         noised = [i for i, p in enumerate(params) if self.noise_state[p]["steps"] > 1]
         if not noised:
@@ -436,21 +444,7 @@ class NoiseInjection(Optimizer):
         :func:`ema_variance_update_`, ``sigma`` and the noise of :func:`agni_noise_` (the same
         elementwise ops, the same draws), without a full-size ``sigma`` or ``delta``. Returns the
         norm of the injected noise."""
-        means, variances, grads, betas = [], [], [], []
-        for p in params:
-            state = self.noise_state.get(p)
-            if state is None:
-                dtype = _accumulation_dtype(p)
-                state = self.noise_state[p] = {
-                    "steps": 0,
-                    "mean": torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format),
-                    "var": torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format),
-                }
-            state["steps"] += 1
-            betas.append(self.ema_beta if state["steps"] > 1 else 0.0)
-            means.append(state["mean"])
-            variances.append(state["var"])
-            grads.append(p.grad.to(state["mean"].dtype))
+        means, variances, grads, betas = self._ema_inputs(params)
         noised = [i for i, p in enumerate(params) if self.noise_state[p]["steps"] > 1]
         fresh = [i for i, p in enumerate(params) if self.noise_state[p]["steps"] == 1]
         if fresh:
