@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import tailclip.optim._base as base
-from tailclip.optim import ACClip, ClipAdaGrad, ClipAdam, NoiseInjection
+from tailclip.optim import ACClip, ClipAdaGrad, ClipAdam, ClipSGD, NoiseInjection
 from tailclip.optim._base import cpu_blocks
 
 SHAPES = [(5, 7), (13,), (3, 4, 5), ()]
@@ -43,6 +43,8 @@ def test_blocks_alias_the_tensors_and_cover_every_element_once():
     [
         (lambda ps: ClipAdam(ps, weight_decay=0.1), lambda ps: torch.optim.AdamW(ps, weight_decay=0.1)),
         (lambda ps: ClipAdaGrad(ps, lr=0.1), lambda ps: torch.optim.Adagrad(ps, lr=0.1)),
+        (lambda ps: ClipSGD(ps, lr=0.1, momentum=0.9, clip=None, weight_decay=0.1),
+         lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.1)),
     ],
 )
 def test_unclipped_blocked_paths_stay_bitwise_torch(monkeypatch, block, factory, reference):
@@ -63,6 +65,11 @@ def test_unclipped_blocked_paths_stay_bitwise_torch(monkeypatch, block, factory,
         lambda ps, fe: ClipAdam(ps, clip="global", max_norm=0.5, delay=True, v0=1.0, foreach=fe),
         lambda ps, fe: ClipAdaGrad(ps, lr=0.1, clip="global", max_norm=0.5, foreach=fe),
         lambda ps, fe: ClipAdaGrad(ps, lr=0.1, clip="layer", max_norm=0.5, delay=True, b0=1.0, foreach=fe),
+        lambda ps, fe: ClipSGD(ps, lr=0.1, momentum=0.9, clip="global", max_norm=0.5, foreach=fe),
+        lambda ps, fe: ClipSGD(ps, lr=0.1, momentum=0.9, clip="layer", max_norm=0.5, foreach=fe),
+        lambda ps, fe: ClipSGD(ps, lr=0.1, momentum=0.9, clip="coord", max_norm=0.5, weight_decay=0.1,
+                               foreach=fe),
+        lambda ps, fe: ClipSGD(ps, lr=0.1, clip="coord", max_norm=0.5, foreach=fe),
         lambda ps, fe: NoiseInjection(torch.optim.SGD(ps, lr=0.1), eta=0.5, variance="ema",
                                       generator=torch.Generator().manual_seed(3), foreach=fe),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 import warnings
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from tailclip.optim import OPTIMIZERS, NoiseInjection
-from tailclip.optim.noise_injection import ema_weight_sum_sq
+from tailclip.optim.noise_injection import NormalStream, ema_weight_sum_sq
 
 SHAPES = [(3, 4), (5,), (2,)]
 
@@ -482,3 +483,19 @@ def test_invalid_arguments_raise() -> None:
     for beta in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match="ema_beta"):
             NoiseInjection(base, ema_beta=beta)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("total", [0, 5, 16, 17, 33, 1000, 4099])
+def test_normal_stream_hands_out_the_flat_draw(dtype: torch.dtype, total: int) -> None:
+    flat = torch.randn(total, generator=torch.Generator().manual_seed(5), dtype=dtype)
+    stream = NormalStream(total, torch.Generator().manual_seed(5), torch.device("cpu"), dtype)
+    rng = random.Random(total)
+    pieces, taken = [], 0
+    while taken < total:
+        n = min(total - taken, rng.choice([1, 3, 15, 16, 17, 40, 333]))
+        pieces.append(stream.take(n))
+        taken += n
+    assert torch.equal(torch.cat(pieces) if pieces else torch.empty(0, dtype=dtype), flat)
+    with pytest.raises(ValueError, match="Invalid take"):
+        stream.take(1)

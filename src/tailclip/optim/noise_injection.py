@@ -175,6 +175,47 @@ def agni_noise_(
     return tensor_norms(normals, foreach)
 
 
+class NormalStream:
+    """The values of one flat ``torch.randn(total)`` draw, handed out in consecutive pieces.
+
+    torch's sampler pairs the values of a draw within aligned runs of 16 and redraws the last
+    16 when the length is not a multiple of 16. Drawing in runs whose lengths are multiples of
+    16, the last one at least 16 long (or the whole draw), therefore gives exactly the values of
+    the flat draw, in order, without ever holding all of them: each piece is drawn when it is
+    needed (a few values left over from a run wait for the next piece).
+    """
+
+    def __init__(
+        self, total: int, generator: torch.Generator, device: torch.device, dtype: torch.dtype
+    ) -> None:
+        self.undrawn = total
+        self.generator = generator
+        self.spare = torch.empty(0, device=device, dtype=dtype)
+
+    def take(self, n: int) -> Tensor:
+        """The next ``n`` values, a contiguous 1-D tensor."""
+        need = n - self.spare.numel()
+        if need > 0:
+            size = min(self.undrawn, -(-need // 16) * 16)
+            if self.undrawn - size < 16:
+                size = self.undrawn
+            if size < need:
+                raise ValueError(f"Invalid take: {n} values; {self.spare.numel() + self.undrawn} left")
+            drawn = torch.empty(self.spare.numel() + size, device=self.spare.device, dtype=self.spare.dtype)
+            drawn[: self.spare.numel()].copy_(self.spare)
+            drawn[self.spare.numel():].normal_(generator=self.generator)
+            self.undrawn -= size
+            self.spare = drawn
+        out, self.spare = self.spare[:n], self.spare[n:]
+        return out
+
+    def take_like(self, tensors: list[Tensor]) -> list[Tensor]:
+        """The next values, one piece shaped like each of ``tensors`` (in this stream's dtype)."""
+        sizes = [t.numel() for t in tensors]
+        flat = self.take(sum(sizes))
+        return [chunk.view(t.shape) for chunk, t in zip(flat.split(sizes), tensors, strict=True)]
+
+
 class NoiseInjection(Optimizer):
     """AGNI: add variance-scaled Gaussian noise to the gradients, then step any ``base_optimizer``.
 
@@ -442,8 +483,9 @@ class NoiseInjection(Optimizer):
     def _ema_noise_blocked(self, params: list[Tensor], norms: Tensor) -> Tensor:
         """Foreach ``"ema"`` step in one pass per cache block: the EMA update of
         :func:`ema_variance_update_`, ``sigma`` and the noise of :func:`agni_noise_` (the same
-        elementwise ops, the same draws), without a full-size ``sigma`` or ``delta``. Returns the
-        norm of the injected noise."""
+        elementwise ops, the same draws), without a full-size ``sigma``, ``delta`` or ``z``: the
+        normals of each block are drawn just before their use (:class:`NormalStream`). Returns
+        the norm of the injected noise."""
         means, variances, grads, betas = self._ema_inputs(params)
         noised = [i for i, p in enumerate(params) if self.noise_state[p]["steps"] > 1]
         fresh = [i for i, p in enumerate(params) if self.noise_state[p]["steps"] == 1]
@@ -452,28 +494,39 @@ class NoiseInjection(Optimizer):
                                  [grads[i] for i in fresh], [0.0] * len(fresh), True)
         if not noised:
             return torch.zeros(())
-        targets = [params[i].grad for i in noised]
-        normals = self._normals(targets)
-        unbound = (norms * self.eta**0.5).unbind()
-        factors = [unbound[i].to(z.device, z.dtype) for i, z in zip(noised, normals, strict=True)]
-        steps = [self.noise_state[params[i]]["steps"] for i in noised]
-        corrections = [1.0 / (1.0 - ema_weight_sum_sq(t, self.ema_beta)) for t in steps]
+        scaled_norms = (norms * self.eta**0.5).unbind()
         weight, beta = 1.0 - self.ema_beta, self.ema_beta
-        lists = [[means[i] for i in noised], [variances[i] for i in noised], [grads[i] for i in noised],
-                 targets, normals]
-        noise_norms: list[Tensor] = []
-        for index, (mean, var, g, target, z) in cpu_blocks(lists):
-            deltas = torch._foreach_sub(g, mean)
-            torch._foreach_add_(mean, torch._foreach_mul(deltas, weight))
-            torch._foreach_addcmul_(var, deltas, deltas, weight)
-            torch._foreach_mul_(var, beta)
-            sigmas = torch._foreach_mul(var, [corrections[k] for k in index])
-            torch._foreach_sqrt_(sigmas)
-            torch._foreach_mul_(z, [factors[k] for k in index])
-            torch._foreach_mul_(z, sigmas)
-            torch._foreach_add_(target, z)
-            noise_norms += tensor_norms(z, True).to(norms.device).unbind()
-        return torch.linalg.vector_norm(torch.stack(noise_norms))
+        buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+        for i in noised:
+            buckets.setdefault((means[i].device, means[i].dtype), []).append(i)
+        noise_norms: list[tuple[int, Tensor]] = []  # (tensor, norm of a piece of its noise)
+        norm_dtype = torch.float64 if any(dtype == torch.float64 for _, dtype in buckets) else torch.float32
+        for (device, dtype), bucket in buckets.items():
+            size = sum(means[i].numel() for i in bucket)
+            stream = NormalStream(size, self._generator(device), device, dtype)
+            factors = [scaled_norms[i].to(device, dtype) for i in bucket]
+            corrections = [
+                1.0 / (1.0 - ema_weight_sum_sq(self.noise_state[params[i]]["steps"], self.ema_beta))
+                for i in bucket
+            ]
+            lists = [[means[i] for i in bucket], [variances[i] for i in bucket], [grads[i] for i in bucket],
+                     [params[i].grad for i in bucket]]
+            for index, (mean, var, g, target) in cpu_blocks(lists):
+                z = stream.take_like(target)
+                deltas = torch._foreach_sub(g, mean)
+                torch._foreach_add_(mean, torch._foreach_mul(deltas, weight))
+                torch._foreach_addcmul_(var, deltas, deltas, weight)
+                torch._foreach_mul_(var, beta)
+                sigmas = torch._foreach_mul(var, [corrections[k] for k in index])
+                torch._foreach_sqrt_(sigmas)
+                torch._foreach_mul_(z, [factors[k] for k in index])
+                torch._foreach_mul_(z, sigmas)
+                torch._foreach_add_(target, z)
+                pieces = torch._foreach_norm(z, 2, dtype=norm_dtype)
+                noise_norms += [(bucket[k], n.to(norms.device)) for k, n in zip(index, pieces, strict=True)]
+        # in param order and in the loop path's dtype (float64 if any noise is), as it sums them
+        noise_norms.sort(key=lambda entry: entry[0])
+        return torch.linalg.vector_norm(torch.stack([n for _, n in noise_norms]))
 
     def _param_index(self) -> dict[Tensor, int]:
         params = [p for group in self.param_groups for p in group["params"]]

@@ -19,13 +19,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tailclip.clip import ClipMode, ClipStats, ThresholdPolicy, check_clip_mode, clip_tensors
+from tailclip.clip import (
+    ClipMode,
+    ClipStats,
+    ThresholdPolicy,
+    check_clip_mode,
+    clip_tensors,
+    tensor_norms,
+)
 from tailclip.optim._base import (
     ClipOptimizer,
     check_lr,
     check_max_norm,
     check_nonnegative,
     check_unit_interval,
+    clip_coefficients,
+    cpu_blocks,
 )
 
 CLIP_TARGETS = ("gradient", "momentum")
@@ -59,6 +68,12 @@ def clip_sgd(
             else [g.add(p, alpha=weight_decay) for g, p in zip(grads, params)]
         )
         norms = None
+    blocked = clip_target == "gradient" and (momentum == 0 or all(b is not None for b in momentum_buffers))
+    if foreach and blocked and not isinstance(max_norm, Tensor):
+        return _multi_tensor_clip_sgd(
+            params, grads, momentum_buffers, lr=lr, momentum=momentum, clip=clip, max_norm=max_norm,
+            norms=norms,
+        )
     if clip_target == "gradient":
         grads, stats = clip_tensors(grads, clip, max_norm, foreach, norms)
     if momentum != 0:
@@ -70,6 +85,56 @@ def clip_sgd(
     else:
         for p, d in zip(params, grads):
             p.add_(d, alpha=-lr)
+    return stats
+
+
+def _multi_tensor_clip_sgd(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffers: list[Tensor | None],
+    *,
+    lr: float,
+    momentum: float,
+    clip: ClipMode,
+    max_norm: float | ThresholdPolicy,
+    norms: Tensor | None,
+) -> ClipStats:
+    """Foreach path for ``clip_target="gradient"`` once the momentum buffers exist.
+
+    The op sequence of the loop path (and of ``torch.optim.SGD``'s ``_multi_tensor_sgd``
+    without clipping), run block by block (:func:`cpu_blocks`): each block's ``u`` is formed
+    just before its use (``c_k g_k`` for global and layer clipping, ``clamp(g, -tau, tau)`` for
+    coordinate clipping), so no clipped copy of every gradient is written out.
+    """
+    if norms is None:
+        norms = tensor_norms(grads, True)
+    scales = None
+    if clip in ("global", "layer"):
+        scales, stats = clip_coefficients(grads, clip, max_norm, norms, True)
+    else:
+        check_clip_mode(clip)
+        grad_norm = torch.linalg.vector_norm(norms)
+        if isinstance(max_norm, ThresholdPolicy):
+            max_norm = max_norm.threshold(grad_norm)
+        stats = ClipStats.of(grad_norm, grad_norm)
+    lists = [params, grads] + ([momentum_buffers] if momentum != 0 else [])
+    clipped_norms: list[Tensor] = []
+    for index, pieces in cpu_blocks(lists):  # type: ignore[arg-type]
+        p, u = pieces[0], pieces[1]
+        if scales is not None:
+            u = torch._foreach_mul(u, [scales[k] for k in index])
+        elif clip == "coord":
+            u = [torch.clamp(piece, -max_norm, max_norm) for piece in u]  # one op, not min then max
+            clipped_norms += tensor_norms(u, True).to(norms.device).unbind()
+        if momentum != 0:
+            buffers = pieces[2]
+            torch._foreach_mul_(buffers, momentum)
+            torch._foreach_add_(buffers, u, alpha=1.0)
+            u = buffers
+        torch._foreach_add_(p, u, alpha=-lr)
+    if clip == "coord":
+        clipped_norm = torch.linalg.vector_norm(torch.stack(clipped_norms))
+        stats = ClipStats.of(stats.grad_norm, clipped_norm)
     return stats
 
 
