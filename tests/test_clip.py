@@ -439,3 +439,21 @@ def test_policy_clip_accepts_a_single_tensor() -> None:
     assert policy.clip_(p).item() == 5.0
     assert policy.count.item() == 1
     assert policy.clip_([torch.nn.Parameter(torch.zeros(1))]).item() == 0.0  # no gradients: nothing to do
+
+
+@pytest.mark.parametrize("extra", [0, 7])
+def test_large_tensors_are_normed_row_by_row_to_the_same_value(extra: int) -> None:
+    """Above ROW_NORM_NUMEL a CPU tensor is normed as NORM_ROWS rows (plus the remainder)."""
+    from tailclip.clip import NORM_ROWS, ROW_NORM_NUMEL
+
+    gen = torch.Generator().manual_seed(0)
+    big = torch.randn(ROW_NORM_NUMEL + NORM_ROWS * 3 + extra, generator=gen) * 5
+    small = torch.randn(10, generator=gen)
+    strided = torch.randn(2 * ROW_NORM_NUMEL, generator=gen)[::2]
+    tensors = [small, big, strided]
+    foreach, loop = tensor_norms(tensors, True), tensor_norms(tensors, False)
+    assert torch.equal(foreach, loop)
+    reference = torch.stack([t.double().pow(2).sum().sqrt() for t in tensors])
+    torch.testing.assert_close(foreach[:2].double(), reference[:2], rtol=1e-6, atol=0)
+    # a strided tensor keeps torch's flat float32 reduction, less accurate at this size
+    torch.testing.assert_close(foreach[2].double(), reference[2], rtol=1e-4, atol=0)

@@ -62,24 +62,48 @@ def _accumulation_dtype(tensors: list[Tensor]) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
+# CPU tensors of at least ROW_NORM_NUMEL elements are normed as NORM_ROWS rows, then the row
+# norms combined: torch reduces a flat tensor on one thread but the rows of a 2-D one in
+# parallel (7.8 ms instead of 13.6 ms for one tensor of 91.6M float32 on 2 threads). A
+# fixed row count keeps the result independent of the number of threads.
+ROW_NORM_NUMEL = 1 << 18
+NORM_ROWS = 16
+
+
+def _norm(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``||t||`` accumulated in ``dtype``; large contiguous CPU tensors row by row."""
+    n = t.numel()
+    if n < ROW_NORM_NUMEL or not t.is_cpu or not t.is_contiguous():
+        return torch.linalg.vector_norm(t, dtype=dtype)
+    flat = t.view(-1)
+    body = n - n % NORM_ROWS
+    rows = torch.linalg.vector_norm(flat[:body].view(NORM_ROWS, -1), dim=1, dtype=dtype)
+    if body < n:
+        rows = torch.cat([rows, torch.linalg.vector_norm(flat[body:], dtype=dtype).reshape(1)])
+    return torch.linalg.vector_norm(rows)
+
+
 def tensor_norms(tensors: list[Tensor], foreach: bool = True) -> Tensor:
     """Euclidean norm of each tensor, stacked into a 1-D tensor (float32, or float64).
 
-    One read of every tensor. With ``foreach`` the norms come from ``torch._foreach_norm``
-    per (device, dtype) bucket; the result lives on the device of ``tensors[0]``.
+    One read of every tensor. With ``foreach`` the norms of small tensors come from
+    ``torch._foreach_norm`` per (device, dtype) bucket; large CPU tensors are normed row by row
+    on all threads (:data:`ROW_NORM_NUMEL`), on both paths. The result lives on the device of
+    ``tensors[0]``.
     """
     if not tensors:
         return torch.zeros(0)
     dtype = _accumulation_dtype(tensors)
     device = tensors[0].device
     if not foreach:
-        return torch.stack(
-            [torch.linalg.vector_norm(t, dtype=dtype).to(device) for t in tensors]
-        )
+        return torch.stack([_norm(t, dtype).to(device) for t in tensors])
     norms: list[Tensor | None] = [None] * len(tensors)
     buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, t in enumerate(tensors):
-        buckets.setdefault((t.device, t.dtype), []).append(i)
+        if t.is_cpu and t.numel() >= ROW_NORM_NUMEL:
+            norms[i] = _norm(t, dtype).to(device)
+        else:
+            buckets.setdefault((t.device, t.dtype), []).append(i)
     for index in buckets.values():
         bucket_norms = torch._foreach_norm([tensors[i] for i in index], 2, dtype=dtype)
         for i, n in zip(index, bucket_norms):
