@@ -199,12 +199,29 @@ def copy_time(params: list[torch.Tensor], steps: int) -> float:
     return median_ms(lambda: torch._foreach_copy_(copies, sources), steps)
 
 
+def normal_time(n: int, steps: int) -> float:
+    """Median ms of drawing ``n`` standard normals with torch's CPU sampler, block by block as
+    NoiseInjection does: the floor of any AGNI step on ``n`` parameters."""
+    gen = torch.Generator().manual_seed(0)
+    block = torch.empty(1 << 18)
+
+    def draw() -> None:
+        for _ in range(n // block.numel()):
+            block.normal_(generator=gen)
+        block[: n % block.numel()].normal_(generator=gen)
+
+    return median_ms(draw, steps)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--vocab", type=int, default=8000)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per optimizer and round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", nargs="+", metavar="TEXT", default=None,
+                        help="time only the optimizers whose label contains one of these texts")
+    parser.add_argument("--no-training-step", action="store_true", help="skip the training-step table")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
 
@@ -214,6 +231,7 @@ def main() -> None:
     clip_value = lambda: torch.nn.utils.clip_grad_value_(params, 1.0, foreach=True)  # noqa: E731
 
     copy_ms = copy_time(params, args.steps)
+    normal_ms = normal_time(n, args.steps)
     copy_bytes_per_param = 8  # read 4, write 4
 
     peers = {
@@ -242,6 +260,10 @@ def main() -> None:
         "NoiseInjection(AdamW fused, ema)":
             lambda: NoiseInjection(torch.optim.AdamW(params, lr=1e-4, fused=True), variance="ema"),
     }
+    if args.only:
+        cases = {k: f for k, f in cases.items() if any(text in k for text in args.only)}
+        if not cases:
+            parser.error(f"--only {' '.join(args.only)}: no optimizer label contains it")
     states = {}
     for label, factory in cases.items():
         opt = factory()
@@ -256,16 +278,24 @@ def main() -> None:
         floor = copy_ms * (4 + 8 + 2 * states[label]) / copy_bytes_per_param
         rows.append((label, ms, states[label], ratio(times, label, "AdamW(foreach)+clip"),
                      ratio(times, label, "AdamW(fused)+clip"), ratio(times, label, "SGD+clip"), ms / floor))
-    backward_rows = training_step_rows(params, args.rounds, args.steps)
+    backward_rows = [] if args.no_training_step else training_step_rows(params, args.rounds, args.steps)
 
     peer_ms = {k: statistics.median(v) for k, v in times.items() if k in peers}
     header = (
         f"{n / 1e6:.1f}M fp32 params, {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"{args.rounds} rounds x {args.steps} steps; copy {copy_ms:.1f} ms, "
         + ", ".join(f"{k} {v:.1f} ms" for k, v in peer_ms.items())
-        + f"; ClipSGD(coord) / SGD+clip_grad_value_: "
-        f"{ratio(times, 'ClipSGD(coord, momentum=0.9)', 'SGD+clip_grad_value_'):.2f}"
+        + f"; {n / 1e6:.1f}M N(0, 1) draws (torch CPU sampler) {normal_ms:.1f} ms"
     )
+    if "ClipSGD(coord, momentum=0.9)" in times:
+        coord = ratio(times, "ClipSGD(coord, momentum=0.9)", "SGD+clip_grad_value_")
+        header += f"; ClipSGD(coord) / SGD+clip_grad_value_: {coord:.2f}"
+    per_round = []
+    if args.only:  # a focused run: show the spread of the ratio to the fused peer over the rounds
+        for label in cases:
+            values = sorted(a / b for a, b in zip(times[label], times["AdamW(fused)+clip"], strict=True))
+            per_round.append(f"{label} / AdamW(fused)+clip per round, sorted: "
+                             + ", ".join(f"{v:.3f}" for v in values))
     cols = ("optimizer", "ms/step", "state B/param", "/AdamW(foreach)+clip", "/AdamW(fused)+clip",
             "/SGD+clip", "/bandwidth floor")
     step_cols = ("training step", "ms", "ms over backward", "/peer (over backward)")
@@ -275,8 +305,10 @@ def main() -> None:
         print("|" + "---|" * len(cols))
         for r in rows:
             print(f"| {r[0]} | {r[1]:.1f} | {r[2]:.1f} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.2f} | {r[6]:.2f} |")
-        print("\n| " + " | ".join(step_cols) + " |")
-        print("|" + "---|" * len(step_cols))
+        print("\n".join([""] + per_round))
+        if backward_rows:
+            print("\n| " + " | ".join(step_cols) + " |")
+            print("|" + "---|" * len(step_cols))
         for label, ms, over, rel in backward_rows:
             print(f"| {label} | {ms:.1f} | {over:.1f} | {rel} |")
     else:
@@ -284,6 +316,7 @@ def main() -> None:
         print(f"{cols[0]:<34}" + "".join(f"{c:>22}" for c in cols[1:]))
         for r in rows:
             print(f"{r[0]:<34}{r[1]:>22.1f}{r[2]:>22.1f}" + "".join(f"{x:>22.2f}" for x in r[3:]))
+        print("\n".join(per_round))
         print(f"\n{step_cols[0]:<44}" + "".join(f"{c:>22}" for c in step_cols[1:]))
         for label, ms, over, rel in backward_rows:
             print(f"{label:<44}{ms:>22.1f}{over:>22.1f}{rel:>22}")
