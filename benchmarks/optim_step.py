@@ -305,7 +305,8 @@ def main() -> None:
         print("|" + "---|" * len(cols))
         for r in rows:
             print(f"| {r[0]} | {r[1]:.1f} | {r[2]:.1f} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.2f} | {r[6]:.2f} |")
-        print("\n".join([""] + per_round))
+        if per_round:
+            print("\n".join([""] + per_round))
         if backward_rows:
             print("\n| " + " | ".join(step_cols) + " |")
             print("|" + "---|" * len(step_cols))
@@ -316,7 +317,8 @@ def main() -> None:
         print(f"{cols[0]:<34}" + "".join(f"{c:>22}" for c in cols[1:]))
         for r in rows:
             print(f"{r[0]:<34}{r[1]:>22.1f}{r[2]:>22.1f}" + "".join(f"{x:>22.2f}" for x in r[3:]))
-        print("\n".join(per_round))
+        if per_round:
+            print("\n".join(per_round))
         print(f"\n{step_cols[0]:<44}" + "".join(f"{c:>22}" for c in step_cols[1:]))
         for label, ms, over, rel in backward_rows:
             print(f"{label:<44}{ms:>22.1f}{over:>22.1f}{rel:>22}")
