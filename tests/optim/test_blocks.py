@@ -81,3 +81,28 @@ def test_blocked_foreach_equals_the_loop(monkeypatch, block, make_opt):
     for a, b in zip(blocked, loop, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     assert any(not torch.equal(a, p) for a, p in zip(blocked, make(0)[0], strict=True))
+
+
+@pytest.mark.parametrize("block", [1, 6])
+def test_blocked_microbatch_noise_equals_the_loop(monkeypatch, block):
+    """AGNI with micro-batch variance: foreach draws its normals block by block (NormalStream)."""
+    monkeypatch.setattr(base, "CPU_BLOCK_NUMEL", block)
+    results = []
+    for foreach in (True, False):
+        params, gen = make(0)
+        opt = NoiseInjection(torch.optim.SGD(params, lr=0.1), eta=0.5, variance="microbatch",
+                             generator=torch.Generator().manual_seed(3), foreach=foreach)
+        for _ in range(3):
+            opt.zero_grad()
+            for _ in range(3):
+                for p in params:
+                    g = torch.randn(p.shape, generator=gen) * 3
+                    p.grad = g if p.grad is None else p.grad + g
+                opt.accumulate()
+            opt.step()
+        results.append((params, opt.last_noise_norm))
+    (blocked, n_blocked), (loop, n_loop) = results
+    assert n_loop > 0
+    torch.testing.assert_close(n_blocked, n_loop, rtol=1e-6, atol=0)
+    for a, b in zip(blocked, loop, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

@@ -51,7 +51,8 @@ gradient ``g`` (per tensor, as the published code's ``torch.norm(p.grad)``). Two
 The noise ``z`` comes from ``generator`` (or a generator the optimizer owns, seeded from the
 global RNG at construction and saved by ``state_dict``), drawn as one flat vector per (device,
 dtype: float32, float64 for float64 parameters) over the gradients that receive noise, in
-param-group order. The noised gradient stays in ``p.grad``. The step reads nothing on the host.
+param-group order; the foreach path draws those values block by block just before their use
+(:class:`NormalStream`), never holding them all. The noised gradient stays in ``p.grad``. The step reads nothing on the host.
 Memory per parameter element: a float32 and a float64 buffer (``"microbatch"``), or two float32
 buffers (``"ema"``); float64 parameters keep everything in float64.
 """
@@ -141,6 +142,14 @@ def ema_weight_sum_sq(steps: int, beta: float) -> float:
     return decay + (1.0 - beta) / (1.0 + beta) * (1.0 - decay)
 
 
+def noise_factors(norms: Tensor, eta: float, rescale: Tensor | None) -> Tensor:
+    """``sqrt(eta) * r_k * ||g_k||`` per tensor (``r_k = rescale[k]``, default 1)."""
+    factors = norms * eta**0.5
+    if rescale is not None:
+        factors = factors * rescale.to(factors.device, factors.dtype)
+    return factors
+
+
 def agni_noise_(
     grads: list[Tensor],
     sigmas: list[Tensor],
@@ -161,10 +170,10 @@ def agni_noise_(
     """
     if norms is None:
         norms = tensor_norms(grads, foreach)
-    factors = norms * eta**0.5
-    if rescale is not None:
-        factors = factors * rescale.to(factors.device, factors.dtype)
-    factors = [f.to(z.device, z.dtype) for f, z in zip(factors.unbind(), normals, strict=True)]
+    factors = [
+        f.to(z.device, z.dtype)
+        for f, z in zip(noise_factors(norms, eta, rescale).unbind(), normals, strict=True)
+    ]
     if foreach and grads:
         torch._foreach_mul_(normals, factors)
         torch._foreach_mul_(normals, sigmas)
@@ -395,11 +404,15 @@ class NoiseInjection(Optimizer):
                 noised_norms = torch.stack([unbound[i] for i in noised])
             rescale = self._rescale(params, noised, noised_norms) if self.variance == "microbatch" else None
             noised_grads = [grads[i] for i in noised]
-            noise_norms = agni_noise_(
-                noised_grads, sigmas, self._normals(noised_grads),
-                eta=self.eta, foreach=self.foreach, norms=noised_norms, rescale=rescale,
-            )
-            self.last_noise_norm = torch.linalg.vector_norm(noise_norms).to(device)
+            if self.foreach:  # "microbatch": the foreach "ema" step returned above
+                factors = noise_factors(noised_norms, self.eta, rescale).unbind()
+                noise_norm = self._inject_blocked(noised_grads, list(factors), [sigmas], lambda _, s: s)
+            else:
+                noise_norm = torch.linalg.vector_norm(agni_noise_(
+                    noised_grads, sigmas, self._normals(noised_grads),
+                    eta=self.eta, foreach=False, norms=noised_norms, rescale=rescale,
+                ))
+            self.last_noise_norm = noise_norm.to(device)
         else:
             self.last_noise_norm = torch.zeros((), device=device)
         if self.variance == "microbatch":
@@ -483,8 +496,7 @@ class NoiseInjection(Optimizer):
     def _ema_noise_blocked(self, params: list[Tensor], norms: Tensor) -> Tensor:
         """Foreach ``"ema"`` step in one pass per cache block: the EMA update of
         :func:`ema_variance_update_`, ``sigma`` and the noise of :func:`agni_noise_` (the same
-        elementwise ops, the same draws), without a full-size ``sigma``, ``delta`` or ``z``: the
-        normals of each block are drawn just before their use (:class:`NormalStream`). Returns
+        elementwise ops, the same draws), without a full-size ``sigma`` or ``delta``. Returns
         the norm of the injected noise."""
         means, variances, grads, betas = self._ema_inputs(params)
         noised = [i for i, p in enumerate(params) if self.noise_state[p]["steps"] > 1]
@@ -494,37 +506,61 @@ class NoiseInjection(Optimizer):
                                  [grads[i] for i in fresh], [0.0] * len(fresh), True)
         if not noised:
             return torch.zeros(())
-        scaled_norms = (norms * self.eta**0.5).unbind()
+        corrections = [
+            1.0 / (1.0 - ema_weight_sum_sq(self.noise_state[params[i]]["steps"], self.ema_beta))
+            for i in noised
+        ]
         weight, beta = 1.0 - self.ema_beta, self.ema_beta
+
+        def sigmas(index: list[int], mean: list[Tensor], var: list[Tensor], g: list[Tensor]) -> list[Tensor]:
+            deltas = torch._foreach_sub(g, mean)
+            torch._foreach_add_(mean, torch._foreach_mul(deltas, weight))
+            torch._foreach_addcmul_(var, deltas, deltas, weight)
+            torch._foreach_mul_(var, beta)
+            block = torch._foreach_mul(var, [corrections[k] for k in index])
+            torch._foreach_sqrt_(block)
+            return block
+
+        scaled_norms = (norms * self.eta**0.5).unbind()
+        return self._inject_blocked(
+            [params[i].grad for i in noised], [scaled_norms[i] for i in noised],
+            [[means[i] for i in noised], [variances[i] for i in noised], [grads[i] for i in noised]],
+            sigmas,
+        )
+
+    def _inject_blocked(
+        self,
+        targets: list[Tensor],
+        factors: list[Tensor],
+        lists: list[list[Tensor]],
+        sigmas: Callable[..., list[Tensor]],
+    ) -> Tensor:
+        """``target += z * factor * sigma`` per cache block (:func:`cpu_blocks` over ``targets``
+        and ``lists``), ``z`` drawn just before its use (:class:`NormalStream`: the values of
+        :meth:`_normals`). ``sigmas(index, *pieces)`` gives a block's sigma from its pieces of
+        ``lists``. Returns the norm of the noise, summed as the loop path sums it."""
+        dtypes = [_accumulation_dtype(t) for t in targets]
         buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-        for i in noised:
-            buckets.setdefault((means[i].device, means[i].dtype), []).append(i)
-        noise_norms: list[tuple[int, Tensor]] = []  # (tensor, norm of a piece of its noise)
-        norm_dtype = torch.float64 if any(dtype == torch.float64 for _, dtype in buckets) else torch.float32
-        for (device, dtype), bucket in buckets.items():
-            size = sum(means[i].numel() for i in bucket)
-            stream = NormalStream(size, self._generator(device), device, dtype)
-            factors = [scaled_norms[i].to(device, dtype) for i in bucket]
-            corrections = [
-                1.0 / (1.0 - ema_weight_sum_sq(self.noise_state[params[i]]["steps"], self.ema_beta))
-                for i in bucket
-            ]
-            lists = [[means[i] for i in bucket], [variances[i] for i in bucket], [grads[i] for i in bucket],
-                     [params[i].grad for i in bucket]]
-            for index, (mean, var, g, target) in cpu_blocks(lists):
-                z = stream.take_like(target)
-                deltas = torch._foreach_sub(g, mean)
-                torch._foreach_add_(mean, torch._foreach_mul(deltas, weight))
-                torch._foreach_addcmul_(var, deltas, deltas, weight)
-                torch._foreach_mul_(var, beta)
-                sigmas = torch._foreach_mul(var, [corrections[k] for k in index])
-                torch._foreach_sqrt_(sigmas)
-                torch._foreach_mul_(z, [factors[k] for k in index])
-                torch._foreach_mul_(z, sigmas)
-                torch._foreach_add_(target, z)
-                pieces = torch._foreach_norm(z, 2, dtype=norm_dtype)
-                noise_norms += [(bucket[k], n.to(norms.device)) for k, n in zip(index, pieces, strict=True)]
+        for k, (t, dtype) in enumerate(zip(targets, dtypes, strict=True)):
+            buckets.setdefault((t.device, dtype), []).append(k)
         # in param order and in the loop path's dtype (float64 if any noise is), as it sums them
+        norm_dtype = torch.float64 if torch.float64 in dtypes else torch.float32
+        noise_norms: list[tuple[int, Tensor]] = []  # (tensor, norm of a piece of its noise)
+        device = factors[0].device
+        for (bucket_device, dtype), bucket in buckets.items():
+            size = sum(targets[k].numel() for k in bucket)
+            stream = NormalStream(size, self._generator(bucket_device), bucket_device, dtype)
+            bucket_factors = [factors[k].to(bucket_device, dtype) for k in bucket]
+            bucket_lists = [[targets[k] for k in bucket]]
+            bucket_lists += [[tensors[k] for k in bucket] for tensors in lists]
+            for index, (target, *pieces) in cpu_blocks(bucket_lists):
+                z = stream.take_like(target)
+                block_sigmas = sigmas([bucket[k] for k in index], *pieces)
+                torch._foreach_mul_(z, [bucket_factors[k] for k in index])
+                torch._foreach_mul_(z, block_sigmas)
+                torch._foreach_add_(target, z)
+                norms = torch._foreach_norm(z, 2, dtype=norm_dtype)
+                noise_norms += [(bucket[k], n.to(device)) for k, n in zip(index, norms, strict=True)]
         noise_norms.sort(key=lambda entry: entry[0])
         return torch.linalg.vector_norm(torch.stack([n for _, n in noise_norms]))
 
