@@ -251,6 +251,34 @@ def test_threshold_policy_as_max_norm(make_policy, target: str) -> None:
     assert all(group["max_norm"].count.item() == len(stream) for group in opt.param_groups)
 
 
+@pytest.mark.parametrize("shared", ["default", "same-object"])
+def test_one_policy_for_several_groups_is_copied_per_group(shared: str) -> None:
+    """A policy given once (as the default, or the same object to both groups) must not mix the
+    groups' norms into one history: each group gets its own copy, as with twin policies."""
+    params = _params()
+    stream = _stream(30, seed=6)
+    policy = AutoClip(percentile=50.0)
+    if shared == "default":
+        groups = [{"params": params[0]}, {"params": params[1], "lr": LRS[1]}]
+    else:
+        groups = [{"params": params[0], "max_norm": policy},
+                  {"params": params[1], "lr": LRS[1], "max_norm": policy}]
+    opt = ClipSGD(groups, lr=LRS[0], momentum=0.9, clip="global", max_norm=policy)
+    policies = [group["max_norm"] for group in opt.param_groups]
+    assert policies[0] is policy and policies[1] is not policy
+    expected, _, _, clipped, _ = _reference_run(
+        _params(), stream, momentum=0.9, clip="global", max_norm=None, target="gradient", weight_decay=0.0,
+        policies=[AutoClip(percentile=50.0), AutoClip(percentile=50.0)],
+    )
+    _run(opt, params, stream)
+    assert clipped > 0
+    for group, ref_group in zip(params, expected, strict=True):
+        for p, ref in zip(group, ref_group, strict=True):
+            torch.testing.assert_close(p.detach().flatten(), torch.tensor(ref, dtype=torch.float64),
+                                       rtol=1e-7, atol=1e-12)
+    assert [int(p.count) for p in policies] == [len(stream), len(stream)]
+
+
 @pytest.mark.parametrize("clip", ["layer", "coord", None])
 def test_policy_needs_global_clipping(clip) -> None:
     with pytest.raises(ValueError, match="max_norm"):

@@ -8,6 +8,7 @@ a functional core in each optimizer's module, called by :meth:`ClipOptimizer._up
 
 from __future__ import annotations
 
+import copy
 from abc import abstractmethod
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -100,6 +101,11 @@ class ClipOptimizer(Optimizer):
     state of the group's first parameter under the keys in :attr:`GROUP_STATE_KEYS`, so
     ``state_dict`` saves it once and every ``torch.optim`` tool handles it; those keys keep
     their saved dtype and device on load (torch would cast them to the parameter's dtype).
+
+    An adaptive threshold (:class:`~tailclip.clip.ThresholdPolicy`) keeps a history of the
+    norms it sees, and global clipping takes one norm per group: a policy object that would
+    serve a second group (given as the default ``max_norm``, or passed to several groups) is
+    copied for that group, so each group's threshold follows its own norms.
     """
 
     GROUP_STATE_KEYS: tuple[str, ...] = ()
@@ -118,6 +124,15 @@ class ClipOptimizer(Optimizer):
         super().__init__(params, defaults)
         self.group_stats: list[ClipStats] = []
         self.skipped_steps = 0
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """``torch.optim`` semantics; a threshold policy already serving a group is copied."""
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        policy = group.get("max_norm")
+        served = any(g.get("max_norm") is policy for g in self.param_groups[:-1])
+        if isinstance(policy, ThresholdPolicy) and served:
+            group["max_norm"] = copy.deepcopy(policy)
 
     @property
     def step_stats(self) -> ClipStats:

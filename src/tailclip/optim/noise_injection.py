@@ -52,7 +52,8 @@ The noise ``z`` comes from ``generator`` (or a generator the optimizer owns, see
 global RNG at construction and saved by ``state_dict``), drawn as one flat vector per (device,
 dtype: float32, float64 for float64 parameters) over the gradients that receive noise, in
 param-group order; the foreach path draws those values block by block just before their use
-(:class:`NormalStream`), never holding them all. The noised gradient stays in ``p.grad``. The step reads nothing on the host.
+(:class:`NormalStream`), never holding them all. The noised gradient stays in ``p.grad``.
+The step reads nothing on the host.
 Memory per parameter element: a float32 and a float64 buffer (``"microbatch"``), or two float32
 buffers (``"ema"``); float64 parameters keep everything in float64.
 """
