@@ -151,6 +151,13 @@ ERROR_CASES = [
     pytest.param({**mutated(), "train": {}}, "train.steps", "missing", id="no-length"),
     pytest.param(mutated(train={"device": "gpu"}), "train.device", "allowed: auto, cpu, cuda", id="device"),
     pytest.param(
+        mutated(train={"accumulation_steps": 0}), "train.accumulation_steps", ">= 1", id="accumulation"
+    ),
+    pytest.param(
+        mutated(task={"name": "stochastic-quadratic", "options": {}}, train={"accumulation_steps": 2}),
+        "train.accumulation_steps", "not a model task; allowed: 1", id="accumulation-vectorized",
+    ),
+    pytest.param(
         mutated(sweep={"grid": {"optimizer.lr": []}}), "sweep.grid.optimizer.lr", "empty", id="empty-grid"
     ),
     pytest.param(

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,57 @@ def test_records_the_training_it_did(store: ResultsStore) -> None:
     timings = store.metrics([run_id], ["time/step_seconds"])[run_id]["time/step_seconds"]
     assert timings[0].tolist() == [5, 10, 15, 20] and (timings[1] > 0).all()
     assert not checkpoint_path(store.path, run_id).exists()
+
+
+def test_accumulation_steps_average_micro_batch_gradients(store: ResultsStore) -> None:
+    """Replay by hand with 3 micro-batches per step: g = A(x - x*) + mean(xi_1, xi_2, xi_3); the
+    logged noise norm is the mean of the micro-batches' and an epoch counts optimizer steps."""
+    config = make("train.accumulation_steps=3", "train.steps=8", "train.eval_every=4")
+    run_id = run_one(config, store)
+    torch.manual_seed(config.train.seed)
+    options = NoisyQuadratic.Options.model_validate(config.task.options)
+    task = NoisyQuadratic(options, TaskContext(config, torch.device("cpu")))
+    a, x_star = task.model.eigenvalues.tolist(), task.model.x_star.tolist()
+    x = [0.0] * 4
+    grad_norms, noise_norms = [], []
+    for _ in range(8):
+        xis = [task.train_batch().tolist() for _ in range(3)]
+        noise_norms.append(sum(math.sqrt(sum(v * v for v in xi)) for xi in xis) / 3)
+        g = [ai * (xv - s) + sum(xi[i] for xi in xis) / 3
+             for i, (ai, xv, s) in enumerate(zip(a, x, x_star))]
+        grad_norms.append(math.sqrt(sum(v * v for v in g)))
+        x = [xv - 0.1 * gv for xv, gv in zip(x, g)]
+    logged = series(store, run_id)
+    assert logged["opt/grad_norm"][1] == pytest.approx(grad_norms, rel=1e-12)
+    assert logged["train/noise_norm"][1] == pytest.approx(noise_norms, rel=1e-12)
+    final = 0.5 * sum(ai * (xv - s) ** 2 for ai, xv, s in zip(a, x, x_star))
+    assert logged["eval/loss"][1][-1] == pytest.approx(final, rel=1e-12)
+
+
+@pytest.mark.parametrize(("accumulation", "warns"), [(1, True), (2, False)])
+def test_agni_micro_batch_variance_needs_accumulation(
+    store: ResultsStore, accumulation: int, warns: bool
+) -> None:
+    """With one micro-batch per step AGNI's micro-batch variance is zero and warns; with two the
+    engine records both (``accumulate()``) and the noise is on."""
+    config = make(
+        f"train.accumulation_steps={accumulation}", "train.steps=3",
+        "optimizer={name: noise_injection, eta: 0.5, variance: microbatch, "
+        "base_optimizer: {name: sgd, lr: 0.1}}",
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_one(config, store)
+    assert any("no noise was added" in str(w.message) for w in caught) == warns
+
+
+def test_accumulation_longer_than_an_epoch_is_a_clear_error() -> None:
+    from tailclip.engine.runner import optimizer_steps_per_epoch
+
+    train = make("train.accumulation_steps=5").train
+    assert optimizer_steps_per_epoch(11, train) == 2
+    with pytest.raises(ValueError, match=r"train.accumulation_steps: 5 .* allowed: <= 4"):
+        optimizer_steps_per_epoch(4, train)
 
 
 def test_clip_statistics_and_schedule_are_logged(store: ResultsStore) -> None:

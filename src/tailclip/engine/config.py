@@ -216,11 +216,18 @@ class ScheduleConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """``train``: length (``steps``, or ``epochs`` for tasks with finite data), batch, intervals, seed."""
+    """``train``: length (``steps``, or ``epochs`` for tasks with finite data), batch, intervals, seed.
+
+    ``accumulation_steps`` (model tasks): micro-batches of ``batch_size`` per optimizer step,
+    each backward on ``loss / accumulation_steps``; an optimizer with ``accumulate()``
+    (``NoiseInjection(variance="microbatch")``) records each micro-batch gradient. ``steps`` and
+    epochs count optimizer steps (an epoch is ``floor(batches / accumulation_steps)`` of them).
+    """
 
     steps: int | None = Field(None, ge=1)
     epochs: int | None = Field(None, ge=1)
     batch_size: int = Field(1, ge=1)
+    accumulation_steps: int = Field(1, ge=1)
     eval_every: int | None = Field(None, ge=1)
     log_every: int = Field(1, ge=1)
     checkpoint_every: int | None = Field(1000, ge=1)
@@ -648,6 +655,10 @@ def _check_train(train: TrainConfig, task_cls: type, source: str) -> None:
     if train.epochs is not None and not getattr(task_cls, "supports_epochs", False):
         raise _error(
             source, "train.epochs", f"task {task_cls.name!r} has no finite data; allowed: train.steps"
+        )
+    if train.accumulation_steps > 1 and not issubclass(task_cls, ModelTask):
+        raise _error(
+            source, "train.accumulation_steps", f"task {task_cls.name!r} is not a model task; allowed: 1"
         )
     if not _DEVICE.match(train.device):
         raise _error(

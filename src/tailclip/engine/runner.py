@@ -72,7 +72,7 @@ import torch
 from torch import Tensor
 
 from tailclip.clip import total_norm
-from tailclip.engine.config import ExperimentConfig, build_optimizer, config_hash
+from tailclip.engine.config import ExperimentConfig, TrainConfig, build_optimizer, config_hash
 from tailclip.engine.schedules import lr_factor, make_scheduler
 from tailclip.engine.tasks import TASKS, ModelTask, Task, TaskContext, VectorizedTask
 from tailclip.noise import BatchSource, TailMonitor, tails_report
@@ -87,6 +87,7 @@ __all__ = [
     "build_task",
     "checkpoint_path",
     "model_step",
+    "optimizer_steps_per_epoch",
     "resolve_device",
     "run_one",
     "seed_everything",
@@ -161,16 +162,47 @@ def build_task(config: ExperimentConfig, device: torch.device) -> Task:
 
 
 def model_step(
-    task: ModelTask, optimizer: torch.optim.Optimizer, scheduler: Any
+    task: ModelTask, optimizer: torch.optim.Optimizer, scheduler: Any, accumulation: int = 1
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """One training step of a model task; returns the differentiated loss and the task's metrics."""
-    batch = task.train_batch()
-    loss, metrics = task.loss(batch)
+    """One training step of a model task over ``accumulation`` micro-batches.
+
+    Each micro-batch's backward takes ``loss / accumulation``, so the step's gradient is the
+    mean over the micro-batches; an optimizer with ``accumulate()`` (AGNI's micro-batch
+    variance) records each micro-batch gradient. Returns the differentiated loss and the task's
+    metrics, averaged over the micro-batches.
+    """
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    record = getattr(optimizer, "accumulate", None)
+    total_loss: Tensor | None = None
+    totals: dict[str, Tensor] = {}
+    for _ in range(accumulation):
+        loss, metrics = task.loss(task.train_batch())
+        (loss if accumulation == 1 else loss / accumulation).backward()
+        if record is not None:
+            record()
+        if accumulation == 1:
+            total_loss, totals = loss, metrics
+            break
+        total_loss = loss.detach() if total_loss is None else total_loss + loss.detach()
+        for key, value in metrics.items():
+            totals[key] = value if key not in totals else totals[key] + value
     optimizer.step()
     scheduler.step()
-    return loss, metrics
+    if accumulation == 1:
+        return total_loss, totals  # type: ignore[return-value]
+    mean_loss: Tensor = total_loss / accumulation  # type: ignore[operator]
+    return mean_loss, {k: v / accumulation for k, v in totals.items()}
+
+
+def optimizer_steps_per_epoch(batches: int, train: TrainConfig) -> int:
+    """Optimizer steps in an epoch of ``batches`` batches, ``train.accumulation_steps`` each."""
+    steps = batches // train.accumulation_steps
+    if steps < 1:
+        raise ValueError(
+            f"train.accumulation_steps: {train.accumulation_steps} micro-batches per step, but an epoch "
+            f"has {batches} batches; allowed: <= {batches}"
+        )
+    return steps
 
 
 def _finite(params: list[Tensor]) -> bool:
@@ -281,7 +313,8 @@ class _Training:
             raise ValueError(
                 f"train.epochs: task {self.config.task.name!r} has no finite data; allowed: train.steps"
             )
-        return self.config.train.epochs * per_epoch  # type: ignore[operator]
+        epochs: int = self.config.train.epochs  # type: ignore[assignment]
+        return epochs * optimizer_steps_per_epoch(per_epoch, self.config.train)
 
     def _make_monitor(self, task: ModelTask) -> TailMonitor:
         monitor = self.config.monitor
@@ -306,7 +339,8 @@ class _Training:
     def _model_step(self, record: bool) -> None:
         task: ModelTask = self.task  # type: ignore[assignment]
         lr = float(self.optimizer.param_groups[0]["lr"])
-        loss, metrics = model_step(task, self.optimizer, self.scheduler)
+        accumulation = self.config.train.accumulation_steps
+        loss, metrics = model_step(task, self.optimizer, self.scheduler, accumulation)
         if not record:
             return
         values = {"train/loss": metrics.get("loss", loss)}

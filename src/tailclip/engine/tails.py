@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from tailclip.engine.config import ExperimentConfig, TrainConfig, build_optimizer
-from tailclip.engine.runner import build_task, model_step, resolve_device
+from tailclip.engine.runner import build_task, model_step, optimizer_steps_per_epoch, resolve_device
 from tailclip.engine.schedules import make_scheduler
 from tailclip.engine.tasks import ModelTask, NoiseSource
 from tailclip.noise import BatchLoss, NoiseReport, tails_report
@@ -38,7 +38,7 @@ def training_length(config: ExperimentConfig, task: ModelTask) -> int:
     per_epoch = task.steps_per_epoch()
     if per_epoch is None or config.train.epochs is None:
         raise ValueError(f"train.epochs: task {config.task.name!r} has no finite data; allowed: train.steps")
-    return config.train.epochs * per_epoch
+    return config.train.epochs * optimizer_steps_per_epoch(per_epoch, config.train)
 
 
 def _model_task(config: ExperimentConfig, device: torch.device) -> ModelTask:
@@ -55,7 +55,7 @@ def _train(
     optimizer = build_optimizer(config.optimizer, params)
     scheduler = make_scheduler(optimizer, config.schedule, total)
     for step in range(1, steps + 1):
-        model_step(task, optimizer, scheduler)
+        model_step(task, optimizer, scheduler, config.train.accumulation_steps)
         if progress is not None:
             progress(step, steps)
     if not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
