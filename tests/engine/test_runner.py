@@ -148,6 +148,28 @@ def test_agni_micro_batch_variance_needs_accumulation(
     assert any("no noise was added" in str(w.message) for w in caught) == warns
 
 
+def test_agni_logs_the_gradient_norm_before_the_noise_and_the_noise_norm(store: ResultsStore) -> None:
+    """opt/grad_norm is ||A(x - x*) + xi|| (p.grad holds the noised gradient after the step);
+    opt/noise_norm is zero at the first EMA step and positive after."""
+    config = make(
+        "train.steps=6",
+        "optimizer={name: noise_injection, eta: 0.5, variance: ema, base_optimizer: {name: sgd, lr: 0.1}}",
+    )
+    logged = series(store, run_one(config, store))
+    noise = logged["opt/noise_norm"][1]
+    assert logged["opt/noise_norm"][0] == list(range(1, 7))
+    assert noise[0] == 0.0 and all(v > 0 for v in noise[1:])
+    torch.manual_seed(config.train.seed)
+    options = NoisyQuadratic.Options.model_validate(config.task.options)
+    task = NoisyQuadratic(options, TaskContext(config, torch.device("cpu")))
+    a, x_star = task.model.eigenvalues.tolist(), task.model.x_star.tolist()
+    g1 = [ai * (0.0 - s) + n for ai, s, n in zip(a, x_star, task.train_batch().tolist())]
+    x1 = [-0.1 * g for g in g1]  # no noise at the first step
+    g2 = [ai * (xv - s) + n for ai, xv, s, n in zip(a, x1, x_star, task.train_batch().tolist())]
+    norms = [math.sqrt(sum(g * g for g in grad)) for grad in (g1, g2)]
+    assert logged["opt/grad_norm"][1][:2] == pytest.approx(norms, rel=1e-12)
+
+
 def test_accumulation_longer_than_an_epoch_is_a_clear_error() -> None:
     from tailclip.engine.runner import optimizer_steps_per_epoch
 

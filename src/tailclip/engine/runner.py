@@ -11,8 +11,9 @@ and a vectorized task's step is ``task.step(lr_factor)``. Around it the runner
 * seeds ``random``, numpy and torch with ``train.seed`` before building the task, so the same
   config and seed give identical metrics;
 * keeps each logged step's values as one tensor (train metrics; for tailclip optimizers
-  ``opt.step_stats``: ``grad_norm``, ``clip_factor``, ``clipped``; for others the total
-  gradient norm) and converts them to floats in one batch at log boundaries (evaluation,
+  ``opt.step_stats``: ``grad_norm``, ``clip_factor``, ``clipped``; for ``NoiseInjection`` the
+  gradient norm before the noise and ``noise_norm``; for others the total gradient norm; with
+  ``train.accumulation_steps`` > 1 the train metrics are means over the micro-batches) and converts them to floats in one batch at log boundaries (evaluation,
   checkpoint, end, or every 1000 logged steps): no host synchronisation per step;
 * evaluates at step 0, every ``train.eval_every`` steps and at the end;
 * logs ``time/step_seconds``, the mean wall time of the steps since the previous boundary
@@ -76,7 +77,7 @@ from tailclip.engine.config import ExperimentConfig, TrainConfig, build_optimize
 from tailclip.engine.schedules import lr_factor, make_scheduler
 from tailclip.engine.tasks import TASKS, ModelTask, Task, TaskContext, VectorizedTask
 from tailclip.noise import BatchSource, TailMonitor, tails_report
-from tailclip.optim import ClipOptimizer
+from tailclip.optim import ClipOptimizer, NoiseInjection
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -354,6 +355,9 @@ class _Training:
                     "opt/clipped": stats.clipped,
                 }
             )
+        elif isinstance(self.optimizer, NoiseInjection):  # p.grad now holds the noise: log both norms
+            values["opt/grad_norm"] = self.optimizer.last_grad_norm
+            values["opt/noise_norm"] = self.optimizer.last_noise_norm
         else:
             values["opt/grad_norm"] = total_norm([p.grad for p in self.params if p.grad is not None])
         self._record(values, lr)
