@@ -13,8 +13,9 @@ and a vectorized task's step is ``task.step(lr_factor)``. Around it the runner
 * keeps each logged step's values as one tensor (train metrics; for tailclip optimizers
   ``opt.step_stats``: ``grad_norm``, ``clip_factor``, ``clipped``; for ``NoiseInjection`` the
   gradient norm before the noise and ``noise_norm``; for others the total gradient norm; with
-  ``train.accumulation_steps`` > 1 the train metrics are means over the micro-batches) and converts them to floats in one batch at log boundaries (evaluation,
-  checkpoint, end, or every 1000 logged steps): no host synchronisation per step;
+  ``train.accumulation_steps`` > 1 the train metrics are means over the micro-batches) and
+  converts them to floats in one batch at log boundaries (evaluation, checkpoint, end, or
+  every 1000 logged steps): no host synchronisation per step;
 * evaluates at step 0, every ``train.eval_every`` steps and at the end;
 * logs ``time/step_seconds``, the mean wall time of the steps since the previous boundary
   (evaluation and checkpoint time excluded), and ``opt/lr``;
