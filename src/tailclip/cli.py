@@ -232,7 +232,8 @@ def _run_table(store: ResultsStore, run_id: str) -> Table:
     table.add_column("step", justify="right")
     table.add_column("final", justify="right")
     for key, (steps, values) in sorted(series.items()):
-        if key.startswith("train/") or key.startswith("eval/") or key in ("opt/grad_norm", "opt/clip_factor"):
+        shown = ("opt/grad_norm", "opt/clip_factor", "opt/noise_norm")
+        if key.startswith("train/") or key.startswith("eval/") or key in shown:
             table.add_row(key, str(int(steps[-1])), _fmt(float(values[-1])))
     return table
 
