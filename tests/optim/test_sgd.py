@@ -310,3 +310,15 @@ def test_invalid_arguments_raise_naming_the_argument(kwargs: dict, arg: str) -> 
     with pytest.raises(ValueError, match=arg) as info:
         ClipSGD(_params()[0], **kwargs)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("clip", ["global", "layer", "coord"])
+def test_a_group_max_norm_edited_to_nonpositive_raises(clip) -> None:
+    params = _params()[0]
+    opt = ClipSGD(params, lr=0.1, momentum=0.9, clip=clip, max_norm=1.0)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()  # the momentum buffers exist: the blocked path from here on
+    opt.param_groups[0]["max_norm"] = -1.0
+    with pytest.raises(ValueError, match="Invalid max_norm: -1.0; allowed: max_norm > 0"):
+        opt.step()

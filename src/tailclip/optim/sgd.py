@@ -116,6 +116,8 @@ def _multi_tensor_clip_sgd(
         grad_norm = torch.linalg.vector_norm(norms)
         if isinstance(max_norm, ThresholdPolicy):
             max_norm = max_norm.threshold(grad_norm)
+        elif clip == "coord" and not max_norm > 0:
+            raise ValueError(f"Invalid max_norm: {max_norm}; allowed: max_norm > 0")
         stats = ClipStats.of(grad_norm, grad_norm)
     lists = [params, grads] + ([momentum_buffers] if momentum != 0 else [])
     clipped_norms: list[Tensor] = []
