@@ -110,19 +110,19 @@ def ratio(times: dict[str, list[float]], name: str, peer: str, offset: str | Non
 
 
 def optimizer_step(factory: Callable[[], torch.optim.Optimizer], params: list[torch.Tensor],
-                   clip: Callable[[], object] | None = None) -> Callable[[], Callable[[], None]]:
+                   before: Callable[[], object] | None = None) -> Callable[[], Callable[[], None]]:
     """An entry for :func:`round_robin`: build the optimizer (NoiseInjection primed), then its
-    step, after ``clip`` if given."""
+    step, after ``before`` (a backward, a clip) if given."""
 
     def build() -> Callable[[], None]:
         opt = factory()
         if isinstance(opt, NoiseInjection):
             prime(opt, params)
-        if clip is None:
+        if before is None:
             return opt.step
 
         def step() -> None:
-            clip()
+            before()
             opt.step()
 
         return step
@@ -147,22 +147,9 @@ def training_step_rows(
             p.grad = None
         sum((p * w).sum() for p, w in zip(params, weights, strict=True)).backward()
 
-    def entry(
-        factory: Callable[[], torch.optim.Optimizer] | None, clip: bool
-    ) -> Callable[[], Callable[[], None]]:
-        def build() -> Callable[[], None]:
-            opt = factory() if factory is not None else None
-
-            def step() -> None:
-                backward()
-                if clip:
-                    torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
-                if opt is not None:
-                    opt.step()
-
-            return step
-
-        return build
+    def backward_and_clip() -> None:
+        backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
 
     peers = {
         "AdamW(fused)+clip_grad_norm_": lambda: torch.optim.AdamW(params, lr=1e-4, fused=True),
@@ -174,9 +161,9 @@ def training_step_rows(
         "ClipSGD(global, momentum=0.9)": ("SGD(momentum)+clip_grad_norm_",
                                           lambda: ClipSGD(params, lr=1e-4, momentum=0.9)),
     }
-    entries = {"backward alone": entry(None, False)}
-    entries |= {name: entry(factory, True) for name, factory in peers.items()}
-    entries |= {name: entry(factory, False) for name, (_, factory) in ours.items()}
+    entries = {"backward alone": lambda: backward}
+    entries |= {name: optimizer_step(factory, params, backward_and_clip) for name, factory in peers.items()}
+    entries |= {name: optimizer_step(factory, params, backward) for name, (_, factory) in ours.items()}
     times = round_robin(entries, rounds, steps)
     bare = "backward alone"
     rows = []

@@ -175,25 +175,20 @@ def model_step(
     """
     optimizer.zero_grad(set_to_none=True)
     record = getattr(optimizer, "accumulate", None)
-    total_loss: Tensor | None = None
-    totals: dict[str, Tensor] = {}
+    results = []
     for _ in range(accumulation):
         loss, metrics = task.loss(task.train_batch())
         (loss if accumulation == 1 else loss / accumulation).backward()
         if record is not None:
             record()
-        if accumulation == 1:
-            total_loss, totals = loss, metrics
-            break
-        total_loss = loss.detach() if total_loss is None else total_loss + loss.detach()
-        for key, value in metrics.items():
-            totals[key] = value if key not in totals else totals[key] + value
+        results.append((loss.detach(), metrics))
     optimizer.step()
     scheduler.step()
     if accumulation == 1:
-        return total_loss, totals  # type: ignore[return-value]
-    mean_loss: Tensor = total_loss / accumulation  # type: ignore[operator]
-    return mean_loss, {k: v / accumulation for k, v in totals.items()}
+        return results[0]
+    losses, micro_metrics = zip(*results, strict=True)
+    means = {k: torch.stack([m[k] for m in micro_metrics]).mean(0) for k in micro_metrics[0]}
+    return torch.stack(losses).mean(), means
 
 
 def optimizer_steps_per_epoch(batches: int, train: TrainConfig) -> int:

@@ -175,6 +175,15 @@ def agni_noise_(
         f.to(z.device, z.dtype)
         for f, z in zip(noise_factors(norms, eta, rescale).unbind(), normals, strict=True)
     ]
+    add_noise_(grads, sigmas, normals, factors, foreach)
+    return tensor_norms(normals, foreach)
+
+
+def add_noise_(
+    grads: list[Tensor], sigmas: list[Tensor], normals: list[Tensor], factors: list[Tensor], foreach: bool
+) -> None:
+    """``z_k <- z_k * f_k * sigma_k`` (in ``normals``, their dtype), then ``g_k += z_k``: the noise
+    arithmetic of :func:`agni_noise_` for 0-dim factors ``f_k`` already in ``z_k``'s dtype."""
     if foreach and grads:
         torch._foreach_mul_(normals, factors)
         torch._foreach_mul_(normals, sigmas)
@@ -182,7 +191,6 @@ def agni_noise_(
     else:
         for g, sigma, z, f in zip(grads, sigmas, normals, factors, strict=True):
             g.add_(z.mul_(f).mul_(sigma))
-    return tensor_norms(normals, foreach)
 
 
 class NormalStream:
@@ -557,9 +565,7 @@ class NoiseInjection(Optimizer):
             for index, (target, *pieces) in cpu_blocks(bucket_lists):
                 z = stream.take_like(target)
                 block_sigmas = sigmas([bucket[k] for k in index], *pieces)
-                torch._foreach_mul_(z, [bucket_factors[k] for k in index])
-                torch._foreach_mul_(z, block_sigmas)
-                torch._foreach_add_(target, z)
+                add_noise_(target, block_sigmas, z, [bucket_factors[k] for k in index], True)
                 norms = torch._foreach_norm(z, 2, dtype=norm_dtype)
                 noise_norms += [(bucket[k], n.to(device)) for k, n in zip(index, norms, strict=True)]
         noise_norms.sort(key=lambda entry: entry[0])

@@ -129,10 +129,7 @@ def _multi_tensor_clip_sgd(
             u = [torch.clamp(piece, -max_norm, max_norm) for piece in u]  # one op, not min then max
             clipped_norms += tensor_norms(u, True).to(norms.device).unbind()
         if momentum != 0:
-            buffers = pieces[2]
-            torch._foreach_mul_(buffers, momentum)
-            torch._foreach_add_(buffers, u, alpha=1.0)
-            u = buffers
+            u = _heavy_ball(u, pieces[2], momentum, True)  # type: ignore[arg-type]
         torch._foreach_add_(p, u, alpha=-lr)
     if clip == "coord":
         clipped_norm = torch.linalg.vector_norm(torch.stack(clipped_norms))
