@@ -31,8 +31,7 @@ from typing import Any
 
 import torch
 
-from tailclip.engine.config import parse_config
-from tailclip.engine.tasks import TaskContext
+from tailclip.engine.config import parse_config, task_context
 from tailclip.optim import OPTIMIZERS
 from tailclip.problems.samplers import sample_noise
 from tailclip.problems.synthetic import StochasticQuadratic
@@ -63,7 +62,7 @@ def make_task(name: str, runs: int, steps: int, dim: int) -> StochasticQuadratic
         }
     )
     options = StochasticQuadratic.Options.model_validate(config.task.options)
-    return StochasticQuadratic(options, TaskContext(config, torch.device("cpu")))
+    return StochasticQuadratic(options, task_context(config, torch.device("cpu")))
 
 
 class Timer:

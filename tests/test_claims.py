@@ -31,7 +31,7 @@ from tailclip.claims import (
     run_claims,
     run_demo,
 )
-from tailclip.engine.config import builtin_configs, load_config
+from tailclip.engine.yaml_loading import builtin_configs, load_config
 
 EXPERIMENTS = {
     "synthetic-remark1",

@@ -36,9 +36,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tailclip.engine.config import ExperimentConfig, config_hash, load_config, sweep_points
+from tailclip.engine.config import ExperimentConfig
+from tailclip.engine.grid import sweep_points
+from tailclip.engine.identity import config_hash
 from tailclip.engine.store import ResultsStore
 from tailclip.engine.sweep import run_sweep_local
+from tailclip.engine.yaml_loading import load_config
 
 __all__ = [
     "CLAIMS",

@@ -40,20 +40,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from tailclip.engine.config import (
-    BASELINE_OPTIMIZERS,
-    ConfigError,
-    ExperimentConfig,
-    SweepPoint,
-    builtin_configs,
-    load_config,
-    sweep_points,
-)
+from tailclip.engine.config import ConfigError, ExperimentConfig
+from tailclip.engine.grid import SweepPoint, sweep_points
+from tailclip.engine.optimizer_spec import BASELINE_OPTIMIZERS
 from tailclip.engine.runner import run_one
 from tailclip.engine.store import ResultsStore, make_owner
 from tailclip.engine.sweep import SweepEvent, assignment_label, run_sweep_local
-from tailclip.engine.tasks import TASKS
+from tailclip.engine.yaml_loading import builtin_configs, load_config
 from tailclip.optim import OPTIMIZERS
+from tailclip.problems import TASKS
 
 if TYPE_CHECKING:
     from tailclip.noise import NoiseReport

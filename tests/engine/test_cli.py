@@ -14,8 +14,9 @@ import yaml
 from typer.testing import CliRunner
 
 from tailclip.cli import app
-from tailclip.engine.config import expand_sweep, load_config
+from tailclip.engine.grid import expand_sweep
 from tailclip.engine.store import ResultsStore
+from tailclip.engine.yaml_loading import load_config
 
 runner = CliRunner()
 

@@ -12,18 +12,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tailclip.engine.config import (
-    ConfigError,
-    apply_overrides,
-    builtin_configs,
-    config_hash,
-    expand_sweep,
-    group_key,
-    load_config,
-    parse_config,
-    run_config_dict,
-    sweep_points,
-)
+from tailclip.engine.config import ConfigError, parse_config
+from tailclip.engine.grid import expand_sweep, sweep_points
+from tailclip.engine.identity import config_hash, group_key, run_config_dict
+from tailclip.engine.yaml_loading import apply_overrides, builtin_configs, load_config
 
 BASE: dict[str, Any] = {
     "name": "t",
@@ -416,14 +408,14 @@ def test_random_overrides_raise_only_config_errors(tmp_path: Path, overrides: li
 
 
 def test_task_check_config_hook_becomes_a_config_error() -> None:
-    from tailclip.engine.tasks import TASKS, register_task
+    from tailclip.problems import TASKS, register_task
     from tailclip.problems.quadratic import NoisyQuadratic
 
     class OnlyClipSGD(NoisyQuadratic):
         @classmethod
-        def check_config(cls, options: Any, config: Any) -> None:
-            if config.optimizer.name != "clip_sgd":
-                raise ValueError(f"optimizer.name: got {config.optimizer.name!r}; allowed: clip_sgd")
+        def check_config(cls, options: Any, context: Any) -> None:
+            if context.optimizer["name"] != "clip_sgd":
+                raise ValueError(f"optimizer.name: got {context.optimizer['name']!r}; allowed: clip_sgd")
 
     register_task("test-only-clip-sgd")(OnlyClipSGD)
     try:

@@ -18,13 +18,15 @@ import pytest
 import torch
 from torch import nn
 
-from tailclip.engine.config import ConfigError, apply_overrides, parse_config
+from tailclip.engine.config import ConfigError, parse_config
 from tailclip.engine.report import write_report
-from tailclip.engine.runner import build_task, checkpoint_path, model_step, run_one
+from tailclip.engine.runner import checkpoint_path, run_one
 from tailclip.engine.schedules import make_scheduler
 from tailclip.engine.store import ResultsStore
-from tailclip.engine.tasks import TASKS, ModelTask, TaskContext, TaskOptions, register_task
+from tailclip.engine.train_steps import build_task, model_step
+from tailclip.engine.yaml_loading import apply_overrides
 from tailclip.noise import BatchLoss, RandomProjection, collect_noise
+from tailclip.problems import TASKS, ModelTask, TaskContext, TaskOptions, register_task
 from tailclip.problems.samplers import sample_noise
 
 BASE: dict[str, Any] = {

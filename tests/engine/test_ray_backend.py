@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tailclip.engine.config import expand_sweep, parse_config
+from tailclip.engine.config import parse_config
+from tailclip.engine.grid import expand_sweep
 from tailclip.engine.ray_backend import _apply, _drive, _Flight, execute_streaming, run_sweep_ray
 from tailclip.engine.runner import checkpoint_path, run_one
 from tailclip.engine.store import ResultsStore, make_owner

@@ -19,11 +19,13 @@ import pytest
 import torch
 import yaml
 
-from tailclip.engine.config import ExperimentConfig, apply_overrides, load_config, parse_config
-from tailclip.engine.runner import QUANTILES, checkpoint_path, run_one
+from tailclip.engine.config import ExperimentConfig, parse_config, task_context
+from tailclip.engine.runner import checkpoint_path, run_one
 from tailclip.engine.schedules import lr_factor
 from tailclip.engine.store import ResultsStore, owner_alive
-from tailclip.engine.tasks import TASKS, ModelTask, TaskContext, TaskOptions, VectorizedTask, register_task
+from tailclip.engine.train_steps import QUANTILES
+from tailclip.engine.yaml_loading import apply_overrides, load_config
+from tailclip.problems import TASKS, ModelTask, TaskContext, TaskOptions, VectorizedTask, register_task
 from tailclip.problems.quadratic import NoisyQuadratic, QuadraticModel
 from tailclip.problems.samplers import sample_noise
 
@@ -79,7 +81,7 @@ def test_records_the_training_it_did(store: ResultsStore) -> None:
     run_id = run_one(config, store)
     torch.manual_seed(config.train.seed)
     options = NoisyQuadratic.Options.model_validate(config.task.options)
-    task = NoisyQuadratic(options, TaskContext(config, torch.device("cpu")))
+    task = NoisyQuadratic(options, task_context(config, torch.device("cpu")))
     a, x_star = task.model.eigenvalues.tolist(), task.model.x_star.tolist()
     x, velocity = [0.0] * 4, [0.0] * 4
     losses, grad_norms, evals = [], [], {0: 0.5 * sum(ai * s * s for ai, s in zip(a, x_star))}
@@ -113,7 +115,7 @@ def test_accumulation_steps_average_micro_batch_gradients(store: ResultsStore) -
     run_id = run_one(config, store)
     torch.manual_seed(config.train.seed)
     options = NoisyQuadratic.Options.model_validate(config.task.options)
-    task = NoisyQuadratic(options, TaskContext(config, torch.device("cpu")))
+    task = NoisyQuadratic(options, task_context(config, torch.device("cpu")))
     a, x_star = task.model.eigenvalues.tolist(), task.model.x_star.tolist()
     x = [0.0] * 4
     grad_norms, noise_norms = [], []
@@ -161,7 +163,7 @@ def test_agni_logs_the_gradient_norm_before_the_noise_and_the_noise_norm(store: 
     assert noise[0] == 0.0 and all(v > 0 for v in noise[1:])
     torch.manual_seed(config.train.seed)
     options = NoisyQuadratic.Options.model_validate(config.task.options)
-    task = NoisyQuadratic(options, TaskContext(config, torch.device("cpu")))
+    task = NoisyQuadratic(options, task_context(config, torch.device("cpu")))
     a, x_star = task.model.eigenvalues.tolist(), task.model.x_star.tolist()
     g1 = [ai * (0.0 - s) + n for ai, s, n in zip(a, x_star, task.train_batch().tolist())]
     x1 = [-0.1 * g for g in g1]  # no noise at the first step
@@ -171,7 +173,7 @@ def test_agni_logs_the_gradient_norm_before_the_noise_and_the_noise_norm(store: 
 
 
 def test_accumulation_longer_than_an_epoch_is_a_clear_error() -> None:
-    from tailclip.engine.runner import optimizer_steps_per_epoch
+    from tailclip.engine.train_steps import optimizer_steps_per_epoch
 
     train = make("train.accumulation_steps=5").train
     assert optimizer_steps_per_epoch(11, train) == 2
@@ -405,7 +407,7 @@ class VectorQuadratic(VectorizedTask):
 
     def __init__(self, options: VectorOptions, context: TaskContext) -> None:
         super().__init__(options, context)
-        hp = context.config.optimizer.hyperparameters
+        hp = context.hyperparameters
         self.lr, self.max_norm = hp["lr"], hp["max_norm"]
         self.x = torch.ones(options.runs, dtype=torch.float64)
         self.generator = torch.Generator().manual_seed(context.seed)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tailclip.engine.config import ExperimentConfig, config_hash, group_key, parse_config
+from tailclip.engine.config import ExperimentConfig, parse_config
+from tailclip.engine.identity import config_hash, group_key
 from tailclip.engine.store import ResultsStore, make_owner, owner_alive
 
 

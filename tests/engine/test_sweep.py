@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 import tailclip.engine.sweep as sweep_module
-from tailclip.engine.config import ExperimentConfig, expand_sweep, parse_config
+from tailclip.engine.config import ExperimentConfig, parse_config
+from tailclip.engine.grid import expand_sweep
 from tailclip.engine.runner import checkpoint_path
 from tailclip.engine.store import ResultsStore, make_owner
 from tailclip.engine.sweep import SweepEvent, assignment_label, run_sweep_local

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from _results import add_run, quadratic_config
 
-from tailclip.engine.config import expand_sweep, group_key, parse_config
+from tailclip.engine.config import parse_config
+from tailclip.engine.grid import expand_sweep
+from tailclip.engine.identity import group_key
 from tailclip.engine.store import ResultsStore
 from tailclip.engine.sweep import run_sweep_local
 from tailclip.engine.tables import best_direction, consolidate, quantile_bands

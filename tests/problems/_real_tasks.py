@@ -8,10 +8,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from tailclip.engine.config import ExperimentConfig, load_config, parse_config, sweep_points
+from tailclip.engine.config import ExperimentConfig, parse_config, task_context
+from tailclip.engine.grid import sweep_points
 from tailclip.engine.runner import run_one
 from tailclip.engine.store import ResultsStore
-from tailclip.engine.tasks import TASKS, ModelTask, TaskContext
+from tailclip.engine.yaml_loading import load_config
+from tailclip.problems import TASKS, ModelTask
 
 
 def config(task: str, options: dict[str, Any], optimizer: dict[str, Any], **train: Any) -> ExperimentConfig:
@@ -30,7 +32,7 @@ def make_task(cfg: ExperimentConfig) -> ModelTask:
     """The task of ``cfg``, built as the runner builds it (global RNG seeded with ``train.seed``)."""
     torch.manual_seed(cfg.train.seed)
     cls = TASKS[cfg.task.name]
-    task = cls(cls.Options.model_validate(cfg.task.options), TaskContext(cfg, torch.device("cpu")))
+    task = cls(cls.Options.model_validate(cfg.task.options), task_context(cfg, torch.device("cpu")))
     assert isinstance(task, ModelTask)
     return task
 

@@ -13,7 +13,7 @@ from _real_tasks import assert_finite_and_improving, builtin, config, make_task,
 
 from tailclip.engine.runner import run_one
 from tailclip.engine.store import ResultsStore
-from tailclip.engine.tasks import TASKS
+from tailclip.problems import TASKS
 from tailclip.problems.datasets import DatasetMissingError
 from tailclip.problems.image_classification import CifarResNet, ImageClassification, random_crop_flip
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from _real_tasks import assert_finite_and_improving, builtin, config, make_task, run
 
-from tailclip.engine.tasks import TASKS
+from tailclip.problems import TASKS
 from tailclip.problems.datasets import shakespeare
 from tailclip.problems.language_model import CharTransformer, LanguageModel
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from tailclip.engine.config import parse_config
-from tailclip.engine.tasks import TASKS, TaskContext
+from tailclip.engine.config import parse_config, task_context
+from tailclip.problems import TASKS
 from tailclip.problems.quadratic import NoisyQuadratic, eigenvalues
 from tailclip.problems.samplers import sample_noise
 
@@ -23,7 +23,7 @@ def make_task(seed: int = 0, batch_size: int = 1, **options: object) -> NoisyQua
         }
     )
     opts = NoisyQuadratic.Options.model_validate(config.task.options)
-    return NoisyQuadratic(opts, TaskContext(config, torch.device("cpu")))
+    return NoisyQuadratic(opts, task_context(config, torch.device("cpu")))
 
 
 def test_registered() -> None:

@@ -10,11 +10,11 @@ import pytest
 import scipy.stats as st
 import torch
 
-from tailclip.engine.config import ConfigError, parse_config
+from tailclip.engine.config import ConfigError, parse_config, task_context
 from tailclip.engine.runner import run_one
 from tailclip.engine.store import ResultsStore
-from tailclip.engine.tasks import TASKS, TaskContext
 from tailclip.optim import ClipAdaGrad, ClipAdam, ClipSGD
+from tailclip.problems import TASKS
 from tailclip.problems.samplers import sample_noise
 from tailclip.problems.synthetic import StochasticQuadratic, theory_threshold_factor
 
@@ -31,7 +31,7 @@ def config_dict(options: dict[str, Any], optimizer: dict[str, Any], steps: int =
 def make_task(options: dict[str, Any], optimizer: dict[str, Any], **train: Any) -> StochasticQuadratic:
     config = parse_config(config_dict(options, optimizer, **train))
     opts = StochasticQuadratic.Options.model_validate(config.task.options)
-    return StochasticQuadratic(opts, TaskContext(config, torch.device("cpu")))
+    return StochasticQuadratic(opts, task_context(config, torch.device("cpu")))
 
 
 SGD = {"name": "clip_sgd", "lr": 0.1, "clip": None}

@@ -12,8 +12,8 @@ import torch
 from _real_tasks import assert_finite_and_improving, builtin, config, make_task, run
 from safetensors.torch import load_file
 
-from tailclip.engine.config import build_optimizer
-from tailclip.engine.tasks import TASKS
+from tailclip.engine.optimizer_spec import build_optimizer
+from tailclip.problems import TASKS
 from tailclip.problems.datasets import minilm_path, rotten_tomatoes
 from tailclip.problems.text_classification import (
     VALIDATION_SIZE,

@@ -11,7 +11,7 @@ import pytest
 import torch
 from _real_tasks import assert_finite_and_improving, builtin, config, make_task, run
 
-from tailclip.engine.tasks import TASKS
+from tailclip.problems import TASKS
 from tailclip.problems.vae import VAE, VariationalAutoencoder, negative_elbo
 
 QUICK = {"size": "quick"}

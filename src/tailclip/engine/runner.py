@@ -1,21 +1,14 @@
 """Train one config: :func:`run_one`. The loop a researcher would write, made robust.
 
-For a model task (see :mod:`tailclip.engine.tasks`) one step is::
-
-    batch = task.train_batch()
-    loss, metrics = task.loss(batch)
-    optimizer.zero_grad(); loss.backward(); optimizer.step(); scheduler.step()
-
-and a vectorized task's step is ``task.step(lr_factor)``. Around it the runner
+A step is a model task's optimizer step or a vectorized task's ``task.step(lr_factor)``
+(:func:`tailclip.engine.train_steps.train_steps`: one loop drives both). Around it the runner
 
 * seeds ``random``, numpy and torch with ``train.seed`` before building the task, so the same
   config and seed give identical metrics;
-* keeps each logged step's values as one tensor (train metrics; for tailclip optimizers
-  ``opt.step_stats``: ``grad_norm``, ``clip_factor``, ``clipped``; for ``NoiseInjection`` the
-  gradient norm before the noise and ``noise_norm``; for others the total gradient norm; with
-  ``train.accumulation_steps`` > 1 the train metrics are means over the micro-batches) and
-  converts them to floats in one batch at log boundaries (evaluation, checkpoint, end, or
-  every 1000 logged steps): no host synchronisation per step;
+* keeps each logged step's values as one tensor (what :mod:`~tailclip.engine.train_steps`
+  logs; with ``train.accumulation_steps`` > 1 the train metrics are means over the
+  micro-batches) and converts them to floats in one batch at log boundaries (evaluation,
+  checkpoint, end, or every 1000 logged steps): no host synchronisation per step;
 * evaluates at step 0, every ``train.eval_every`` steps and at the end;
 * logs ``time/step_seconds``, the mean wall time of the steps since the previous boundary
   (evaluation and checkpoint time excluded), and ``opt/lr``;
@@ -60,7 +53,6 @@ business (:mod:`tailclip.engine.sweep`, the CLI).
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import time
@@ -73,29 +65,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tailclip.clip import total_norm
-from tailclip.engine.config import ExperimentConfig, TrainConfig, build_optimizer, config_hash
-from tailclip.engine.schedules import lr_factor, make_scheduler
-from tailclip.engine.tasks import TASKS, ModelTask, Task, TaskContext, VectorizedTask
+from tailclip.engine.config import ExperimentConfig
+from tailclip.engine.devices import resolve_device
+from tailclip.engine.identity import config_hash
+from tailclip.engine.train_steps import MetricRow, ModelSteps, build_task, train_steps
 from tailclip.noise import BatchSource, TailMonitor, tails_report
-from tailclip.optim import ClipOptimizer, NoiseInjection
 
 __all__ = [
     "CHECKPOINT_FORMAT",
-    "QUANTILES",
     "ProgressCallback",
     "RunStore",
     "artifact_dir",
-    "build_task",
     "checkpoint_path",
-    "model_step",
-    "optimizer_steps_per_epoch",
-    "resolve_device",
     "run_one",
-    "seed_everything",
 ]
 
-QUANTILES = (0.10, 0.50, 0.90, 0.99)
 CHECKPOINT_FORMAT = 1
 NOISE_REPORT_KINDS = {
     "json": "noise/report",
@@ -136,76 +120,6 @@ def artifact_dir(store_path: str | Path, run_id: str) -> Path:
     return Path(store_path).resolve().parent / "artifacts" / run_id
 
 
-def resolve_device(name: str) -> torch.device:
-    """``train.device`` as a torch device; ``auto`` is CUDA when available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device: {name!r} is not available on this machine; allowed: cpu, auto")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError(f"train.device: {name!r} is not available on this machine; allowed: cpu, auto")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed ``random``, numpy's global generator and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def build_task(config: ExperimentConfig, device: torch.device) -> Task:
-    """Seed everything with ``train.seed`` and construct the config's task on ``device``."""
-    seed_everything(config.train.seed)
-    task_cls = TASKS[config.task.name]
-    options = task_cls.Options.model_validate(config.task.options)
-    return task_cls(options, TaskContext(config, device))
-
-
-def model_step(
-    task: ModelTask, optimizer: torch.optim.Optimizer, scheduler: Any, accumulation: int = 1
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """One training step of a model task over ``accumulation`` micro-batches.
-
-    Each micro-batch's backward takes ``loss / accumulation``, so the step's gradient is the
-    mean over the micro-batches; an optimizer with ``accumulate()`` (AGNI's micro-batch
-    variance) records each micro-batch gradient. Returns the differentiated loss and the task's
-    metrics, averaged over the micro-batches.
-    """
-    optimizer.zero_grad(set_to_none=True)
-    record = getattr(optimizer, "accumulate", None)
-    results = []
-    for _ in range(accumulation):
-        loss, metrics = task.loss(task.train_batch())
-        (loss if accumulation == 1 else loss / accumulation).backward()
-        if record is not None:
-            record()
-        results.append((loss.detach(), metrics))
-    optimizer.step()
-    scheduler.step()
-    if accumulation == 1:
-        return results[0]
-    losses, micro_metrics = zip(*results, strict=True)
-    means = {k: torch.stack([m[k] for m in micro_metrics]).mean(0) for k in micro_metrics[0]}
-    return torch.stack(losses).mean(), means
-
-
-def optimizer_steps_per_epoch(batches: int, train: TrainConfig) -> int:
-    """Optimizer steps in an epoch of ``batches`` batches, ``train.accumulation_steps`` each."""
-    steps = batches // train.accumulation_steps
-    if steps < 1:
-        raise ValueError(
-            f"train.accumulation_steps: {train.accumulation_steps} micro-batches per step, but an epoch "
-            f"has {batches} batches; allowed: <= {batches}"
-        )
-    return steps
-
-
-def _finite(params: list[Tensor]) -> bool:
-    return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
-
-
 def _rng_state(device: torch.device) -> dict[str, Any]:
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -225,36 +139,85 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _as_row(values: list[Any]) -> Tensor:
-    """0-dim tensors and numbers as one float64 CPU vector, with one device-to-host copy per device."""
-    out = torch.empty(len(values), dtype=torch.float64)
-    tensors: dict[torch.device, list[int]] = {}
-    for i, v in enumerate(values):
-        if isinstance(v, Tensor):
-            tensors.setdefault(v.device, []).append(i)
-        else:
-            out[i] = float(v)
-    for index in tensors.values():
-        out[index] = torch.stack([values[i].detach().reshape(()).to(torch.float64) for i in index]).cpu()
-    return out
+class _NoiseMonitoring:
+    """The ``monitor`` section during a model task's run: records every ``every`` steps, a final report."""
 
+    def __init__(self, steps: ModelSteps, config: ExperimentConfig, device: torch.device) -> None:
+        self.steps, self.config, self.device = steps, config, device
+        monitor = config.monitor
+        self.noise = steps.task.noise_source()
+        self.batch_size = monitor.batch_size or config.train.batch_size
+        self.noise.check_batch_size(self.batch_size)
+        # a dataset too small for one collection is a config error: fail now, not at the first record
+        BatchSource(self.noise.data, self.batch_size, 0, monitor.mean_batches + monitor.noise_batches)
+        self.monitor = TailMonitor(
+            self.noise.model,
+            self.noise.loss_fn,
+            self.noise.data,
+            batch_size=self.batch_size,
+            every=monitor.every,  # type: ignore[arg-type]
+            mean_batches=monitor.mean_batches,
+            noise_batches=monitor.noise_batches,
+            seed=config.train.seed,
+        )
 
-def _quantile_rows(steps: list[int], keys: list[str], block: Tensor) -> list[tuple[int, str, float]]:
-    """Quantiles and mean over the runs of ``block`` (steps, keys, R); non-finite values count as +inf."""
-    values = torch.nan_to_num(block.to(torch.float64), nan=math.inf)
-    levels = torch.tensor(QUANTILES, dtype=torch.float64)
-    names = [f"q{round(100 * p)}" for p in QUANTILES]
-    chunk = max(1, (1 << 24) // max(1, values[0].numel()))  # torch.quantile's input size limit
-    rows: list[tuple[int, str, float]] = []
-    for start in range(0, len(steps), chunk):
-        part = values[start : start + chunk]
-        quantiles = torch.quantile(part, levels, dim=-1).tolist()  # (levels, steps, keys)
-        means = part.mean(dim=-1).tolist()
-        for i, step in enumerate(steps[start : start + chunk]):
-            for j, key in enumerate(keys):
-                rows.extend((step, f"{key}/{name}", quantiles[n][i][j]) for n, name in enumerate(names))
-                rows.append((step, f"{key}/mean", means[i][j]))
-    return rows
+    def step(self, step: int) -> list[MetricRow]:
+        """Feed the monitor this step's statistics; on its record steps, the record's rows."""
+        optimizer = self.steps.optimizer
+        if step % self.monitor.every != 0:
+            self.monitor.step(optimizer, step)
+            return []
+        try:
+            if not self.steps.params_finite():
+                raise ValueError("the parameters are not finite")
+            record = self._measure(lambda: self.monitor.step(optimizer, step))
+        except ValueError:  # a degenerate sample (see the module docstring): a gap, not a failed run
+            return [(step, "noise/skipped", 1.0)]
+        rows = [(step, f"noise/{key}", record[key]) for key in ("alpha", "alpha_low", "alpha_high")]
+        if "clip_fraction" in record:
+            rows.append((step, "noise/clipped_fraction", record["clip_fraction"]))
+        return rows
+
+    def _measure(self, measurement: Callable[[], Any]) -> Any:
+        """Run ``measurement`` with the data position and every RNG of the run put back afterwards."""
+        rng = _rng_state(self.device)
+        try:
+            with self.steps.task.preserved_data_position():
+                return measurement()
+        finally:
+            _set_rng_state(rng)
+
+    def save_report(self, out: Path, step: int) -> list[tuple[str, Path]]:
+        """The final :class:`NoiseReport` (from a degenerate sample, the history alone): ``(kind, path)``s."""
+        monitor = self.config.monitor
+        try:
+            if not self.steps.params_finite():
+                raise ValueError("the parameters are not finite")
+            report = self._measure(
+                lambda: tails_report(
+                    self.noise.model,
+                    self.noise.loss_fn,
+                    self.noise.data,
+                    out,
+                    batch_size=self.batch_size,
+                    mean_batches=monitor.mean_batches,
+                    noise_batches=monitor.noise_batches,
+                    seed=self.config.train.seed + step,
+                    projection_dim=self.monitor.projection_dim,
+                    step=step,
+                    history=self.monitor.history,
+                )
+            )
+        except ValueError:  # a degenerate final sample: keep what the monitor recorded
+            out.mkdir(parents=True, exist_ok=True)
+            path = out / "noise_history.json"
+            self.monitor.to_json(path)
+            return [("noise/history", path)]
+        return [
+            (NOISE_REPORT_KINDS[name], path)
+            for name, path in report.paths.items()
+            if name in NOISE_REPORT_KINDS
+        ]
 
 
 class _Training:
@@ -271,100 +234,27 @@ class _Training:
     ) -> None:
         self.config, self.run_id, self.store = config, run_id, store
         self.checkpoint, self.artifacts, self.progress = checkpoint, artifacts, progress
-        train = config.train
-        self.device = resolve_device(train.device)
+        self.device = resolve_device(config.train.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
         self.task = build_task(config, self.device)
-        self.vectorized = isinstance(self.task, VectorizedTask)
-        if isinstance(self.task, ModelTask):
-            self.total = train.steps if train.steps is not None else self._epoch_steps(self.task)
-            self.params = [p for p in self.task.model.parameters() if p.requires_grad]
-            self.optimizer = build_optimizer(config.optimizer, self.params)
-            self.scheduler = make_scheduler(self.optimizer, config.schedule, self.total)
-            self.clip_stats = isinstance(self.optimizer, ClipOptimizer)
-        elif self.vectorized:
-            if train.steps is None:
-                raise ValueError("train.epochs: a vectorized task has no data epochs; allowed: train.steps")
-            self.total = train.steps
-            self.factor = lr_factor(config.schedule, self.total)
-        else:
-            raise TypeError(f"task {config.task.name!r} is neither a ModelTask nor a VectorizedTask")
+        self.steps = train_steps(self.task, config)
+        self.total = self.steps.total
         self.step = 0
         self.elapsed_before = 0.0
         self.keys: list[str] | None = None
         self.pending: list[tuple[int, Tensor, float]] = []
         self.diverged_at: int | None = None
         self.last_eval_step: int | None = None
-        self.final_per_run: dict[str, Tensor] = {}
-        self.monitor: TailMonitor | None = None
-        if isinstance(self.task, ModelTask) and config.monitor.every is not None:
-            self.monitor = self._make_monitor(self.task)
+        self.monitoring: _NoiseMonitoring | None = None
+        if config.monitor.every is not None:  # validation allows it for model tasks only
+            assert isinstance(self.steps, ModelSteps)
+            self.monitoring = _NoiseMonitoring(self.steps, config, self.device)
         if self.checkpoint.exists():
             self._load_checkpoint()
 
-    def _epoch_steps(self, task: ModelTask) -> int:
-        per_epoch = task.steps_per_epoch()
-        if per_epoch is None:
-            raise ValueError(
-                f"train.epochs: task {self.config.task.name!r} has no finite data; allowed: train.steps"
-            )
-        epochs: int = self.config.train.epochs  # type: ignore[assignment]
-        return epochs * optimizer_steps_per_epoch(per_epoch, self.config.train)
-
-    def _make_monitor(self, task: ModelTask) -> TailMonitor:
-        monitor = self.config.monitor
-        self.noise = task.noise_source()
-        self.noise_batch_size = monitor.batch_size or self.config.train.batch_size
-        self.noise.check_batch_size(self.noise_batch_size)
-        # a dataset too small for one collection is a config error: fail now, not at the first record
-        BatchSource(self.noise.data, self.noise_batch_size, 0, monitor.mean_batches + monitor.noise_batches)
-        return TailMonitor(
-            self.noise.model,
-            self.noise.loss_fn,
-            self.noise.data,
-            batch_size=self.noise_batch_size,
-            every=monitor.every,  # type: ignore[arg-type]
-            mean_batches=monitor.mean_batches,
-            noise_batches=monitor.noise_batches,
-            seed=self.config.train.seed,
-        )
-
-    # ------------------------------------------------------------------ steps
-
-    def _model_step(self, record: bool) -> None:
-        task: ModelTask = self.task  # type: ignore[assignment]
-        lr = float(self.optimizer.param_groups[0]["lr"])
-        accumulation = self.config.train.accumulation_steps
-        loss, metrics = model_step(task, self.optimizer, self.scheduler, accumulation)
-        if not record:
-            return
-        values = {"train/loss": metrics.get("loss", loss)}
-        values.update({f"train/{k}": v for k, v in metrics.items() if k != "loss"})
-        if self.clip_stats:
-            stats = self.optimizer.step_stats
-            values.update(
-                {
-                    "opt/grad_norm": stats.grad_norm,
-                    "opt/clip_factor": stats.clip_factor,
-                    "opt/clipped": stats.clipped,
-                }
-            )
-        elif isinstance(self.optimizer, NoiseInjection):  # p.grad now holds the noise: log both norms
-            values["opt/grad_norm"] = self.optimizer.last_grad_norm
-            values["opt/noise_norm"] = self.optimizer.last_noise_norm
-        else:
-            values["opt/grad_norm"] = total_norm([p.grad for p in self.params if p.grad is not None])
-        self._record(values, lr)
-
-    def _vectorized_step(self, record: bool) -> None:
-        task: VectorizedTask = self.task  # type: ignore[assignment]
-        factor = self.factor(self.step - 1)
-        metrics = task.step(factor)
-        if record:
-            lr = self.config.optimizer.hyperparameters.get("lr", 1.0)
-            self._record({f"train/{k}": v for k, v in metrics.items()}, float(lr) * factor)
+    # ------------------------------------------------------------------ logging
 
     def _record(self, values: dict[str, Any], lr: float) -> None:
         if self.keys is None:
@@ -373,17 +263,7 @@ class _Training:
             raise RuntimeError(
                 f"task {self.config.task.name!r} changed its metric keys: {self.keys} -> {list(values)}"
             )
-        if self.vectorized:
-            row = torch.stack(
-                [torch.as_tensor(v).detach().to(torch.float64).reshape(-1) for v in values.values()]
-            )
-        else:
-            row = torch.stack(
-                [torch.as_tensor(v).detach().reshape(()).to(torch.float64) for v in values.values()]
-            )
-        self.pending.append((self.step, row, lr))
-
-    # ------------------------------------------------------------------ logging
+        self.pending.append((self.step, self.steps.row(values), lr))
 
     def _flush(self) -> None:
         """Convert the pending steps to floats in one batch, log them, look for divergence."""
@@ -392,19 +272,9 @@ class _Training:
         assert self.keys is not None
         steps = [s for s, _, _ in self.pending]
         block = torch.stack([r for _, r, _ in self.pending]).cpu()
-        rows: list[tuple[int, str, float]] = []
-        if self.vectorized:
-            rows.extend(_quantile_rows(steps, self.keys, block))
-            self.final_per_run.update({key: block[-1, j] for j, key in enumerate(self.keys)})
-        else:
-            values = block.tolist()
-            for step, row in zip(steps, values):
-                rows.extend((step, key, value) for key, value in zip(self.keys, row))
-            if self.config.train.stop_on_divergence and self.diverged_at is None:
-                losses = block[:, self.keys.index("train/loss")]
-                bad = (~torch.isfinite(losses)).nonzero()
-                if len(bad):
-                    self.diverged_at = steps[int(bad[0, 0])]
+        rows = self.steps.metric_rows(steps, self.keys, block)
+        if self.diverged_at is None:
+            self.diverged_at = self.steps.first_divergence(steps, self.keys, block)
         rows.extend((step, "opt/lr", lr) for step, _, lr in self.pending)
         self.pending.clear()
         now = time.perf_counter()
@@ -416,94 +286,21 @@ class _Training:
 
     def _evaluate(self) -> None:
         start = time.perf_counter()
-        model = getattr(self.task, "model", None)
-        if model is not None:
-            model.eval()
-        with torch.no_grad():
-            metrics = self.task.evaluate()
-        if model is not None:
-            model.train()
-        rows: list[tuple[int, str, float]] = []
-        if self.vectorized:
-            keys = [f"eval/{k}" for k in metrics]
-            block = torch.stack(
-                [torch.as_tensor(v).detach().to(torch.float64).reshape(-1) for v in metrics.values()]
-            )
-            block = block.cpu()
-            rows.extend(_quantile_rows([self.step], keys, block[None]))
-            self.final_per_run.update({key: block[j] for j, key in enumerate(keys)})
-        else:
-            keys = list(metrics)
-            converted = _as_row([metrics[k] for k in keys]).tolist()
-            rows.extend((self.step, f"eval/{k}", v) for k, v in zip(keys, converted))
-        self.store.log_metrics(self.run_id, rows)
+        self.store.log_metrics(self.run_id, self.steps.evaluate(self.step))
         self.last_eval_step = self.step
         self.excluded += time.perf_counter() - start
 
-    # ------------------------------------------------------------------ noise diagnostics
-
     def _monitor_step(self) -> None:
-        """Feed the monitor this step's statistics; on its record steps, log the record."""
-        assert self.monitor is not None
-        if self.step % self.monitor.every != 0:
-            self.monitor.step(self.optimizer, self.step)
-            return
+        assert self.monitoring is not None
         start = time.perf_counter()
-        try:
-            if not _finite(self.params):
-                raise ValueError("the parameters are not finite")
-            record = self._measure(lambda: self.monitor.step(self.optimizer, self.step))  # type: ignore[union-attr]
-        except ValueError:  # a degenerate sample (see the module docstring): a gap, not a failed run
-            rows = [(self.step, "noise/skipped", 1.0)]
-        else:
-            rows = [(self.step, f"noise/{key}", record[key]) for key in ("alpha", "alpha_low", "alpha_high")]
-            if "clip_fraction" in record:
-                rows.append((self.step, "noise/clipped_fraction", record["clip_fraction"]))
-        self.store.log_metrics(self.run_id, rows)
-        self.excluded += time.perf_counter() - start
+        rows = self.monitoring.step(self.step)
+        if rows:
+            self.store.log_metrics(self.run_id, rows)
+            self.excluded += time.perf_counter() - start
 
-    def _measure(self, measurement: Callable[[], Any]) -> Any:
-        """Run ``measurement`` with the data position and every RNG of the run put back afterwards."""
-        task: ModelTask = self.task  # type: ignore[assignment]
-        rng = _rng_state(self.device)
-        try:
-            with task.preserved_data_position():
-                return measurement()
-        finally:
-            _set_rng_state(rng)
-
-    def _save_noise_report(self) -> None:
-        """The final :class:`NoiseReport` (or, from a degenerate sample, the history alone) as artifacts."""
-        assert self.monitor is not None
-        out = self.artifacts / "noise"
-        monitor = self.config.monitor
-        try:
-            if not _finite(self.params):
-                raise ValueError("the parameters are not finite")
-            report = self._measure(
-                lambda: tails_report(
-                    self.noise.model,
-                    self.noise.loss_fn,
-                    self.noise.data,
-                    out,
-                    batch_size=self.noise_batch_size,
-                    mean_batches=monitor.mean_batches,
-                    noise_batches=monitor.noise_batches,
-                    seed=self.config.train.seed + self.step,
-                    projection_dim=self.monitor.projection_dim,  # type: ignore[union-attr]
-                    step=self.step,
-                    history=self.monitor.history,  # type: ignore[union-attr]
-                )
-            )
-        except ValueError:  # a degenerate final sample: keep what the monitor recorded
-            out.mkdir(parents=True, exist_ok=True)
-            path = out / "noise_history.json"
-            self.monitor.to_json(path)
-            self.store.add_artifact(self.run_id, "noise/history", str(path))
-            return
-        for name, path in report.paths.items():
-            if name in NOISE_REPORT_KINDS:
-                self.store.add_artifact(self.run_id, NOISE_REPORT_KINDS[name], str(path))
+    def _add_artifacts(self, artifacts: list[tuple[str, Path]]) -> None:
+        for kind, path in artifacts:
+            self.store.add_artifact(self.run_id, kind, str(path))
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -519,12 +316,10 @@ class _Training:
             "elapsed": self._elapsed(),
             "task": self.task.state_dict(),
             "rng": _rng_state(self.device),
+            **self.steps.state_dict(),
         }
-        if not self.vectorized:
-            state["optimizer"] = self.optimizer.state_dict()
-            state["scheduler"] = self.scheduler.state_dict()
-        if self.monitor is not None:
-            state["monitor"] = self.monitor.state_dict()
+        if self.monitoring is not None:
+            state["monitor"] = self.monitoring.monitor.state_dict()
         self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.checkpoint.with_name(f"{self.checkpoint.name}.{os.getpid()}.tmp")
         with tmp.open("wb") as handle:
@@ -548,11 +343,9 @@ class _Training:
                 f"of run {self.run_id}; delete it to restart the run"
             )
         self.task.load_state_dict(state["task"])
-        if not self.vectorized:
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-        if self.monitor is not None and "monitor" in state:
-            self.monitor.load_state_dict(state["monitor"])
+        self.steps.load_state_dict(state)
+        if self.monitoring is not None and "monitor" in state:
+            self.monitoring.monitor.load_state_dict(state["monitor"])
         _set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.elapsed_before = float(state["elapsed"])
@@ -566,17 +359,19 @@ class _Training:
         self.interval_start, self.interval_steps, self.excluded = self.started, 0, 0.0
         if self.step == 0:
             self._evaluate()
-        step_fn = self._vectorized_step if self.vectorized else self._model_step
         while self.step < self.total:
             self.step += 1
             record = self.step % train.log_every == 0 or self.step == self.total
             try:
-                step_fn(record)
+                logged = self.steps.step(self.step, record)
             except FloatingPointError:
-                if not train.stop_on_divergence or self.vectorized:
+                if not self.steps.stop_on_divergence:
                     raise
                 self.diverged_at = self.step
-            if self.monitor is not None and self.diverged_at is None:
+            else:
+                if logged is not None:
+                    self._record(*logged)
+            if self.monitoring is not None and self.diverged_at is None:
                 self._monitor_step()
             self.interval_steps += 1
             if self.progress is not None:
@@ -600,23 +395,13 @@ class _Training:
             self.store.log_metrics(self.run_id, [(self.diverged_at, "train/diverged", 1.0)])
             if self.last_eval_step != self.step:
                 self._evaluate()
-        if self.monitor is not None:
-            self._save_noise_report()
+        if self.monitoring is not None:
+            self._add_artifacts(self.monitoring.save_report(self.artifacts / "noise", self.step))
         if train.keep_checkpoint:
             self._save_checkpoint()
             self.store.add_artifact(self.run_id, "checkpoint", str(self.checkpoint))
-        if self.vectorized:
-            self._save_per_run()
+        self._add_artifacts(self.steps.save_results(self.artifacts))
         return self._elapsed(), self.step
-
-    def _save_per_run(self) -> None:
-        self.artifacts.mkdir(parents=True, exist_ok=True)
-        for key, values in self.final_per_run.items():
-            path = self.artifacts / f"{key.replace('/', '__')}.npy"
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npy")
-            np.save(tmp, values.numpy())
-            os.replace(tmp, path)
-            self.store.add_artifact(self.run_id, f"per_run/{key}", str(path))
 
 
 def _describe(exc: BaseException) -> str:

@@ -225,7 +225,7 @@ class ResultsStore:
 
         Existing runs (any status) are left untouched. Ids are returned in the order given.
         """
-        from tailclip.engine.config import config_hash, group_key, run_config_dict
+        from tailclip.engine.identity import config_hash, group_key, run_config_dict
 
         rows = []
         for config in configs:

@@ -112,14 +112,21 @@ class EpochSampler:
         """``floor(n / B)``."""
         return self.n // self.batch_size
 
-    def next(self) -> Tensor:
-        """The indices (int64, shape ``(B,)``) of the next minibatch."""
-        if self.position + self.batch_size > self.n:
+    def next(self, batch_size: int | None = None) -> Tensor:
+        """The indices (int64, shape ``(b,)``) of the next minibatch of ``b = batch_size or B``.
+
+        Another ``b`` than ``B`` (the noise diagnostics at another batch size) takes the next
+        ``b`` indices of the same stream, starting a new epoch where fewer than ``b`` are left.
+        """
+        size = batch_size or self.batch_size
+        if not 1 <= size <= self.n:
+            raise ValueError(f"Invalid batch_size: {size}; allowed: 1 to {self.n} training examples")
+        if self.position + size > self.n:
             self.epoch += 1
             self.position = 0
             self.permutation = torch.randperm(self.n, generator=self.generator)
-        index = self.permutation[self.position : self.position + self.batch_size]
-        self.position += self.batch_size
+        index = self.permutation[self.position : self.position + size]
+        self.position += size
         return index
 
     def state_dict(self) -> dict[str, Any]:

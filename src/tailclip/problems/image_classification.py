@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from tailclip.engine.tasks import ModelTask, TaskContext, TaskOptions, register_task
 from tailclip.problems.datasets import EpochSampler, cifar10, fashion_mnist
+from tailclip.problems.task import ModelTask, TaskContext, TaskOptions, register_task
 
 __all__ = [
     "BasicBlock",
@@ -198,8 +198,8 @@ class ImageClassification(ModelTask):
     def steps_per_epoch(self) -> int:
         return self.sampler.steps_per_epoch
 
-    def train_batch(self) -> tuple[Tensor, Tensor]:
-        index = self.sampler.next()
+    def train_batch(self, batch_size: int | None = None) -> tuple[Tensor, Tensor]:
+        index = self.sampler.next(batch_size)
         images = self._standardise(self.train_images[index])
         if self.options.augment:
             images = random_crop_flip(images, _PAD, self.augment_generator)

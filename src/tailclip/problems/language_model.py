@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from tailclip.engine.tasks import ModelTask, TaskContext, TaskOptions, register_task
 from tailclip.problems.datasets import shakespeare
+from tailclip.problems.task import ModelTask, TaskContext, TaskOptions, register_task
 
 __all__ = [
     "CausalSelfAttention",
@@ -188,10 +188,10 @@ class LanguageModel(ModelTask):
             options.dropout,
         ).to(self.device)
 
-    def train_batch(self) -> tuple[Tensor, Tensor]:
+    def train_batch(self, batch_size: int | None = None) -> tuple[Tensor, Tensor]:
         t = self.context_length
         high = len(self.train_tokens) - t - 1
-        starts = torch.randint(0, high, (self.context.batch_size,), generator=self.generator)
+        starts = torch.randint(0, high, (batch_size or self.context.batch_size,), generator=self.generator)
         window = self.train_tokens[starts[:, None] + torch.arange(t + 1)]
         return window[:, :-1].to(self.device), window[:, 1:].to(self.device)
 

@@ -29,8 +29,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from tailclip.engine.tasks import ModelTask, TaskContext, TaskOptions, register_task
 from tailclip.problems.samplers import NOISE_FAMILIES, sample_noise
+from tailclip.problems.task import ModelTask, TaskContext, TaskOptions, register_task
 
 __all__ = ["NoisyQuadratic", "NoisyQuadraticOptions", "QuadraticModel"]
 
@@ -100,12 +100,11 @@ class NoisyQuadratic(ModelTask):
         ).to(self.device)
         self.noise_generator = torch.Generator().manual_seed(context.seed)
 
-    def train_batch(self) -> Tensor:
+    def train_batch(self, batch_size: int | None = None) -> Tensor:
         """``xi_t``: the mean of ``B`` noise vectors times ``scale``, on the task's device."""
         o = self.options
-        draws = sample_noise(
-            o.noise, (self.context.batch_size, o.dim), alpha=o.alpha, df=o.df, generator=self.noise_generator
-        )
+        size = batch_size or self.context.batch_size
+        draws = sample_noise(o.noise, (size, o.dim), alpha=o.alpha, df=o.df, generator=self.noise_generator)
         return (o.scale * draws.mean(dim=0)).to(self.device, self.dtype)
 
     def loss(self, batch: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

@@ -51,19 +51,16 @@ fraction of the steps so far in which each run was clipped.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from tailclip.engine.tasks import TaskContext, TaskOptions, VectorizedTask, register_task
 from tailclip.problems.quadratic import eigenvalues
 from tailclip.problems.samplers import NOISE_FAMILIES, sample_noise
+from tailclip.problems.task import TaskContext, TaskOptions, VectorizedTask, register_task
 from tailclip.problems.vectorized import VectorizedOptimizer, make_vectorized_optimizer
-
-if TYPE_CHECKING:
-    from tailclip.engine.config import ExperimentConfig
 
 __all__ = ["StochasticQuadratic", "StochasticQuadraticOptions", "theory_threshold_factor"]
 
@@ -130,9 +127,8 @@ class StochasticQuadratic(VectorizedTask):
         self.dtype = getattr(torch, o.dtype)
         self.eigenvalues = eigenvalues(o.dim, o.condition_number).to(self.device, self.dtype)
         self.x = torch.full((o.runs, o.dim), o.x0, dtype=self.dtype, device=self.device)
-        spec = context.config.optimizer
         self.optimizer: VectorizedOptimizer = make_vectorized_optimizer(
-            spec.name, self.x, spec.hyperparameters
+            context.optimizer_name, self.x, context.hyperparameters
         )
         _check_threshold(o, self.optimizer)
         self.generator = torch.Generator().manual_seed(context.seed)
@@ -142,11 +138,12 @@ class StochasticQuadratic(VectorizedTask):
         self.clip_count = torch.zeros(o.runs, dtype=self.dtype, device=self.device)
 
     @classmethod
-    def check_config(cls, options: StochasticQuadraticOptions, config: ExperimentConfig) -> None:
+    def check_config(cls, options: StochasticQuadraticOptions, context: TaskContext) -> None:
         """Called when a config is loaded: the optimizer must have a vectorized form (and a threshold)."""
-        spec = config.optimizer
         try:
-            optimizer = make_vectorized_optimizer(spec.name, torch.zeros(1, 1), spec.hyperparameters)
+            optimizer = make_vectorized_optimizer(
+                context.optimizer_name, torch.zeros(1, 1), context.hyperparameters
+            )
         except ValueError as exc:
             raise ValueError(f"optimizer: {exc}") from None
         _check_threshold(options, optimizer)

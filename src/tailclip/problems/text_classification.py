@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from tailclip.engine.tasks import ModelTask, TaskContext, TaskOptions, register_task
 from tailclip.problems.datasets import INSTALL_MINILM, EpochSampler, minilm_path, rotten_tomatoes
+from tailclip.problems.task import ModelTask, TaskContext, TaskOptions, register_task
 
 __all__ = [
     "SPLIT_SEED",
@@ -218,8 +218,8 @@ class TextClassification(ModelTask):
     def steps_per_epoch(self) -> int:
         return self.sampler.steps_per_epoch
 
-    def train_batch(self) -> dict[str, Tensor]:
-        return self._batch(self.train, self.sampler.next())
+    def train_batch(self, batch_size: int | None = None) -> dict[str, Tensor]:
+        return self._batch(self.train, self.sampler.next(batch_size))
 
     def _logits(self, batch: dict[str, Tensor]) -> Tensor:
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

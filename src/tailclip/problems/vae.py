@@ -43,8 +43,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from tailclip.engine.tasks import ModelTask, TaskContext, TaskOptions, register_task
 from tailclip.problems.datasets import EpochSampler, fashion_mnist
+from tailclip.problems.task import ModelTask, TaskContext, TaskOptions, register_task
 
 __all__ = ["VAE", "VAEOptions", "VariationalAutoencoder", "negative_elbo"]
 
@@ -143,8 +143,8 @@ class VAE(ModelTask):
     def steps_per_epoch(self) -> int:
         return self.sampler.steps_per_epoch
 
-    def train_batch(self) -> Tensor:
-        return self._pixels(self.train_images[self.sampler.next()])
+    def train_batch(self, batch_size: int | None = None) -> Tensor:
+        return self._pixels(self.train_images[self.sampler.next(batch_size)])
 
     def loss(self, batch: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         eps = torch.randn(len(batch), self.options.latent, device=self.device)

@@ -1,14 +1,15 @@
-"""Tasks: what the runner trains, behind one registry.
+"""The task contract: what the engine's runner trains, behind one registry.
 
 A task is a class registered by name with :func:`register_task`; configs refer to it as
 ``task: {name: <name>, options: {...}}``. Its ``Options`` (a :class:`TaskOptions`, i.e. a
 pydantic model that forbids unknown keys) validates ``options`` when the config is loaded, so
-a typo fails before anything runs; the classmethod ``check_config(options, config)`` may then
-reject combinations with the rest of the resolved config by raising a ``ValueError`` whose
-message starts with the dotted field it blames (``"optimizer: ..."``), which becomes a one-line
-config error. The runner constructs the task as ``Task(options, context)``
-(:class:`TaskContext`: the resolved experiment config and the torch device) after seeding
-torch, numpy and ``random`` with ``train.seed``.
+a typo fails before anything runs; the classmethod ``check_config(options, context)`` may then
+reject combinations with the rest of the run by raising a ``ValueError`` whose message starts
+with the dotted field it blames (``"optimizer: ..."``), which becomes a one-line config error.
+The runner constructs the task as ``Task(options, context)`` after seeding torch, numpy and
+``random`` with the seed. A task never sees the engine's config: :class:`TaskContext` is plain
+data (seed, batch size, device, the resolved optimizer spec as a mapping), so this layer
+imports nothing above it.
 
 There are two kinds, and the runner drives each with the same loop (evaluate at step 0 and
 every ``train.eval_every`` steps, log, checkpoint every ``train.checkpoint_every`` steps):
@@ -32,13 +33,13 @@ batches an uninterrupted one would.
 
 **VectorizedTask**: ``R`` independent runs held in one tensor with a leading batch dimension
 (the synthetic suite: stochastic problems where a high-probability statement needs thousands
-of runs). The task owns the update: it reads ``context.config.optimizer`` itself and applies
-the rule to all ``R`` runs at once. One training step is::
+of runs). The task owns the update: it reads ``context.optimizer`` itself and applies the rule
+to all ``R`` runs at once. One training step is::
 
     metrics = task.step(lr_factor)             # {key: tensor of shape (R,)}
 
 where ``lr_factor`` is the schedule's multiplier for this step (the lr to use is
-``optimizer.lr * lr_factor``). ``evaluate()`` returns ``{key: tensor (R,)}`` too. The runner
+``context.optimizer["lr"] * lr_factor``). ``evaluate()`` returns ``{key: tensor (R,)}`` too. The runner
 logs, for each key, the 10/50/90/99% quantiles and the mean over the ``R`` runs
 (``train/<key>/q10``, ..., ``train/<key>/mean``; a non-finite value counts as ``+inf``: a
 diverged run is the worst run) and saves the final per-run values as ``.npy`` artifacts of
@@ -54,10 +55,13 @@ batch source in the form :func:`tailclip.noise.collect_noise` takes. The default
 model task, is the task's own objective on the task's own batches::
 
     NoiseSource(task.model, BatchLoss(lambda batch: task.loss(batch)[0]),
-                data=lambda batch_size, generator: task.train_batch(), batch_size=train.batch_size)
+                data=lambda size, generator: task.train_batch(B), batch_size=B)
 
-so the noise is that of the gradients the optimizer would see next, at the training batch size
-only (``batch_size`` set), minibatch mode only (a :class:`~tailclip.noise.BatchLoss` has no
+(``B``: ``noise_source(batch_size)``'s argument, by default the training batch size), so the
+noise is that of the gradients the optimizer would see next, at one batch size per source
+(``batch_size`` set: ``train_batch(B)`` draws the next ``B`` examples of the task's own
+stream, so another batch size needs no second task and no second copy of the data), minibatch
+mode only (a :class:`~tailclip.noise.BatchLoss` has no
 per-example form). Drawing advances the data position: measure inside
 ``with task.preserved_data_position():``, which puts back :meth:`ModelTask.data_state`. A task
 whose data is a dataset with a separable loss may override ``noise_source`` to return
@@ -69,19 +73,16 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from tailclip.noise.batches import BatchLoss
-
-if TYPE_CHECKING:
-    from tailclip.engine.config import ExperimentConfig
 
 __all__ = [
     "TASKS",
@@ -103,18 +104,27 @@ class TaskOptions(BaseModel):
 
 @dataclass(frozen=True)
 class TaskContext:
-    """What a task gets besides its options: the resolved experiment config and the device."""
+    """What a task gets besides its options, as plain data.
 
-    config: ExperimentConfig
+    ``seed`` seeds the task's generators; ``batch_size`` is the training batch size;
+    ``device`` is where its tensors live; ``optimizer`` is the resolved optimizer spec,
+    ``{"name": ..., <hyperparameter>: <value>, ...}`` with every default filled (a vectorized
+    task applies that rule itself; a model task may ignore it).
+    """
+
+    seed: int
+    batch_size: int
     device: torch.device
+    optimizer: Mapping[str, Any]
 
     @property
-    def seed(self) -> int:
-        return self.config.train.seed
+    def optimizer_name(self) -> str:
+        return str(self.optimizer["name"])
 
     @property
-    def batch_size(self) -> int:
-        return self.config.train.batch_size
+    def hyperparameters(self) -> dict[str, Any]:
+        """The optimizer's keyword arguments: :attr:`optimizer` without ``name``."""
+        return {k: v for k, v in self.optimizer.items() if k != "name"}
 
 
 class Task(ABC):
@@ -131,8 +141,8 @@ class Task(ABC):
         self.device = context.device
 
     @classmethod
-    def check_config(cls, options: TaskOptions, config: ExperimentConfig) -> None:
-        """Reject a config this task cannot run: ``ValueError("<dotted.field>: <what is wrong>")``."""
+    def check_config(cls, options: TaskOptions, context: TaskContext) -> None:
+        """Reject a run this task cannot do: ``ValueError("<dotted.field>: <what is wrong>")``."""
         return None
 
     @abstractmethod
@@ -182,24 +192,31 @@ class ModelTask(Task):
         return None
 
     @abstractmethod
-    def train_batch(self) -> Any:
-        """The next training batch (on ``self.device``); advances the data position."""
+    def train_batch(self, batch_size: int | None = None) -> Any:
+        """The next training batch of ``batch_size`` examples (``None``: ``context.batch_size``).
+
+        On ``self.device``; advances the data position. Training always draws at the context's
+        batch size; another size serves the noise diagnostics (:meth:`noise_source`).
+        """
 
     @abstractmethod
     def loss(self, batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
         """The scalar loss to differentiate and extra 0-dim train metrics (no host sync)."""
 
-    def noise_source(self) -> NoiseSource:
+    def noise_source(self, batch_size: int | None = None) -> NoiseSource:
         """The model, loss and batches the noise diagnostics measure (see the module docstring).
 
-        The default draws ``train_batch()`` (at ``train.batch_size``; the sampler's generator is
-        not used) and differentiates ``loss(batch)[0]``.
+        The default draws ``train_batch(batch_size)`` (``None``: the training batch size; the
+        sampler's generator is not used) and differentiates ``loss(batch)[0]``.
         """
-        batch_size = self.context.batch_size
+        if batch_size is None:
+            batch_size = self.context.batch_size
+        at_training_size = batch_size == self.context.batch_size
 
         def draw(size: int, generator: torch.Generator) -> Any:
             source.check_batch_size(size)
-            return self.train_batch()
+            # the training size is drawn by the call the runner makes, train_batch()
+            return self.train_batch() if at_training_size else self.train_batch(size)
 
         source = NoiseSource(self.model, BatchLoss(lambda batch: self.loss(batch)[0]), draw, batch_size)
         return source
