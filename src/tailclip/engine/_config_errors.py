@@ -105,6 +105,8 @@ def from_validation_error(
         ops = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
         limit = next(iter(ctx.values()), "?")
         return config_error(source, field, f"{short(given)} is out of range; allowed: {ops[kind]} {limit}")
+    if kind == "finite_number":
+        return config_error(source, field, f"got {short(given)}; allowed: a finite number")
     if kind == "literal_error":
         return config_error(source, field, f"got {short(given)}; allowed: {ctx.get('expected', '?')}")
     if kind in ("string_too_short", "too_short"):

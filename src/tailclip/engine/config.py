@@ -33,6 +33,8 @@ Every user error is a :class:`ConfigError` whose message is one line,
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -54,13 +56,14 @@ __all__ = [
     "SweepConfig",
     "TaskConfig",
     "TrainConfig",
+    "STORE_FILE_NAME",
     "parse_config",
     "task_context",
 ]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class TaskConfig(_Section):
@@ -80,7 +83,7 @@ class TaskConfig(_Section):
 class OptimizerConfig(BaseModel):
     """``optimizer``: a registered optimizer; every other key is one of its keyword arguments."""
 
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True, allow_inf_nan=False)
 
     name: str
 
@@ -160,10 +163,25 @@ class MonitorConfig(_Section):
     noise_batches: int = Field(50, ge=20)
 
 
-class OutputConfig(_Section):
-    """``output``: where results go (the SQLite store; checkpoints live beside it)."""
+STORE_FILE_NAME = "tailclip.sqlite"
 
-    store: str = Field("runs/tailclip.sqlite", min_length=1)
+
+class OutputConfig(_Section):
+    """``output``: where results go (the SQLite store; checkpoints live beside it).
+
+    ``store`` is the store's file. A path ending in a separator (``runs/``) or naming an
+    existing folder is a folder: the store is ``<folder>/tailclip.sqlite`` inside it.
+    """
+
+    store: str = Field(f"runs/{STORE_FILE_NAME}", min_length=1)
+
+    @field_validator("store")
+    @classmethod
+    def _store_file(cls, store: str) -> str:
+        separators = tuple(s for s in (os.sep, os.altsep, "/") if s)
+        if store.endswith(separators) or Path(store).is_dir():
+            return str(Path(store) / STORE_FILE_NAME)
+        return store
 
 
 class ExperimentConfig(_Section):

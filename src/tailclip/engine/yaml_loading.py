@@ -3,8 +3,9 @@
 :func:`load_config` reads a YAML file (or a built-in config by name, from
 :data:`BUILTIN_CONFIG_DIR`), applies ``dotted.key=value`` overrides (values parsed as YAML) and
 hands the data to :func:`tailclip.engine.config.parse_config`. YAML is read with a safe loader
-that reads ``1e-3`` as a float (YAML 1.2). Every problem is a one-line
-:class:`~tailclip.engine.config.ConfigError`.
+that reads ``1e-3`` as a float (YAML 1.2) and refuses a key given twice in one mapping (``lr``
+twice, a second ``train:`` section) instead of keeping the last silently. Every problem is a
+one-line :class:`~tailclip.engine.config.ConfigError`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,24 @@ _SECTIONS = ("name", "task", "optimizer", "schedule", "train", "sweep", "monitor
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe loader that reads ``1e-3`` as a float (YAML 1.2), not as the string PyYAML makes it."""
+    """Safe loader: ``1e-3`` is a float (YAML 1.2), not PyYAML's string; a repeated key is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *base`` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: the base constructor reports it
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {short(key)}; allowed: each key once", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(

@@ -97,9 +97,9 @@ __all__ = [
 
 
 class TaskOptions(BaseModel):
-    """Base of every task's options model: unknown keys and type coercions are errors."""
+    """Base of every task's options model: unknown keys, type coercions, inf and NaN are errors."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
