@@ -185,3 +185,32 @@ def test_diverged_training_exits_1_and_writes_nothing(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert result.stderr.startswith("error: tails failed: RuntimeError: training diverged")
     assert not out.exists()
+
+
+def test_another_batch_size_measures_the_trained_task_itself(tmp_path: Path, monkeypatch: Any) -> None:
+    """--steps 3 --batch-size 4: one task is built, and its noise stream continues after training.
+
+    Training draws xi_1..xi_3 at batch size 1 from the seed-3 generator; the mean gradient then
+    takes the next 5 draws of 4 noise vectors each from the same generator.
+    """
+    import tailclip.engine.tails as tails
+
+    built: list[Any] = []
+    original = tails.build_task
+    monkeypatch.setattr(tails, "build_task", lambda *a: built.append(original(*a)) or built[-1])
+    out = tmp_path / "out"
+    sizes = ["--batch-size", "4", "--mean-batches", "5", "--noise-batches", "20"]
+    result = invoke(str(write_config(tmp_path)), "-o", str(out), "--steps", "3", *sizes)
+    assert result.exit_code == 0, result.output
+    assert len(built) == 1
+    generator = torch.Generator().manual_seed(3)
+    draw = lambda b: sample_noise("stable", (b, 20), alpha=1.5, df=1.5, generator=generator).mean(0).double()
+    a = eigenvalues(20, 10.0)
+    x = torch.zeros(20, dtype=torch.float64)
+    for _ in range(3):
+        x = x - 0.1 * (a * (x - x_star()) + draw(1))
+    gbar = a * (x - x_star()) + torch.stack([draw(4) for _ in range(5)]).mean(dim=0)
+    report = json.loads((out / "noise_report.json").read_text())
+    assert report["sample"]["batch_size"] == 4 and report["sample"]["step"] == 3
+    expected = float(torch.linalg.vector_norm(gbar))
+    assert report["sample"]["mean_grad_norm"] == pytest.approx(expected, rel=1e-10)

@@ -425,3 +425,42 @@ def test_task_check_config_hook_becomes_a_config_error() -> None:
             parse_config(data, "x.yaml")
     finally:
         TASKS.pop("test-only-clip-sgd")
+
+
+def test_a_sweep_resolves_each_grid_point_once_not_once_per_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each grid point's optimizer is constructed once to validate it; its seeds reuse that resolution."""
+    import tailclip.engine.optimizer_spec as optimizer_spec
+
+    config = parse_config(mutated(sweep={"grid": {"optimizer.lr": [0.1, 0.2]}, "seeds": [0, 1, 2, 3]}))
+    built: list[str] = []
+    original = optimizer_spec.build_optimizer
+    def counting(spec: Any, params: Any) -> Any:
+        built.append(spec["name"])
+        return original(spec, params)
+
+    monkeypatch.setattr(optimizer_spec, "build_optimizer", counting)
+    points = sweep_points(config)
+    assert len(points) == 8 and built == ["clip_sgd", "clip_sgd"]
+    assert [p.config.train.seed for p in points] == [0, 1, 2, 3] * 2
+    for point in points:  # a reused resolution equals a fresh one
+        again = parse_config(json.loads(json.dumps(run_config_dict(point.config))))
+        assert config_hash(again) == config_hash(point.config)
+
+
+def test_hyperparameters_come_from_the_signature_with_real_types() -> None:
+    import torch
+
+    from tailclip.engine.optimizer_spec import hyperparameters
+    from tailclip.optim import ClipAdam, ClipSGD
+
+    sgd = hyperparameters(ClipSGD)
+    assert "params" not in sgd and sgd["lr"].required and sgd["lr"].takes_float
+    assert sgd["max_norm"].takes_policy and sgd["max_norm"].takes_float and not sgd["clip"].takes_float
+    assert hyperparameters(ClipAdam)["betas"].float_items
+    torch_sgd = hyperparameters(torch.optim.SGD)
+    assert torch_sgd["momentum"].default == 0 and torch_sgd["momentum"].takes_float
+    config = parse_config({**mutated(), "optimizer": {"name": "sgd", "lr": 1, "momentum": 0}})
+    resolved = config.optimizer.hyperparameters
+    assert resolved["momentum"] == 0.0 and isinstance(resolved["momentum"], float)
+    # a default filled from the signature gets the parameter's type too
+    assert resolved["dampening"] == 0.0 and isinstance(resolved["dampening"], float)

@@ -201,3 +201,20 @@ def test_epoch_sampler_state_round_trip() -> None:
 def test_epoch_sampler_rejects_batches_larger_than_the_data() -> None:
     with pytest.raises(ValueError, match="train.batch_size"):
         EpochSampler(4, 5, seed=0)
+
+
+def test_epoch_sampler_draws_another_batch_size_from_the_same_stream() -> None:
+    """next(b) takes the next b indices of the permutation; a new epoch starts where fewer are left."""
+    sampler = EpochSampler(10, 3, seed=4)
+    permutation = sampler.permutation.clone()
+    assert torch.equal(sampler.next(), permutation[:3])
+    assert torch.equal(sampler.next(5), permutation[3:8])
+    assert torch.equal(sampler.next(2), permutation[8:10])
+    assert sampler.epoch == 0
+    generator = torch.Generator().manual_seed(4)
+    assert torch.equal(torch.randperm(10, generator=generator), permutation)
+    assert torch.equal(sampler.next(4), torch.randperm(10, generator=generator)[:4])
+    assert sampler.epoch == 1
+    assert sampler.batch_size == 3 and len(sampler.next()) == 3
+    with pytest.raises(ValueError, match="Invalid batch_size: 11; allowed: 1 to 10"):
+        sampler.next(11)
