@@ -27,15 +27,18 @@ class ConfigError(ValueError):
 
 
 def short(value: Any) -> str:
+    """``repr(value)``, cut to 60 characters: a user's value quoted in a message."""
     text = repr(value)
     return text if len(text) <= _MAX_REPR else text[: _MAX_REPR - 3] + "..."
 
 
 def wrong_type(value: Any, allowed: str) -> str:
+    """``wrong type: got <value>; allowed: <allowed>``."""
     return f"wrong type: got {short(value)}; allowed: {allowed}"
 
 
 def config_error(source: str, field: str, what: str) -> ConfigError:
+    """``ConfigError("<source>: <field>: <what>")``."""
     return ConfigError(f"{source}: {field}: {what}")
 
 

@@ -125,6 +125,9 @@ class TrainConfig(_Section):
     each backward on ``loss / accumulation_steps``; an optimizer with ``accumulate()``
     (``NoiseInjection(variance="microbatch")``) records each micro-batch gradient. ``steps`` and
     epochs count optimizer steps (an epoch is ``floor(batches / accumulation_steps)`` of them).
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``) must exist on the machine that
+    validates the config (:func:`tailclip.engine.devices.resolve_device`); ``auto`` is CUDA
+    when available, else the CPU.
     """
 
     steps: int | None = Field(None, ge=1)

@@ -39,8 +39,8 @@ to all ``R`` runs at once. One training step is::
     metrics = task.step(lr_factor)             # {key: tensor of shape (R,)}
 
 where ``lr_factor`` is the schedule's multiplier for this step (the lr to use is
-``context.optimizer["lr"] * lr_factor``). ``evaluate()`` returns ``{key: tensor (R,)}`` too. The runner
-logs, for each key, the 10/50/90/99% quantiles and the mean over the ``R`` runs
+``context.optimizer["lr"] * lr_factor``). ``evaluate()`` returns ``{key: tensor (R,)}`` too.
+The runner logs, for each key, the 10/50/90/99% quantiles and the mean over the ``R`` runs
 (``train/<key>/q10``, ..., ``train/<key>/mean``; a non-finite value counts as ``+inf``: a
 diverged run is the worst run) and saves the final per-run values as ``.npy`` artifacts of
 kind ``per_run/<prefix>/<key>``. ``state_dict()`` must hold everything the task updates
@@ -61,8 +61,7 @@ model task, is the task's own objective on the task's own batches::
 noise is that of the gradients the optimizer would see next, at one batch size per source
 (``batch_size`` set: ``train_batch(B)`` draws the next ``B`` examples of the task's own
 stream, so another batch size needs no second task and no second copy of the data), minibatch
-mode only (a :class:`~tailclip.noise.BatchLoss` has no
-per-example form). Drawing advances the data position: measure inside
+mode only (a :class:`~tailclip.noise.BatchLoss` has no per-example form). Drawing advances the data position: measure inside
 ``with task.preserved_data_position():``, which puts back :meth:`ModelTask.data_state`. A task
 whose data is a dataset with a separable loss may override ``noise_source`` to return
 ``NoiseSource(model, loss_fn(output, target), dataset, batch_size=None)``: then any batch size,
