@@ -62,10 +62,10 @@ noise is that of the gradients the optimizer would see next, at one batch size p
 (``batch_size`` set: ``train_batch(B)`` draws the next ``B`` examples of the task's own
 stream, so another batch size needs no second task and no second copy of the data), minibatch
 mode only (a :class:`~tailclip.noise.BatchLoss` has no per-example form). Drawing advances
-the data position: measure inside ``with task.preserved_data_position():``, which puts back :meth:`ModelTask.data_state`. A task
-whose data is a dataset with a separable loss may override ``noise_source`` to return
-``NoiseSource(model, loss_fn(output, target), dataset, batch_size=None)``: then any batch size,
-disjoint seeded batches and per-example noise work.
+the data position: measure inside ``with task.preserved_data_position():``, which puts back
+:meth:`ModelTask.data_state`. A task whose data is a dataset with a separable loss may override
+``noise_source`` to return ``NoiseSource(model, loss_fn(output, target), dataset,
+batch_size=None)``: then any batch size, disjoint seeded batches and per-example noise work.
 """
 
 from __future__ import annotations
