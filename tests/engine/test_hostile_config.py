@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tailclip.cli import app
-from tailclip.engine.config import STORE_FILE_NAME, ConfigError
+from tailclip.engine.config import STORE_FILE_NAME, ConfigError, parse_config
 from tailclip.engine.yaml_loading import load_config
 
 runner = CliRunner()
@@ -193,7 +193,7 @@ WRONG_VALUES: list[tuple[str, list[Any]]] = [
     ("task.options.scale", ["big", -1.0, math.nan, -math.inf]),
     ("optimizer.name", ["sgdd", 1, None]),
     ("optimizer.lr", ["fast", -0.1, math.inf, math.nan, [0.1], {"a": 1}]),
-    ("optimizer.momentum", [1.5, -1.0, math.nan, "x"]),
+    ("optimizer.momentum", [-1.0, math.nan, "x"]),
     ("train.steps", [0, -5, 1.5, "10", math.inf, True]),
     ("train.batch_size", [0, -1, "one", math.nan]),
     ("train.seed", [-1, 2**32, 0.5]),
@@ -210,6 +210,16 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     for part in parents:
         data = data.setdefault(part, {})
     data[last] = value
+
+
+@pytest.mark.parametrize(
+    ("path", "value"), [(path, value) for path, values in WRONG_VALUES for value in values], ids=repr
+)
+def test_every_wrong_value_of_the_table_is_a_config_error_naming_its_field(path: str, value: Any) -> None:
+    data = copy.deepcopy(VALID)
+    _set(data, path, value)
+    with pytest.raises(ConfigError, match=rf"^<dict>: {path}: "):
+        parse_config(data)
 
 
 @st.composite
