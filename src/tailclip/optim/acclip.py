@@ -30,14 +30,8 @@ import torch
 from torch import Tensor
 
 from tailclip.clip import ClipStats, tensor_norms
-from tailclip.optim._base import (
-    ClipOptimizer,
-    check_betas,
-    check_lr,
-    check_nonnegative,
-    check_positive,
-    cpu_blocks,
-)
+from tailclip.optim._base import ClipOptimizer, check_betas, check_lr, check_nonnegative, check_positive
+from tailclip.optim._kernels import cpu_blocks
 
 
 def acclip(
@@ -181,13 +175,15 @@ class ACClip(ClipOptimizer):
         foreach: bool = True,
         nonfinite: str = "raise",
     ) -> None:
-        check_lr(lr)
-        check_betas(betas)
-        check_positive("eps", eps)
-        _check_alpha(alpha)
-        check_nonnegative("weight_decay", weight_decay)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, alpha=alpha, weight_decay=weight_decay)
         super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        check_lr(group["lr"])
+        check_betas(group["betas"])
+        check_positive("eps", group["eps"])
+        _check_alpha(group["alpha"])
+        check_nonnegative("weight_decay", group["weight_decay"])
 
     def _update_group(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor

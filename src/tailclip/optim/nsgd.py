@@ -24,12 +24,12 @@ from torch import Tensor
 from tailclip.clip import ClipStats, tensor_norms
 from tailclip.optim._base import (
     ClipOptimizer,
-    add_scaled_,
     check_lr,
     check_nonnegative,
     check_positive,
     check_unit_interval,
 )
+from tailclip.optim._kernels import add_scaled_, coupled_decay
 
 
 def nsgd(
@@ -53,11 +53,7 @@ def nsgd(
     ``clip_factor = ||d_t|| / ||g_t||`` is the scale of the step relative to the gradient.
     """
     if weight_decay != 0:
-        grads = (
-            list(torch._foreach_add(grads, params, alpha=weight_decay))
-            if foreach
-            else [g.add(p, alpha=weight_decay) for g, p in zip(grads, params, strict=True)]
-        )
+        grads = coupled_decay(grads, params, weight_decay, foreach)
         norms = None
     if norms is None:
         norms = tensor_norms(grads, foreach)
@@ -109,12 +105,14 @@ class NSGD(ClipOptimizer):
         foreach: bool = True,
         nonfinite: str = "raise",
     ) -> None:
-        check_lr(lr)
-        check_unit_interval("momentum", momentum)
-        check_positive("eps", eps)
-        check_nonnegative("weight_decay", weight_decay)
         defaults = dict(lr=lr, momentum=momentum, eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        check_lr(group["lr"])
+        check_unit_interval("momentum", group["momentum"])
+        check_positive("eps", group["eps"])
+        check_nonnegative("weight_decay", group["weight_decay"])
 
     def _update_group(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor

@@ -23,19 +23,19 @@ from tailclip.clip import (
     ClipMode,
     ClipStats,
     ThresholdPolicy,
-    check_clip_mode,
-    clip_tensors,
+    clip_coefficients,
+    clip_tensors_unchecked,
+    clip_threshold,
     tensor_norms,
 )
 from tailclip.optim._base import (
     ClipOptimizer,
+    check_clipping,
     check_lr,
-    check_max_norm,
     check_nonnegative,
     check_unit_interval,
-    clip_coefficients,
-    cpu_blocks,
 )
+from tailclip.optim._kernels import coupled_decay, cpu_blocks, per_tensor
 
 CLIP_TARGETS = ("gradient", "momentum")
 
@@ -62,11 +62,7 @@ def clip_sgd(
     ``m_t`` with ``clip_target="momentum"``).
     """
     if weight_decay != 0:
-        grads = (
-            list(torch._foreach_add(grads, params, alpha=weight_decay))
-            if foreach
-            else [g.add(p, alpha=weight_decay) for g, p in zip(grads, params)]
-        )
+        grads = coupled_decay(grads, params, weight_decay, foreach)
         norms = None
     blocked = clip_target == "gradient" and (momentum == 0 or all(b is not None for b in momentum_buffers))
     if foreach and blocked and not isinstance(max_norm, Tensor):
@@ -75,11 +71,11 @@ def clip_sgd(
             norms=norms,
         )
     if clip_target == "gradient":
-        grads, stats = clip_tensors(grads, clip, max_norm, foreach, norms)
+        grads, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms)
     if momentum != 0:
         grads = _heavy_ball(grads, momentum_buffers, momentum, foreach)
     if clip_target == "momentum":
-        grads, stats = clip_tensors(grads, clip, max_norm, foreach)
+        grads, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach)
     if foreach:
         torch._foreach_add_(params, grads, alpha=-lr)
     else:
@@ -110,14 +106,11 @@ def _multi_tensor_clip_sgd(
         norms = tensor_norms(grads, True)
     scales = None
     if clip in ("global", "layer"):
-        scales, stats = clip_coefficients(grads, clip, max_norm, norms, True)
+        coefs, stats = clip_coefficients(norms, clip, max_norm)
+        scales = per_tensor(coefs, grads)
     else:
-        check_clip_mode(clip)
         grad_norm = torch.linalg.vector_norm(norms)
-        if isinstance(max_norm, ThresholdPolicy):
-            max_norm = max_norm.threshold(grad_norm)
-        elif clip == "coord" and not max_norm > 0:
-            raise ValueError(f"Invalid max_norm: {max_norm}; allowed: max_norm > 0")
+        max_norm = clip_threshold(max_norm, grad_norm)
         stats = ClipStats.of(grad_norm, grad_norm)
     lists = [params, grads] + ([momentum_buffers] if momentum != 0 else [])
     clipped_norms: list[Tensor] = []
@@ -187,18 +180,21 @@ class ClipSGD(ClipOptimizer):
         foreach: bool = True,
         nonfinite: str = "raise",
     ) -> None:
-        check_lr(lr)
-        check_unit_interval("momentum", momentum)
-        check_clip_mode(clip)
-        check_max_norm(max_norm, clip)
-        if clip_target not in CLIP_TARGETS:
-            raise ValueError(f"Invalid clip_target: {clip_target!r}; allowed: 'gradient' or 'momentum'")
-        check_nonnegative("weight_decay", weight_decay)
         defaults = dict(
             lr=lr, momentum=momentum, clip=clip, max_norm=max_norm,
             clip_target=clip_target, weight_decay=weight_decay,
         )
         super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        check_lr(group["lr"])
+        check_unit_interval("momentum", group["momentum"])
+        check_clipping(group["clip"], group["max_norm"])
+        if group["clip_target"] not in CLIP_TARGETS:
+            raise ValueError(
+                f"Invalid clip_target: {group['clip_target']!r}; allowed: 'gradient' or 'momentum'"
+            )
+        check_nonnegative("weight_decay", group["weight_decay"])
 
     def _update_group(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
