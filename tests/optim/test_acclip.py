@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from cases import OptimCase, case
 
 from tailclip.optim import OPTIMIZERS, ACClip
+
+# ---------------------------------------------------------------- cases of the generic batteries
+# Found through the registry by tests/optim/cases.py (the battery) and
+# tests/problems/test_vectorized.py (the vectorized suite).
+
+
+def _case(label: str, **kwargs: Any) -> OptimCase:
+    return case("acclip", label, **kwargs)
+
+
+BATTERY_CASES = [
+    _case("paper", lr=1e-2),
+    _case("alpha2", lr=1e-2, alpha=2.0),
+    _case("betas-no-wd", lr=1e-2, betas=(0.8, 0.95), weight_decay=0.0),
+    _case("weight-decay", lr=1e-2, eps=1e-3, weight_decay=0.1),
+]
+VECTORIZED_CASES = [
+    {"lr": 0.05},
+    {"lr": 0.05, "alpha": 1.5, "weight_decay": 0.0},
+]
 
 SEED = 2020
 STEPS = 40

@@ -4,12 +4,45 @@ clipping mode x norm x delay on heavy-tailed gradients, the delayed rule, valida
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
+from cases import OptimCase, case
 
-from tailclip.clip import AutoClip
+from tailclip.clip import AutoClip, ZClip
 from tailclip.optim import OPTIMIZERS, ClipAdaGrad
+
+# ---------------------------------------------------------------- cases of the generic batteries
+# Found through the registry by tests/optim/cases.py (the battery) and
+# tests/problems/test_vectorized.py (the vectorized suite).
+
+
+def _case(label: str, **kwargs: Any) -> OptimCase:
+    return case("clip_adagrad", label, coupled_decay=True, **kwargs)
+
+
+BATTERY_CASES = [
+    _case("adagrad", lr=0.1),
+    _case("global", lr=0.1, clip="global", max_norm=1.0),
+    _case("coord", lr=0.1, clip="coord", max_norm=0.5),
+    _case("norm-layer", lr=0.1, norm=True, clip="layer", max_norm=0.5),
+    _case("delay-global", lr=0.1, delay=True, b0=1.0, clip="global", max_norm=1.0),
+    _case("norm-delay-coord", lr=0.1, norm=True, delay=True, b0=0.5, clip="coord", max_norm=0.5),
+    _case("weight-decay", lr=0.1, clip="global", max_norm=1.0, weight_decay=0.01),
+    _case("autoclip", lr=0.1, clip="global", max_norm=AutoClip(percentile=50.0)),
+    _case("zclip-norm", lr=0.1, norm=True, clip="global", max_norm=ZClip(warmup=3)),
+]
+INVALID_COMBINATIONS = [
+    ({"delay": True, "b0": 0.0}, "b0"),
+    ({"clip": "coord", "max_norm": ZClip()}, "max_norm"),
+]
+VECTORIZED_CASES = [
+    {"lr": 0.5, "clip": None, "norm": True, "b0": 3.0},
+    {"lr": 0.5, "clip": "global", "max_norm": 0.5, "norm": True, "delay": True, "b0": 3.0},
+    {"lr": 0.5, "clip": "layer", "max_norm": 0.5, "weight_decay": 0.05},
+    {"lr": 0.5, "clip": "coord", "max_norm": 0.5, "delay": True, "b0": 1.0},
+]
 
 SHAPES = [[(4, 3), (5,)], [(2, 2, 2)]]  # two param groups
 STEPS = 32

@@ -6,14 +6,53 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from cases import OptimCase, case
 
-from tailclip.clip import AutoClip
+from tailclip.clip import AutoClip, ZClip
 from tailclip.optim import OPTIMIZERS, ClipAdam
 from tailclip.optim.adam import GROUP_EXP_AVG_SQ, GROUP_STEP
+
+# ---------------------------------------------------------------- cases of the generic batteries
+# Found through the registry by tests/optim/cases.py (the battery) and
+# tests/problems/test_vectorized.py (the vectorized suite).
+
+
+def _case(label: str, **kwargs: Any) -> OptimCase:
+    return case("clip_adam", label, **kwargs)
+
+
+BATTERY_CASES = [
+    _case("adamw", lr=1e-2),
+    _case("global", lr=1e-2, clip="global", max_norm=1.0),
+    _case("coord", lr=1e-2, clip="coord", max_norm=0.5),
+    _case("norm-layer", lr=1e-2, norm=True, clip="layer", max_norm=0.5),
+    _case("delay-global", lr=1e-2, delay=True, v0=1e-2, clip="global", max_norm=1.0),
+    _case("norm-delay", lr=1e-2, norm=True, delay=True, v0=0.1, clip="global", max_norm=1.0),
+    _case("weight-decay", lr=1e-2, betas=(0.8, 0.99), clip="global", weight_decay=0.1),
+    _case("autoclip", lr=1e-2, clip="global", max_norm=AutoClip(percentile=50.0)),
+    _case("zclip-norm", lr=1e-2, norm=True, clip="global", max_norm=ZClip(warmup=3)),
+    _case("fused-global", lr=1e-2, clip="global", max_norm=1.0, weight_decay=0.01, fused=True,
+          writes_grad=True),
+    _case("fused-layer", lr=1e-2, clip="layer", max_norm=0.5, fused=True),
+]
+INVALID_COMBINATIONS = [
+    ({"delay": True, "v0": 0.0}, "v0"),
+    ({"clip": None, "max_norm": AutoClip()}, "max_norm"),
+    ({"fused": True, "norm": True}, "fused"),
+    ({"fused": True, "delay": True, "v0": 0.1}, "fused"),
+]
+VECTORIZED_CASES = [
+    {"lr": 0.05, "clip": None},
+    {"lr": 0.05, "clip": "global", "max_norm": 0.5, "weight_decay": 0.01},
+    {"lr": 0.05, "clip": "global", "max_norm": 0.5, "norm": True},
+    {"lr": 0.05, "clip": "coord", "max_norm": 0.5, "norm": True, "delay": True, "v0": 9.0},
+    {"lr": 0.05, "clip": None, "delay": True, "v0": 1.0},
+]
 
 SHAPES = [[(4, 3), (5,)], [(2, 2, 2)]]  # two param groups
 STEPS = 36

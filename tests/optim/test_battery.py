@@ -20,7 +20,6 @@ import torch
 from cases import (
     CASES,
     EXPECTED_NAMES,
-    INVALID_COMBINATIONS,
     INVALID_VALUES,
     WRAPPERS,
     OptimCase,
@@ -28,6 +27,7 @@ from cases import (
     clone_params,
     flat,
     grad_stream,
+    invalid_combinations,
     make_params,
     param_groups,
     set_grads,
@@ -489,7 +489,7 @@ def _invalid_params() -> list[Any]:
             if arg in signature:
                 cases += [pytest.param(name, {arg: v}, arg, id=f"{name}-{arg}={_value_id(v)}")
                           for v in values]
-        for n, kwargs, arg in INVALID_COMBINATIONS:
+        for n, kwargs, arg in invalid_combinations():
             if n == name:
                 label = "-".join(f"{k}={_value_id(v)}" for k, v in kwargs.items())
                 cases.append(pytest.param(n, kwargs, arg, id=f"{n}-{label}"))

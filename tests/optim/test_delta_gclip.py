@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from cases import OptimCase, case
 
 from tailclip.optim import OPTIMIZERS, DeltaGClip
+
+# ---------------------------------------------------------------- cases of the generic batteries
+# Found through the registry by tests/optim/cases.py (the battery) and
+# tests/problems/test_vectorized.py (the vectorized suite).
+
+
+def _case(label: str, **kwargs: Any) -> OptimCase:
+    return case("delta_gclip", label, **kwargs)
+
+
+BATTERY_CASES = [
+    _case("default", lr=1.0, gamma=0.5, delta=1e-3),
+    _case("gclip-delta0", lr=1.0, gamma=0.5, delta=0.0),
+    _case("large-delta", lr=0.5, gamma=0.1, delta=0.5),
+    _case("weight-decay", lr=1.0, gamma=0.5, delta=1e-3, weight_decay=0.01),
+]
+VECTORIZED_CASES = [
+    {"lr": 0.1, "gamma": 0.5, "delta": 1e-3},
+    {"lr": 0.1, "gamma": 0.5, "delta": 0.2, "weight_decay": 0.1},
+]
 
 SEED = 20250
 STEPS = 40

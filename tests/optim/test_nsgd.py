@@ -4,11 +4,33 @@ step length and statistics, the group norm, foreach == loop, validation."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
+from cases import OptimCase, case
 
 from tailclip.optim import NSGD, OPTIMIZERS
+
+# ---------------------------------------------------------------- cases of the generic batteries
+# Found through the registry by tests/optim/cases.py (the battery) and
+# tests/problems/test_vectorized.py (the vectorized suite).
+
+
+def _case(label: str, **kwargs: Any) -> OptimCase:
+    return case("nsgd", label, coupled_decay=True, **kwargs)
+
+
+BATTERY_CASES = [
+    _case("default", lr=0.1),
+    _case("no-momentum", lr=0.1, momentum=0.0),
+    _case("eps", lr=0.05, momentum=0.5, eps=1e-3),
+    _case("weight-decay", lr=0.1, momentum=0.9, weight_decay=0.01),
+]
+VECTORIZED_CASES = [
+    {"lr": 0.05, "momentum": 0.9},
+    {"lr": 0.05, "momentum": 0.0, "weight_decay": 0.1},
+]
 
 SHAPES = [[(4, 3), (5,)], [(2, 2, 2)]]  # two param groups
 STEPS = 32

@@ -24,7 +24,7 @@ in the same order, so the results match bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -40,6 +40,7 @@ from tailclip.clip import (
 )
 from tailclip.optim._base import ClipOptimizer, check_clipping, check_lr, check_nonnegative
 from tailclip.optim._kernels import add_scaled_, coupled_decay, cpu_blocks, per_tensor
+from tailclip.optim._registry import VectorizedRule, register_optimizer
 
 
 def clip_adagrad(
@@ -246,3 +247,31 @@ class ClipAdaGrad(ClipOptimizer):
             max_norm=group["max_norm"], eps=group["eps"],
             weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
         )
+
+
+def _init_runs(x: Tensor, hp: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Per run: the accumulator ``b0^2`` (per coordinate, or with ``norm=True`` one scalar per
+    run, float64 for float64 iterates, else float32); shared: the step counter."""
+    b0_sq = hp["b0"] ** 2
+    if hp["norm"]:
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        state = {"norm_sq_sum": torch.full((x.shape[0],), b0_sq, dtype=dtype, device=x.device)}
+    else:
+        state = {"sum": torch.full_like(x, b0_sq)}
+    return state, {"step": torch.tensor(0.0, dtype=torch.float32)}
+
+
+def _run_core(hp: Mapping[str, Any], shared: Mapping[str, Tensor], lr: float, threshold: float | None):
+    def core(x: Tensor, g: Tensor, accumulator: Tensor) -> ClipStats:
+        return clip_adagrad(
+            [x], [g], [accumulator], [shared["step"]],
+            lr=lr, norm=hp["norm"], delay=hp["delay"], clip=hp["clip"], max_norm=threshold,
+            eps=hp["eps"], weight_decay=hp["weight_decay"], foreach=False,
+        )
+
+    return core
+
+
+register_optimizer(
+    "clip_adagrad", ClipAdaGrad, VectorizedRule(_init_runs, _run_core, threshold_key="max_norm")
+)

@@ -26,7 +26,7 @@ Loshchilov and Hutter, "Decoupled Weight Decay Regularization", ICLR 2019 (AdamW
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -44,6 +44,7 @@ from tailclip.clip import (
 )
 from tailclip.optim._base import ClipOptimizer, check_betas, check_clipping, check_lr, check_nonnegative
 from tailclip.optim._kernels import cpu_blocks, device_dtype_buckets, per_tensor
+from tailclip.optim._registry import VectorizedRule, register_optimizer
 
 # Adam-Norm's scalar second moment of a group and its update count live in the state of the
 # group's first parameter, ``state[group["params"][0]]``, so that ``state_dict`` carries them.
@@ -438,3 +439,36 @@ class ClipAdam(ClipOptimizer):
             foreach=group["foreach"], fused=group["fused"], group_exp_avg_sq=group_exp_avg_sq,
             group_step=group_step, norms=norms,
         )
+
+
+def _init_runs(x: Tensor, hp: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Per run: ``exp_avg`` and ``exp_avg_sq`` or, with ``norm=True``, ``group_exp_avg_sq`` (one
+    scalar per run, float64 for float64 iterates, else float32); shared: the step counters."""
+    state = {"exp_avg": torch.zeros_like(x)}
+    shared = {}
+    if hp["norm"]:
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        state["group_exp_avg_sq"] = torch.full((x.shape[0],), hp["v0"], dtype=dtype, device=x.device)
+        shared["group_step"] = torch.tensor(0.0, dtype=_scalar_dtype())
+    else:
+        state["exp_avg_sq"] = torch.full_like(x, hp["v0"])
+    shared["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
+    return state, shared
+
+
+def _run_core(hp: Mapping[str, Any], shared: Mapping[str, Tensor], lr: float, threshold: float | None):
+    beta1, beta2 = hp["betas"]
+    norm = hp["norm"]
+
+    def core(x: Tensor, g: Tensor, exp_avg: Tensor, second: Tensor) -> ClipStats:
+        return clip_adam(
+            [x], [g], [exp_avg], [] if norm else [second], [shared["step"]],
+            lr=lr, beta1=beta1, beta2=beta2, eps=hp["eps"], weight_decay=hp["weight_decay"],
+            clip=hp["clip"], max_norm=threshold, norm=norm, delay=hp["delay"], foreach=False,
+            group_exp_avg_sq=second if norm else None, group_step=shared.get("group_step"),
+        )
+
+    return core
+
+
+register_optimizer("clip_adam", ClipAdam, VectorizedRule(_init_runs, _run_core, threshold_key="max_norm"))

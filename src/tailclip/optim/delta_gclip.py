@@ -21,7 +21,7 @@ with weight decay.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -30,6 +30,7 @@ from torch import Tensor
 from tailclip.clip import ClipStats, tensor_norms
 from tailclip.optim._base import ClipOptimizer, check_lr, check_nonnegative, check_positive
 from tailclip.optim._kernels import coupled_decay
+from tailclip.optim._registry import VectorizedRule, register_optimizer
 
 
 def delta_gclip(
@@ -118,3 +119,26 @@ class DeltaGClip(ClipOptimizer):
             lr=group["lr"], gamma=group["gamma"], delta=group["delta"],
             weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
         )
+
+
+def _init_runs(x: Tensor, hp: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """No state."""
+    return {}, {}
+
+
+def _run_core(hp: Mapping[str, Any], shared: Mapping[str, Tensor], lr: float, threshold: float | None):
+    def core(x: Tensor, g: Tensor) -> ClipStats:
+        return delta_gclip(
+            [x], [g],
+            lr=lr, gamma=threshold, delta=hp["delta"], weight_decay=hp["weight_decay"], foreach=False,
+        )
+
+    return core
+
+
+# the threshold of a step is gamma, on the group norm: global clipping of the step size
+register_optimizer(
+    "delta_gclip",
+    DeltaGClip,
+    VectorizedRule(_init_runs, _run_core, threshold_key="gamma", clip_mode="global"),
+)

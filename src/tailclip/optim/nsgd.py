@@ -15,7 +15,7 @@ gradient spikes. ``momentum=0`` is normalized gradient descent,
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -30,6 +30,7 @@ from tailclip.optim._base import (
     check_unit_interval,
 )
 from tailclip.optim._kernels import add_scaled_, coupled_decay
+from tailclip.optim._registry import VectorizedRule, register_optimizer
 
 
 def nsgd(
@@ -128,3 +129,21 @@ class NSGD(ClipOptimizer):
             lr=group["lr"], momentum=group["momentum"], eps=group["eps"],
             weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
         )
+
+
+def _init_runs(x: Tensor, hp: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Per-run momentum buffer, ``m_0 = 0``."""
+    return {"momentum_buffer": torch.zeros_like(x)}, {}
+
+
+def _run_core(hp: Mapping[str, Any], shared: Mapping[str, Tensor], lr: float, threshold: float | None):
+    def core(x: Tensor, g: Tensor, buffer: Tensor) -> ClipStats:
+        return nsgd(
+            [x], [g], [buffer],
+            lr=lr, momentum=hp["momentum"], eps=hp["eps"], weight_decay=hp["weight_decay"], foreach=False,
+        )
+
+    return core
+
+
+register_optimizer("nsgd", NSGD, VectorizedRule(_init_runs, _run_core))

@@ -13,7 +13,7 @@ Without clipping it is exactly ``torch.optim.SGD(momentum=beta)`` (same operatio
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -36,6 +36,7 @@ from tailclip.optim._base import (
     check_unit_interval,
 )
 from tailclip.optim._kernels import coupled_decay, cpu_blocks, per_tensor
+from tailclip.optim._registry import VectorizedRule, register_optimizer
 
 CLIP_TARGETS = ("gradient", "momentum")
 
@@ -210,3 +211,22 @@ class ClipSGD(ClipOptimizer):
             for p, buf in zip(params, buffers):
                 self.state[p]["momentum_buffer"] = buf
         return stats
+
+
+def _init_runs(x: Tensor, hp: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Per-run momentum buffer (zeros give ClipSGD's ``m_1 = u_1``), if ``momentum > 0``."""
+    return ({"momentum_buffer": torch.zeros_like(x)} if hp["momentum"] != 0 else {}), {}
+
+
+def _run_core(hp: Mapping[str, Any], shared: Mapping[str, Tensor], lr: float, threshold: float | None):
+    def core(x: Tensor, g: Tensor, *buffers: Tensor) -> ClipStats:
+        return clip_sgd(
+            [x], [g], [buffers[0] if buffers else None],
+            lr=lr, momentum=hp["momentum"], clip=hp["clip"], max_norm=threshold,
+            clip_target=hp["clip_target"], weight_decay=hp["weight_decay"], foreach=False,
+        )
+
+    return core
+
+
+register_optimizer("clip_sgd", ClipSGD, VectorizedRule(_init_runs, _run_core, threshold_key="max_norm"))
