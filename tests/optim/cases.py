@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from optim_fixtures import flat  # noqa: F401  (re-exported for the battery)
 from torch import Tensor
 
 from tailclip.clip import ThresholdPolicy
@@ -215,10 +216,6 @@ def set_grads(params: list[list[Tensor]], grads: list[list[Tensor | None]]) -> N
 
 def param_groups(case: OptimCase, params: list[list[Tensor]]) -> list[dict[str, Any]]:
     return [{"params": params[0]}, {"params": params[1], **case.group2_overrides()}]
-
-
-def flat(params: list[list[Tensor]]) -> list[Tensor]:
-    return [p.detach() for group in params for p in group]
 
 
 # ---------------------------------------------------------------------------------------------

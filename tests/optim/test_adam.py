@@ -8,10 +8,11 @@ import copy
 import math
 from typing import Any
 
-import numpy as np
+import optim_fixtures as fixtures
 import pytest
 import torch
 from cases import OptimCase, case
+from optim_fixtures import flat, param_groups
 
 from tailclip.clip import AutoClip, ZClip
 from tailclip.optim import OPTIMIZERS, ClipAdam
@@ -63,21 +64,15 @@ CLIPS = [None, "global", "layer", "coord"]
 
 
 def initial_params(dtype: torch.dtype) -> list[list[torch.Tensor]]:
-    gen = torch.Generator().manual_seed(0)
-    return [[torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s in group] for group in SHAPES]
+    return fixtures.initial_params(SHAPES, dtype)
 
 
-def student_t_noise(dtype: torch.dtype, seed: int = 3, df: float = 1.5) -> list[list[list[torch.Tensor]]]:
-    """noise[t][group][k]: Student-t samples with df = 1.5 (infinite variance), fixed seed."""
-    rng = np.random.default_rng(seed)
-    return [
-        [[torch.from_numpy(rng.standard_t(df, size=s)).to(dtype) for s in group] for group in SHAPES]
-        for _ in range(STEPS)
-    ]
+def student_t_noise(dtype: torch.dtype, seed: int = 3) -> list[list[list[torch.Tensor]]]:
+    return fixtures.numpy_student_t(SHAPES, STEPS, dtype, seed)
 
 
 def make_params(dtype: torch.dtype) -> list[list[torch.Tensor]]:
-    return [[x.clone().requires_grad_(True) for x in group] for group in initial_params(dtype)]
+    return fixtures.make_params(SHAPES, dtype)
 
 
 def set_grads(params: list[list[torch.Tensor]], noise_t: list[list[torch.Tensor]]) -> None:
@@ -94,14 +89,6 @@ def set_grads(params: list[list[torch.Tensor]], noise_t: list[list[torch.Tensor]
                 p.grad = g.clone()
             else:
                 p.grad.copy_(g)
-
-
-def param_groups(params: list[list[torch.Tensor]], group_options: list[dict]) -> list[dict]:
-    return [{"params": group, **opts} for group, opts in zip(params, group_options, strict=True)]
-
-
-def flat(params: list[list[torch.Tensor]]) -> list[torch.Tensor]:
-    return [p.detach() for group in params for p in group]
 
 
 # ---------------------------------------------------------------- torch.optim.AdamW parity

@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import optim_fixtures as fixtures
 import pytest
 import torch
 from cases import OptimCase, case
+from optim_fixtures import flat_lists, set_grads
 
 from tailclip.optim import NSGD, OPTIMIZERS
 
@@ -37,31 +39,15 @@ STEPS = 32
 
 
 def initial_params(dtype: torch.dtype) -> list[list[torch.Tensor]]:
-    gen = torch.Generator().manual_seed(0)
-    return [[torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s in group] for group in SHAPES]
+    return fixtures.initial_params(SHAPES, dtype)
 
 
-def student_t_noise(dtype: torch.dtype, seed: int = 2, df: float = 1.5) -> list[list[list[torch.Tensor]]]:
-    """noise[t][group][k]: Student-t (df = 1.5, infinite variance) samples, fixed seed."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        dist = torch.distributions.StudentT(torch.tensor(df, dtype=torch.float64))
-        return [[[dist.sample(s).to(dtype) for s in group] for group in SHAPES] for _ in range(STEPS)]
+def student_t_noise(dtype: torch.dtype, seed: int = 2) -> list[list[list[torch.Tensor]]]:
+    return fixtures.torch_student_t(SHAPES, STEPS, dtype, seed)
 
 
 def make_params(dtype: torch.dtype) -> list[list[torch.Tensor]]:
-    return [[x.clone().requires_grad_(True) for x in group] for group in initial_params(dtype)]
-
-
-def flat_lists(groups: list[list[torch.Tensor]]) -> list[list[list[float]]]:
-    return [[t.flatten().tolist() for t in group] for group in groups]
-
-
-def set_grads(params: list[list[torch.Tensor]], noise_t: list[list[torch.Tensor]]) -> None:
-    """g = x + xi: the gradient of ||x||^2 / 2 plus heavy-tailed noise."""
-    for group, group_noise in zip(params, noise_t, strict=True):
-        for p, xi in zip(group, group_noise, strict=True):
-            p.grad = p.detach().clone() + xi
+    return fixtures.make_params(SHAPES, dtype)
 
 
 def reference_nsgd(lr: float, momentum: float, eps: float, group_wd: list[float]):
