@@ -116,11 +116,15 @@ class ClipOptimizer(Optimizer):
         self.skipped_steps = 0
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """``torch.optim`` semantics; the group (given or inherited values) is validated, and a
-        threshold policy already serving a group is copied."""
+        """``torch.optim`` semantics; the group (given or inherited values) is validated (an
+        invalid one is not added), and a threshold policy already serving a group is copied."""
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        self._check_group(group)
+        try:
+            self._check_group(group)
+        except ValueError:
+            self.param_groups.pop()  # nothing half-added
+            raise
         policy = group.get("max_norm")
         served = any(g.get("max_norm") is policy for g in self.param_groups[:-1])
         if isinstance(policy, ThresholdPolicy) and served:

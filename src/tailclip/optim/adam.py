@@ -86,7 +86,9 @@ def clip_adam(
     Pure torch without device synchronisation: the bias corrections read the step counts,
     which live on the CPU (as in ``torch.optim.Adam``), and ``fused=True`` (``norm=False``, not
     delayed) calls ``torch._fused_adamw_``, folding global clipping into its ``grad_scale``.
-    Returns the clipping statistics of the group.
+    Returns the clipping statistics of the group. The arguments are not checked here:
+    :class:`ClipAdam` checks them once per param group (``fused`` with ``norm`` or ``delay``
+    is rejected there).
     """
     if fused:
         return _fused_clip_adam(
