@@ -17,6 +17,8 @@ from tailclip.clip import (
     ClipStats,
     ZClip,
     check_clip_mode,
+    check_max_norm,
+    clip_coefficients,
     clip_grads_,
     clip_grads_with_norm_,
     clip_tensors,
@@ -457,3 +459,43 @@ def test_large_tensors_are_normed_row_by_row_to_the_same_value(extra: int) -> No
     torch.testing.assert_close(foreach[:2].double(), reference[:2], rtol=1e-6, atol=0)
     # a strided tensor keeps torch's flat float32 reduction, less accurate at this size
     torch.testing.assert_close(foreach[2].double(), reference[2], rtol=1e-4, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The one clipping path: factors from the tensor norms
+
+
+def test_clip_coefficients_are_the_factors_clip_tensors_scales_by() -> None:
+    grads = [torch.tensor([3.0, 4.0]), torch.tensor([12.0, 0.0]), torch.zeros(2)]
+    norms = tensor_norms(grads)
+    coefs, stats = clip_coefficients(norms, "global", 6.5)  # ||g|| = 13
+    assert [float(c) for c in coefs] == [0.5, 0.5, 0.5]
+    assert float(stats.grad_norm) == 13.0 and float(stats.clipped_norm) == 6.5
+    coefs, stats = clip_coefficients(norms, "layer", 6.0)  # 5 stays, 12 -> 6, 0 keeps factor 1
+    assert [float(c) for c in coefs] == [1.0, 0.5, 1.0]
+    for mode, tau in (("global", 6.5), ("layer", 6.0)):
+        clipped, clip_stats = clip_tensors(grads, mode, tau)
+        coefs, stats = clip_coefficients(norms, mode, tau)
+        for g, c, u in zip(grads, coefs, clipped):
+            assert torch.equal(g * c, u)
+        assert torch.equal(stats.clipped_norm, clip_stats.clipped_norm)
+    with pytest.raises(ValueError, match="Invalid mode: 'coord'") as info:
+        clip_coefficients(norms, "coord", 1.0)
+    assert "\n" not in str(info.value)
+
+
+def test_clip_coefficients_resolve_an_adaptive_threshold_on_the_group_norm() -> None:
+    grads = [torch.tensor([3.0, 4.0]), torch.tensor([12.0, 0.0])]
+    policy, reference = AutoClip(percentile=50.0), AutoClip(percentile=50.0)
+    coefs, _ = clip_coefficients(tensor_norms(grads), "global", policy)
+    tau = reference.threshold(torch.tensor(13.0))
+    assert torch.equal(coefs[0], torch.clamp(tau / 13.0, max=1.0))
+    assert int(policy.count) == 1
+
+
+def test_check_max_norm_allows_numbers_above_zero_tensors_and_policies() -> None:
+    for ok in (1e-9, 3, torch.tensor(-1.0), ZClip()):
+        check_max_norm(ok)
+    for bad in (0, -1.0, float("nan"), True, "1.0", None):
+        with pytest.raises(ValueError, match="Invalid max_norm: .*; allowed: max_norm > 0"):
+            check_max_norm(bad)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,9 +41,13 @@ __all__ = [
     "ThresholdPolicy",
     "ZClip",
     "check_clip_mode",
+    "check_max_norm",
+    "clip_coefficients",
     "clip_grads_",
     "clip_grads_with_norm_",
     "clip_tensors",
+    "clip_tensors_unchecked",
+    "clip_threshold",
     "tensor_norms",
     "total_norm",
 ]
@@ -56,6 +60,18 @@ def check_clip_mode(mode: object, name: str = "clip") -> ClipMode:
             f"Invalid {name}: {mode!r}; allowed: 'global', 'layer', 'coord' or None"
         )
     return mode  # type: ignore[return-value]
+
+
+def device_dtype_buckets(tensors: Sequence[Tensor]) -> list[list[int]]:
+    """Indices of ``tensors`` grouped by (device, dtype), in order of first appearance.
+
+    A multi-tensor (``_foreach``) call takes one such bucket; the optimizers' kernels
+    (:mod:`tailclip.optim._kernels`) group by it too.
+    """
+    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, t in enumerate(tensors):
+        buckets.setdefault((t.device, t.dtype), []).append(i)
+    return list(buckets.values())
 
 
 def _accumulation_dtype(tensors: list[Tensor]) -> torch.dtype:
@@ -98,13 +114,14 @@ def tensor_norms(tensors: list[Tensor], foreach: bool = True) -> Tensor:
     if not foreach:
         return torch.stack([_norm(t, dtype).to(device) for t in tensors])
     norms: list[Tensor | None] = [None] * len(tensors)
-    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    small = []
     for i, t in enumerate(tensors):
         if t.is_cpu and t.numel() >= ROW_NORM_NUMEL:
             norms[i] = _norm(t, dtype).to(device)
         else:
-            buckets.setdefault((t.device, t.dtype), []).append(i)
-    for index in buckets.values():
+            small.append(i)
+    for bucket in device_dtype_buckets([tensors[i] for i in small]):
+        index = [small[k] for k in bucket]
         bucket_norms = torch._foreach_norm([tensors[i] for i in index], 2, dtype=dtype)
         for i, n in zip(index, bucket_norms):
             norms[i] = n.to(device)
@@ -122,15 +139,56 @@ def total_norm(tensors: Iterable[Tensor], foreach: bool = True) -> Tensor:
     return torch.linalg.vector_norm(tensor_norms(tensors, foreach))
 
 
-def _check_max_norm(max_norm: float | Tensor | ThresholdPolicy) -> None:
-    """A constant threshold must be > 0 (a negative one would flip the gradients' sign)."""
-    if not isinstance(max_norm, (Tensor, ThresholdPolicy)) and not max_norm > 0:
-        raise ValueError(f"Invalid max_norm: {max_norm}; allowed: max_norm > 0")
+def check_max_norm(max_norm: object) -> None:
+    """A clipping threshold: a number ``tau > 0``, a 0-dim tensor, or a :class:`ThresholdPolicy`.
+
+    The one check of a threshold's value (a negative one would flip the gradients' sign): the
+    public functions below call it, the optimizers call it in their constructors and
+    ``add_param_group``. A tensor is taken as given (checking it would read it on the host).
+    """
+    if isinstance(max_norm, (Tensor, ThresholdPolicy)):
+        return
+    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not max_norm > 0:
+        raise ValueError(
+            f"Invalid max_norm: {max_norm!r}; allowed: max_norm > 0 (a number) or a ThresholdPolicy "
+            "(AutoClip, ZClip)"
+        )
 
 
-def _coefficient(norm: Tensor, max_norm: float | Tensor) -> Tensor:
-    """``min(1, tau / norm)``; ``tau / 0 = inf`` clamps to 1, a NaN norm stays NaN."""
-    return torch.clamp(max_norm / norm, max=1.0)
+def clip_threshold(max_norm: float | Tensor | ThresholdPolicy, grad_norm: Tensor) -> float | Tensor:
+    """This step's ``tau``: ``max_norm`` itself, or an adaptive policy's ``tau_t`` for ``grad_norm``.
+
+    ``grad_norm`` is the pre-clip norm of the quantity being clipped; the policy records it.
+    """
+    if isinstance(max_norm, ThresholdPolicy):
+        return max_norm.threshold(grad_norm)
+    return max_norm
+
+
+def clip_coefficients(
+    norms: Tensor, mode: ClipMode, threshold: float | Tensor | ThresholdPolicy
+) -> tuple[list[Tensor], ClipStats]:
+    """Factors ``c_k`` of norm clipping, ``u_k = c_k g_k``, from the tensor norms ``||g_k||``.
+
+    ``"global"``: ``c_k = min(1, tau / ||g||)`` with ``||g|| = sqrt(sum_k ||g_k||^2)``;
+    ``"layer"``: ``c_k = min(1, tau / ||g_k||)``. ``tau / 0 = inf`` clamps to 1 and a NaN norm
+    stays NaN, with no branch and no host synchronisation. Returns one 0-dim factor per tensor
+    (in the norms' dtype and device) and the group's :class:`ClipStats`. An adaptive
+    ``threshold`` is resolved on ``||g||`` (:func:`clip_threshold`). Every clipping by a norm in
+    tailclip takes its factors from here: :func:`clip_tensors_unchecked` scales by them, and
+    the optimizers' foreach paths multiply them into their own first op instead of writing a
+    clipped copy of every gradient. The threshold is not checked here (see
+    :func:`check_max_norm`).
+    """
+    grad_norm = torch.linalg.vector_norm(norms)
+    tau = clip_threshold(threshold, grad_norm)
+    if mode == "global":
+        coef = torch.clamp(tau / grad_norm, max=1.0)
+        return [coef] * norms.shape[0], ClipStats.of(grad_norm, grad_norm * coef)
+    if mode == "layer":
+        coefs = torch.clamp(tau / norms, max=1.0)
+        return list(coefs.unbind()), ClipStats.of(grad_norm, torch.linalg.vector_norm(norms * coefs))
+    raise ValueError(f"Invalid mode: {mode!r}; allowed: 'global' or 'layer' (clipping by a norm)")
 
 
 def clip_grads_with_norm_(
@@ -141,17 +199,15 @@ def clip_grads_with_norm_(
     The second half of the split API: compute ``norm`` with :func:`total_norm` (and reduce it
     across ranks if the tensors are sharded), then call this.
     """
-    _check_max_norm(max_norm)
+    check_max_norm(max_norm)
     tensors = list(tensors)
     if not tensors:
         return
-    coef = _coefficient(norm, max_norm)
+    coef = torch.clamp(max_norm / norm, max=1.0)  # tau / 0 = inf clamps to 1
     if foreach:
-        buckets: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
-        for t in tensors:
-            buckets.setdefault((t.device, t.dtype), []).append(t)
-        for (device, _), group in buckets.items():
-            torch._foreach_mul_(group, coef.to(device))
+        for index in device_dtype_buckets(tensors):
+            group = [tensors[i] for i in index]
+            torch._foreach_mul_(group, coef.to(group[0].device))
     else:
         for t in tensors:
             t.mul_(coef.to(t.device))  # the coefficient keeps its precision, as in the foreach path
@@ -202,35 +258,40 @@ def clip_tensors(
     Pure torch, no host synchronisation, no data-dependent branching: the per-tensor path
     (``foreach=False``) is usable under ``torch.func.vmap``. An adaptive ``max_norm``
     (:class:`ThresholdPolicy`) is fed the pre-clip norm of ``grads`` and gives this step's
-    threshold (the policy keeps state: not for use under ``vmap``).
+    threshold (the policy keeps state: not for use under ``vmap``). Checks ``mode`` and
+    ``max_norm``, then is :func:`clip_tensors_unchecked`.
     """
+    check_clip_mode(mode)
     if mode is not None:
-        _check_max_norm(max_norm)
+        check_max_norm(max_norm)
+    return clip_tensors_unchecked(grads, mode, max_norm, foreach, norms)
+
+
+def clip_tensors_unchecked(
+    grads: list[Tensor],
+    mode: ClipMode,
+    max_norm: float | Tensor | ThresholdPolicy,
+    foreach: bool = True,
+    norms: Tensor | None = None,
+) -> tuple[list[Tensor], ClipStats]:
+    """:func:`clip_tensors` without its argument checks: the optimizers' functional cores call
+    it with a mode and threshold their constructors validated (once, not at every step)."""
     if norms is None:
         norms = tensor_norms(grads, foreach)
+    if mode in ("global", "layer"):
+        coefs, stats = clip_coefficients(norms, mode, max_norm)
+        return _scale(grads, coefs, foreach), stats
     grad_norm = torch.linalg.vector_norm(norms)
-    if isinstance(max_norm, ThresholdPolicy):
-        max_norm = max_norm.threshold(grad_norm)
+    tau = clip_threshold(max_norm, grad_norm)
     if mode is None:
         return grads, ClipStats.of(grad_norm, grad_norm)
-    if mode == "global":
-        coef = _coefficient(grad_norm, max_norm)
-        clipped = _scale(grads, [coef] * len(grads), foreach)
-        return clipped, ClipStats.of(grad_norm, grad_norm * coef)
-    if mode == "layer":
-        coefs = _coefficient(norms, max_norm)
-        clipped = _scale(grads, list(coefs.unbind()), foreach)
-        return clipped, ClipStats.of(grad_norm, torch.linalg.vector_norm(norms * coefs))
-    if mode == "coord":
-        if isinstance(max_norm, Tensor):
-            clipped = [torch.clamp(g, -max_norm.to(g.dtype), max_norm.to(g.dtype)) for g in grads]
-        elif foreach and grads:
-            clipped = torch._foreach_clamp_max(torch._foreach_clamp_min(grads, -max_norm), max_norm)
-        else:
-            clipped = [torch.clamp(g, -max_norm, max_norm) for g in grads]
-        return clipped, ClipStats.of(grad_norm, torch.linalg.vector_norm(tensor_norms(clipped, foreach)))
-    check_clip_mode(mode)
-    raise AssertionError("unreachable")
+    if isinstance(tau, Tensor):
+        clipped = [torch.clamp(g, -tau.to(g.dtype), tau.to(g.dtype)) for g in grads]
+    elif foreach and grads:
+        clipped = torch._foreach_clamp_max(torch._foreach_clamp_min(grads, -tau), tau)
+    else:
+        clipped = [torch.clamp(g, -tau, tau) for g in grads]
+    return clipped, ClipStats.of(grad_norm, torch.linalg.vector_norm(tensor_norms(clipped, foreach)))
 
 
 def _scale(tensors: list[Tensor], coefs: list[Tensor], foreach: bool) -> list[Tensor]:

@@ -1,8 +1,19 @@
 """The case database of the generic optimizer battery (in the style of torch's ``OptimizerInfo``).
 
-``CASES`` maps each registry name of ``tailclip.optim.OPTIMIZERS`` to the constructor kwargs
-of the variants worth testing: each clipping mode, norm/delay variants, the clipped target,
-weight decay, and an adaptive threshold policy (AutoClip, ZClip) as ``max_norm``. The
+The cases are declared by each rule's own test file, ``tests/optim/test_<module>.py`` for the
+rule registered from ``tailclip/optim/<module>.py`` (or by the rule's module itself, when that
+module lives in the tests, as the toy rule of ``_toy_rule.py``), and found here from the
+registry: nothing lists the rules. A rule's test file declares
+
+* ``BATTERY_CASES``: :class:`OptimCase` objects (made with :func:`case`), the variants worth
+  testing: each clipping mode, norm/delay variants, the clipped target, weight decay, and an
+  adaptive threshold policy (AutoClip, ZClip) as ``max_norm``;
+* ``INVALID_COMBINATIONS`` (optional, read by :func:`invalid_combinations`):
+  ``(kwargs, argument named)`` pairs that are invalid although each value is in range;
+* ``VECTORIZED_CASES`` (rules with a vectorized form): hyperparameters for
+  ``tests/problems/test_vectorized.py``.
+
+``CASES`` maps each registry name of ``tailclip.optim.OPTIMIZERS`` to its battery cases. The
 battery in ``test_battery.py`` runs every case of every *registered* optimizer; a registered
 optimizer without cases fails ``test_every_registered_optimizer_has_cases``.
 
@@ -17,16 +28,21 @@ in two groups, and heavy-tailed (Student-t) gradient streams from fixed seeds.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import importlib
+import inspect
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
+from optim_fixtures import flat  # noqa: F401  (re-exported for the battery)
 from torch import Tensor
 
-from tailclip.clip import AutoClip, ThresholdPolicy, ZClip
-from tailclip.optim import OPTIMIZERS
+from tailclip.clip import ThresholdPolicy
+from tailclip.optim import OPTIMIZERS, VECTORIZED_RULES
 
 EXPECTED_NAMES = frozenset(
     {"clip_sgd", "nsgd", "delta_gclip", "acclip", "clip_adagrad", "clip_adam", "noise_injection"}
@@ -75,83 +91,37 @@ class OptimCase:
         return self.cls(params, **self.fresh_kwargs(**overrides))
 
 
-def _case(name: str, label: str, writes_grad: bool = False, **kwargs: Any) -> OptimCase:
+def case(
+    name: str,
+    label: str,
+    *,
+    coupled_decay: bool = False,
+    default_clip: str | None = None,
+    writes_grad: bool = False,
+    **kwargs: Any,
+) -> OptimCase:
+    """An :class:`OptimCase` of rule ``name``, its flags derived from what the rule declares.
+
+    ``coupled_decay``: the rule adds ``wd x`` to the gradient before taking its norm (then the
+    stats are not on the raw gradient); ``default_clip``: the rule's default ``clip`` mode, for
+    rules that clip by ``max_norm`` (the cases with global clipping by a constant are bounded).
+    """
     wd = kwargs.get("weight_decay", 0.0)
-    coupled_wd = name in {"clip_sgd", "nsgd", "clip_adagrad"}
     momentum_target = kwargs.get("clip_target") == "momentum"
     global_bound = (
-        name in {"clip_sgd", "clip_adagrad", "clip_adam"}
-        and kwargs.get("clip", "global" if name == "clip_sgd" else None) == "global"
+        "max_norm" in inspect.signature(OPTIMIZERS[name]).parameters
+        and kwargs.get("clip", default_clip) == "global"
         and not isinstance(kwargs.get("max_norm"), ThresholdPolicy)
     )
     return OptimCase(
         name=name,
         label=label,
         kwargs=kwargs,
-        stats_on_raw_grad=not (coupled_wd and wd != 0) and not momentum_target,
+        stats_on_raw_grad=not (coupled_decay and wd != 0) and not momentum_target,
         global_bound=global_bound,
         writes_grad=writes_grad,
     )
 
-
-CASES: dict[str, list[OptimCase]] = {
-    "clip_sgd": [
-        _case("clip_sgd", "global", lr=0.1, clip="global", max_norm=1.0),
-        _case("clip_sgd", "layer-momentum", lr=0.1, momentum=0.9, clip="layer", max_norm=0.5),
-        _case("clip_sgd", "coord-momentum", lr=0.1, momentum=0.9, clip="coord", max_norm=0.3),
-        _case("clip_sgd", "noclip-momentum", lr=0.1, momentum=0.9, clip=None),
-        _case("clip_sgd", "momentum-target", lr=0.1, momentum=0.9, clip="global", clip_target="momentum"),
-        _case("clip_sgd", "weight-decay", lr=0.1, momentum=0.5, clip="global", max_norm=2.0,
-              weight_decay=0.01),
-        _case("clip_sgd", "autoclip", lr=0.1, clip="global", max_norm=AutoClip(percentile=50.0)),
-        _case("clip_sgd", "zclip", lr=0.1, momentum=0.9, clip="global", max_norm=ZClip(warmup=3)),
-    ],
-    "nsgd": [
-        _case("nsgd", "default", lr=0.1),
-        _case("nsgd", "no-momentum", lr=0.1, momentum=0.0),
-        _case("nsgd", "eps", lr=0.05, momentum=0.5, eps=1e-3),
-        _case("nsgd", "weight-decay", lr=0.1, momentum=0.9, weight_decay=0.01),
-    ],
-    "delta_gclip": [
-        _case("delta_gclip", "default", lr=1.0, gamma=0.5, delta=1e-3),
-        _case("delta_gclip", "gclip-delta0", lr=1.0, gamma=0.5, delta=0.0),
-        _case("delta_gclip", "large-delta", lr=0.5, gamma=0.1, delta=0.5),
-        _case("delta_gclip", "weight-decay", lr=1.0, gamma=0.5, delta=1e-3, weight_decay=0.01),
-    ],
-    "acclip": [
-        _case("acclip", "paper", lr=1e-2),
-        _case("acclip", "alpha2", lr=1e-2, alpha=2.0),
-        _case("acclip", "betas-no-wd", lr=1e-2, betas=(0.8, 0.95), weight_decay=0.0),
-        _case("acclip", "weight-decay", lr=1e-2, eps=1e-3, weight_decay=0.1),
-    ],
-    "clip_adagrad": [
-        _case("clip_adagrad", "adagrad", lr=0.1),
-        _case("clip_adagrad", "global", lr=0.1, clip="global", max_norm=1.0),
-        _case("clip_adagrad", "coord", lr=0.1, clip="coord", max_norm=0.5),
-        _case("clip_adagrad", "norm-layer", lr=0.1, norm=True, clip="layer", max_norm=0.5),
-        _case("clip_adagrad", "delay-global", lr=0.1, delay=True, b0=1.0, clip="global", max_norm=1.0),
-        _case("clip_adagrad", "norm-delay-coord", lr=0.1, norm=True, delay=True, b0=0.5, clip="coord",
-              max_norm=0.5),
-        _case("clip_adagrad", "weight-decay", lr=0.1, clip="global", max_norm=1.0, weight_decay=0.01),
-        _case("clip_adagrad", "autoclip", lr=0.1, clip="global", max_norm=AutoClip(percentile=50.0)),
-        _case("clip_adagrad", "zclip-norm", lr=0.1, norm=True, clip="global", max_norm=ZClip(warmup=3)),
-    ],
-    "clip_adam": [
-        _case("clip_adam", "adamw", lr=1e-2),
-        _case("clip_adam", "global", lr=1e-2, clip="global", max_norm=1.0),
-        _case("clip_adam", "coord", lr=1e-2, clip="coord", max_norm=0.5),
-        _case("clip_adam", "norm-layer", lr=1e-2, norm=True, clip="layer", max_norm=0.5),
-        _case("clip_adam", "delay-global", lr=1e-2, delay=True, v0=1e-2, clip="global", max_norm=1.0),
-        _case("clip_adam", "norm-delay", lr=1e-2, norm=True, delay=True, v0=0.1, clip="global", max_norm=1.0),
-        _case("clip_adam", "weight-decay", lr=1e-2, betas=(0.8, 0.99), clip="global", weight_decay=0.1),
-        _case("clip_adam", "autoclip", lr=1e-2, clip="global", max_norm=AutoClip(percentile=50.0)),
-        _case("clip_adam", "zclip-norm", lr=1e-2, norm=True, clip="global", max_norm=ZClip(warmup=3)),
-        _case("clip_adam", "fused-global", lr=1e-2, clip="global", max_norm=1.0, weight_decay=0.01,
-              fused=True, writes_grad=True),
-        _case("clip_adam", "fused-layer", lr=1e-2, clip="layer", max_norm=0.5, fused=True),
-    ],
-    "noise_injection": [],
-}
 
 # Out-of-range values per hyperparameter: a ValueError naming the argument must follow.
 # The key is the argument; the pattern the message must contain is the argument's name,
@@ -172,21 +142,18 @@ INVALID_VALUES: dict[str, list[Any]] = {
     "v0": [-1.0],
     "nonfinite": ["bogus"],
 }
-# Combinations that are invalid although each value is in range: (name, kwargs, argument named).
-INVALID_COMBINATIONS: list[tuple[str, dict[str, Any], str]] = [
-    ("clip_sgd", {"clip": "layer", "max_norm": AutoClip()}, "max_norm"),
-    ("clip_adagrad", {"delay": True, "b0": 0.0}, "b0"),
-    ("clip_adagrad", {"clip": "coord", "max_norm": ZClip()}, "max_norm"),
-    ("clip_adam", {"delay": True, "v0": 0.0}, "v0"),
-    ("clip_adam", {"clip": None, "max_norm": AutoClip()}, "max_norm"),
-    ("clip_adam", {"fused": True, "norm": True}, "fused"),
-    ("clip_adam", {"fused": True, "delay": True, "v0": 0.1}, "fused"),
-]
-
-
 def battery_cases() -> list[OptimCase]:
     """Every case of every registered ClipOptimizer (wrappers excluded)."""
     return [c for name in OPTIMIZERS if name not in WRAPPERS for c in CASES.get(name, [])]
+
+
+def vectorized_cases() -> list[tuple[str, dict[str, Any]]]:
+    """``(name, hyperparameters)`` of every rule with a vectorized form (its ``VECTORIZED_CASES``)."""
+    return [
+        (name, dict(hp))
+        for name in VECTORIZED_RULES
+        for hp in getattr(rule_tests(name), "VECTORIZED_CASES", [])
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,5 +218,52 @@ def param_groups(case: OptimCase, params: list[list[Tensor]]) -> list[dict[str, 
     return [{"params": params[0]}, {"params": params[1], **case.group2_overrides()}]
 
 
-def flat(params: list[list[Tensor]]) -> list[Tensor]:
-    return [p.detach() for group in params for p in group]
+# ---------------------------------------------------------------------------------------------
+# Discovery: each registered rule's cases, from its test file. Last in this module: the test
+# files import the helpers above.
+
+
+def rule_tests(name: str) -> ModuleType:
+    """The module declaring the cases of rule ``name``: the rule's module if it declares
+    ``BATTERY_CASES`` itself, else ``test_<module>`` next to this file."""
+    module = sys.modules[OPTIMIZERS[name].__module__]
+    if hasattr(module, "BATTERY_CASES"):
+        return module
+    return importlib.import_module("test_" + module.__name__.rsplit(".", 1)[-1])
+
+
+class _Discovered(Mapping[str, list[OptimCase]]):
+    """``name -> battery cases``, read from the rules' test files on first use: those files
+    import this module, so reading them while it is being imported would be circular."""
+
+    def __init__(self) -> None:
+        self._cases: dict[str, list[OptimCase]] | None = None
+
+    def _read(self) -> dict[str, list[OptimCase]]:
+        if self._cases is None:
+            self._cases = {
+                name: [] if name in WRAPPERS else list(rule_tests(name).BATTERY_CASES) for name in OPTIMIZERS
+            }
+        return self._cases
+
+    def __getitem__(self, name: str) -> list[OptimCase]:
+        return self._read()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+
+CASES: Mapping[str, list[OptimCase]] = _Discovered()
+
+
+def invalid_combinations() -> list[tuple[str, dict[str, Any], str]]:
+    """``(name, kwargs, argument named)``: combinations invalid although each value is in range."""
+    return [
+        (name, kwargs, arg)
+        for name in OPTIMIZERS
+        if name not in WRAPPERS
+        for kwargs, arg in getattr(rule_tests(name), "INVALID_COMBINATIONS", [])
+    ]

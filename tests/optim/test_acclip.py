@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
-import numpy as np
+import optim_fixtures as fixtures
 import pytest
 import torch
+from cases import OptimCase, case
 
 from tailclip.optim import OPTIMIZERS, ACClip
+
+# ---------------------------------------------------------------- cases of the generic batteries
+# Found through the registry by tests/optim/cases.py (the battery) and
+# tests/problems/test_vectorized.py (the vectorized suite).
+
+
+def _case(label: str, **kwargs: Any) -> OptimCase:
+    return case("acclip", label, **kwargs)
+
+
+BATTERY_CASES = [
+    _case("paper", lr=1e-2),
+    _case("alpha2", lr=1e-2, alpha=2.0),
+    _case("betas-no-wd", lr=1e-2, betas=(0.8, 0.95), weight_decay=0.0),
+    _case("weight-decay", lr=1e-2, eps=1e-3, weight_decay=0.1),
+]
+VECTORIZED_CASES = [
+    {"lr": 0.05},
+    {"lr": 0.05, "alpha": 1.5, "weight_decay": 0.0},
+]
 
 SEED = 2020
 STEPS = 40
@@ -21,30 +43,18 @@ HYPERS = [
 
 
 def student_t_noise(shapes, steps, seed=SEED, scale=1.0):
-    """``noise[t][group][tensor]``: flat float64 lists of Student-t(1.5) samples."""
-    rng = np.random.default_rng(seed)
-    return [
-        [[list(scale * rng.standard_t(1.5, size=math.prod(s))) for s in group] for group in shapes]
-        for _ in range(steps)
-    ]
+    return fixtures.student_t_lists(shapes, steps, seed, scale)
 
 
 def initial_values(shapes, seed=SEED + 1):
-    rng = np.random.default_rng(seed)
-    return [[list(rng.normal(size=math.prod(s))) for s in group] for group in shapes]
+    return fixtures.normal_lists(shapes, seed)
 
 
-def make_params(values, shapes, dtype=torch.float64):
-    return [
-        [torch.tensor(v, dtype=dtype).reshape(s).requires_grad_() for v, s in zip(vg, sg, strict=True)]
-        for vg, sg in zip(values, shapes, strict=True)
-    ]
+make_params = fixtures.params_from_lists
 
 
 def set_grads(groups, noise_t, curvature=CURVATURE):
-    for params, xis in zip(groups, noise_t, strict=True):
-        for p, xi in zip(params, xis, strict=True):
-            p.grad = curvature * p.detach() + torch.tensor(xi, dtype=p.dtype).reshape(p.shape)
+    fixtures.set_grads(groups, noise_t, curvature)
 
 
 def reference_acclip(values, noise, hypers, alpha, curvature=CURVATURE, coupled_decay=False):

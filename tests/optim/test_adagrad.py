@@ -4,12 +4,47 @@ clipping mode x norm x delay on heavy-tailed gradients, the delayed rule, valida
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import optim_fixtures as fixtures
 import pytest
 import torch
+from cases import OptimCase, case
+from optim_fixtures import flat_lists, param_groups, set_grads
 
-from tailclip.clip import AutoClip
+from tailclip.clip import AutoClip, ZClip
 from tailclip.optim import OPTIMIZERS, ClipAdaGrad
+
+# ---------------------------------------------------------------- cases of the generic batteries
+# Found through the registry by tests/optim/cases.py (the battery) and
+# tests/problems/test_vectorized.py (the vectorized suite).
+
+
+def _case(label: str, **kwargs: Any) -> OptimCase:
+    return case("clip_adagrad", label, coupled_decay=True, **kwargs)
+
+
+BATTERY_CASES = [
+    _case("adagrad", lr=0.1),
+    _case("global", lr=0.1, clip="global", max_norm=1.0),
+    _case("coord", lr=0.1, clip="coord", max_norm=0.5),
+    _case("norm-layer", lr=0.1, norm=True, clip="layer", max_norm=0.5),
+    _case("delay-global", lr=0.1, delay=True, b0=1.0, clip="global", max_norm=1.0),
+    _case("norm-delay-coord", lr=0.1, norm=True, delay=True, b0=0.5, clip="coord", max_norm=0.5),
+    _case("weight-decay", lr=0.1, clip="global", max_norm=1.0, weight_decay=0.01),
+    _case("autoclip", lr=0.1, clip="global", max_norm=AutoClip(percentile=50.0)),
+    _case("zclip-norm", lr=0.1, norm=True, clip="global", max_norm=ZClip(warmup=3)),
+]
+INVALID_COMBINATIONS = [
+    ({"delay": True, "b0": 0.0}, "b0"),
+    ({"clip": "coord", "max_norm": ZClip()}, "max_norm"),
+]
+VECTORIZED_CASES = [
+    {"lr": 0.5, "clip": None, "norm": True, "b0": 3.0},
+    {"lr": 0.5, "clip": "global", "max_norm": 0.5, "norm": True, "delay": True, "b0": 3.0},
+    {"lr": 0.5, "clip": "layer", "max_norm": 0.5, "weight_decay": 0.05},
+    {"lr": 0.5, "clip": "coord", "max_norm": 0.5, "delay": True, "b0": 1.0},
+]
 
 SHAPES = [[(4, 3), (5,)], [(2, 2, 2)]]  # two param groups
 STEPS = 32
@@ -17,35 +52,15 @@ TAUS = {None: 1.0, "global": 12.0, "layer": 8.0, "coord": 6.0}
 
 
 def initial_params(dtype: torch.dtype) -> list[list[torch.Tensor]]:
-    gen = torch.Generator().manual_seed(0)
-    return [[torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s in group] for group in SHAPES]
+    return fixtures.initial_params(SHAPES, dtype)
 
 
-def student_t_noise(dtype: torch.dtype, seed: int = 1, df: float = 1.5) -> list[list[list[torch.Tensor]]]:
-    """noise[t][group][k]: Student-t (df = 1.5, infinite variance) samples, fixed seed."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        dist = torch.distributions.StudentT(torch.tensor(df, dtype=torch.float64))
-        return [[[dist.sample(s).to(dtype) for s in group] for group in SHAPES] for _ in range(STEPS)]
+def student_t_noise(dtype: torch.dtype, seed: int = 1) -> list[list[list[torch.Tensor]]]:
+    return fixtures.torch_student_t(SHAPES, STEPS, dtype, seed)
 
 
 def make_params(dtype: torch.dtype) -> list[list[torch.Tensor]]:
-    return [[x.clone().requires_grad_(True) for x in group] for group in initial_params(dtype)]
-
-
-def flat_lists(groups: list[list[torch.Tensor]]) -> list[list[list[float]]]:
-    return [[t.flatten().tolist() for t in group] for group in groups]
-
-
-def set_grads(params: list[list[torch.Tensor]], noise_t: list[list[torch.Tensor]]) -> None:
-    """g = x + xi: the gradient of ||x||^2 / 2 plus heavy-tailed noise."""
-    for group, group_noise in zip(params, noise_t, strict=True):
-        for p, xi in zip(group, group_noise, strict=True):
-            p.grad = p.detach().clone() + xi
-
-
-def param_groups(params: list[list[torch.Tensor]], group_options: list[dict]) -> list[dict]:
-    return [{"params": group, **opts} for group, opts in zip(params, group_options, strict=True)]
+    return fixtures.make_params(SHAPES, dtype)
 
 
 # ---------------------------------------------------------------- torch.optim.Adagrad parity

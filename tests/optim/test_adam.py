@@ -6,14 +6,54 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
-import numpy as np
+import optim_fixtures as fixtures
 import pytest
 import torch
+from cases import OptimCase, case
+from optim_fixtures import flat, param_groups
 
-from tailclip.clip import AutoClip
+from tailclip.clip import AutoClip, ZClip
 from tailclip.optim import OPTIMIZERS, ClipAdam
 from tailclip.optim.adam import GROUP_EXP_AVG_SQ, GROUP_STEP
+
+# ---------------------------------------------------------------- cases of the generic batteries
+# Found through the registry by tests/optim/cases.py (the battery) and
+# tests/problems/test_vectorized.py (the vectorized suite).
+
+
+def _case(label: str, **kwargs: Any) -> OptimCase:
+    return case("clip_adam", label, **kwargs)
+
+
+BATTERY_CASES = [
+    _case("adamw", lr=1e-2),
+    _case("global", lr=1e-2, clip="global", max_norm=1.0),
+    _case("coord", lr=1e-2, clip="coord", max_norm=0.5),
+    _case("norm-layer", lr=1e-2, norm=True, clip="layer", max_norm=0.5),
+    _case("delay-global", lr=1e-2, delay=True, v0=1e-2, clip="global", max_norm=1.0),
+    _case("norm-delay", lr=1e-2, norm=True, delay=True, v0=0.1, clip="global", max_norm=1.0),
+    _case("weight-decay", lr=1e-2, betas=(0.8, 0.99), clip="global", weight_decay=0.1),
+    _case("autoclip", lr=1e-2, clip="global", max_norm=AutoClip(percentile=50.0)),
+    _case("zclip-norm", lr=1e-2, norm=True, clip="global", max_norm=ZClip(warmup=3)),
+    _case("fused-global", lr=1e-2, clip="global", max_norm=1.0, weight_decay=0.01, fused=True,
+          writes_grad=True),
+    _case("fused-layer", lr=1e-2, clip="layer", max_norm=0.5, fused=True),
+]
+INVALID_COMBINATIONS = [
+    ({"delay": True, "v0": 0.0}, "v0"),
+    ({"clip": None, "max_norm": AutoClip()}, "max_norm"),
+    ({"fused": True, "norm": True}, "fused"),
+    ({"fused": True, "delay": True, "v0": 0.1}, "fused"),
+]
+VECTORIZED_CASES = [
+    {"lr": 0.05, "clip": None},
+    {"lr": 0.05, "clip": "global", "max_norm": 0.5, "weight_decay": 0.01},
+    {"lr": 0.05, "clip": "global", "max_norm": 0.5, "norm": True},
+    {"lr": 0.05, "clip": "coord", "max_norm": 0.5, "norm": True, "delay": True, "v0": 9.0},
+    {"lr": 0.05, "clip": None, "delay": True, "v0": 1.0},
+]
 
 SHAPES = [[(4, 3), (5,)], [(2, 2, 2)]]  # two param groups
 STEPS = 36
@@ -24,21 +64,15 @@ CLIPS = [None, "global", "layer", "coord"]
 
 
 def initial_params(dtype: torch.dtype) -> list[list[torch.Tensor]]:
-    gen = torch.Generator().manual_seed(0)
-    return [[torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s in group] for group in SHAPES]
+    return fixtures.initial_params(SHAPES, dtype)
 
 
-def student_t_noise(dtype: torch.dtype, seed: int = 3, df: float = 1.5) -> list[list[list[torch.Tensor]]]:
-    """noise[t][group][k]: Student-t samples with df = 1.5 (infinite variance), fixed seed."""
-    rng = np.random.default_rng(seed)
-    return [
-        [[torch.from_numpy(rng.standard_t(df, size=s)).to(dtype) for s in group] for group in SHAPES]
-        for _ in range(STEPS)
-    ]
+def student_t_noise(dtype: torch.dtype, seed: int = 3) -> list[list[list[torch.Tensor]]]:
+    return fixtures.numpy_student_t(SHAPES, STEPS, dtype, seed)
 
 
 def make_params(dtype: torch.dtype) -> list[list[torch.Tensor]]:
-    return [[x.clone().requires_grad_(True) for x in group] for group in initial_params(dtype)]
+    return fixtures.make_params(SHAPES, dtype)
 
 
 def set_grads(params: list[list[torch.Tensor]], noise_t: list[list[torch.Tensor]]) -> None:
@@ -55,14 +89,6 @@ def set_grads(params: list[list[torch.Tensor]], noise_t: list[list[torch.Tensor]
                 p.grad = g.clone()
             else:
                 p.grad.copy_(g)
-
-
-def param_groups(params: list[list[torch.Tensor]], group_options: list[dict]) -> list[dict]:
-    return [{"params": group, **opts} for group, opts in zip(params, group_options, strict=True)]
-
-
-def flat(params: list[list[torch.Tensor]]) -> list[torch.Tensor]:
-    return [p.detach() for group in params for p in group]
 
 
 # ---------------------------------------------------------------- torch.optim.AdamW parity

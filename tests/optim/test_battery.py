@@ -20,7 +20,6 @@ import torch
 from cases import (
     CASES,
     EXPECTED_NAMES,
-    INVALID_COMBINATIONS,
     INVALID_VALUES,
     WRAPPERS,
     OptimCase,
@@ -28,6 +27,7 @@ from cases import (
     clone_params,
     flat,
     grad_stream,
+    invalid_combinations,
     make_params,
     param_groups,
     set_grads,
@@ -489,7 +489,7 @@ def _invalid_params() -> list[Any]:
             if arg in signature:
                 cases += [pytest.param(name, {arg: v}, arg, id=f"{name}-{arg}={_value_id(v)}")
                           for v in values]
-        for n, kwargs, arg in INVALID_COMBINATIONS:
+        for n, kwargs, arg in invalid_combinations():
             if n == name:
                 label = "-".join(f"{k}={_value_id(v)}" for k, v in kwargs.items())
                 cases.append(pytest.param(n, kwargs, arg, id=f"{n}-{label}"))
@@ -506,3 +506,14 @@ def test_invalid_hyperparameter_raises_naming_it(name: str, kwargs: dict[str, An
     message = str(info.value)
     assert ("beta" if arg == "betas" else arg) in message, message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("case", [pytest.param(cases[0], id=name) for name, cases in CASES.items() if cases])
+def test_add_param_group_validates_the_new_group(case: OptimCase) -> None:
+    """Every rule checks a group added later as its constructor does, and does not add it."""
+    params = make_params(0)
+    opt = case.build(params[0])
+    with pytest.raises(ValueError, match="learning rate") as info:
+        opt.add_param_group({"params": params[1], "lr": -1.0})
+    assert "\n" not in str(info.value)
+    assert len(opt.param_groups) == 1

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-import tailclip.optim._base as base
+import tailclip.optim._kernels as kernels
 from tailclip.optim import ACClip, ClipAdaGrad, ClipAdam, ClipSGD, NoiseInjection
-from tailclip.optim._base import cpu_blocks
+from tailclip.optim._kernels import cpu_blocks
 
 SHAPES = [(5, 7), (13,), (3, 4, 5), ()]
 
@@ -48,7 +48,7 @@ def test_blocks_alias_the_tensors_and_cover_every_element_once():
     ],
 )
 def test_unclipped_blocked_paths_stay_bitwise_torch(monkeypatch, block, factory, reference):
-    monkeypatch.setattr(base, "CPU_BLOCK_NUMEL", block)
+    monkeypatch.setattr(kernels, "CPU_BLOCK_NUMEL", block)
     for ours, theirs in zip(run(factory), run(reference), strict=True):
         assert torch.equal(ours, theirs)
 
@@ -75,7 +75,7 @@ def test_unclipped_blocked_paths_stay_bitwise_torch(monkeypatch, block, factory,
     ],
 )
 def test_blocked_foreach_equals_the_loop(monkeypatch, block, make_opt):
-    monkeypatch.setattr(base, "CPU_BLOCK_NUMEL", block)
+    monkeypatch.setattr(kernels, "CPU_BLOCK_NUMEL", block)
     blocked = run(lambda ps: make_opt(ps, True))
     loop = run(lambda ps: make_opt(ps, False))
     for a, b in zip(blocked, loop, strict=True):
@@ -86,7 +86,7 @@ def test_blocked_foreach_equals_the_loop(monkeypatch, block, make_opt):
 @pytest.mark.parametrize("block", [1, 6])
 def test_blocked_microbatch_noise_equals_the_loop(monkeypatch, block):
     """AGNI with micro-batch variance: foreach draws its normals block by block (NormalStream)."""
-    monkeypatch.setattr(base, "CPU_BLOCK_NUMEL", block)
+    monkeypatch.setattr(kernels, "CPU_BLOCK_NUMEL", block)
     results = []
     for foreach in (True, False):
         params, gen = make(0)

@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
-import numpy as np
+import optim_fixtures as fixtures
 import pytest
 import torch
+from cases import OptimCase, case
 
 from tailclip.optim import OPTIMIZERS, DeltaGClip
+
+# ---------------------------------------------------------------- cases of the generic batteries
+# Found through the registry by tests/optim/cases.py (the battery) and
+# tests/problems/test_vectorized.py (the vectorized suite).
+
+
+def _case(label: str, **kwargs: Any) -> OptimCase:
+    return case("delta_gclip", label, **kwargs)
+
+
+BATTERY_CASES = [
+    _case("default", lr=1.0, gamma=0.5, delta=1e-3),
+    _case("gclip-delta0", lr=1.0, gamma=0.5, delta=0.0),
+    _case("large-delta", lr=0.5, gamma=0.1, delta=0.5),
+    _case("weight-decay", lr=1.0, gamma=0.5, delta=1e-3, weight_decay=0.01),
+]
+VECTORIZED_CASES = [
+    {"lr": 0.1, "gamma": 0.5, "delta": 1e-3},
+    {"lr": 0.1, "gamma": 0.5, "delta": 0.2, "weight_decay": 0.1},
+]
 
 SEED = 20250
 STEPS = 40
@@ -17,30 +39,18 @@ CURVATURE = 0.5  # g = CURVATURE * x + xi, xi ~ Student-t(1.5 dof): infinite var
 
 
 def student_t_noise(shapes, steps, seed=SEED, scale=1.0):
-    """``noise[t][group][tensor]``: flat float64 lists of Student-t(1.5) samples."""
-    rng = np.random.default_rng(seed)
-    return [
-        [[list(scale * rng.standard_t(1.5, size=math.prod(s))) for s in group] for group in shapes]
-        for _ in range(steps)
-    ]
+    return fixtures.student_t_lists(shapes, steps, seed, scale)
 
 
 def initial_values(shapes, seed=SEED + 1):
-    rng = np.random.default_rng(seed)
-    return [[list(rng.normal(size=math.prod(s))) for s in group] for group in shapes]
+    return fixtures.normal_lists(shapes, seed)
 
 
-def make_params(values, shapes, dtype=torch.float64):
-    return [
-        [torch.tensor(v, dtype=dtype).reshape(s).requires_grad_() for v, s in zip(vg, sg, strict=True)]
-        for vg, sg in zip(values, shapes, strict=True)
-    ]
+make_params = fixtures.params_from_lists
 
 
 def set_grads(groups, noise_t):
-    for params, xis in zip(groups, noise_t, strict=True):
-        for p, xi in zip(params, xis, strict=True):
-            p.grad = CURVATURE * p.detach() + torch.tensor(xi, dtype=p.dtype).reshape(p.shape)
+    fixtures.set_grads(groups, noise_t, CURVATURE)
 
 
 def reference_delta_gclip(values, noise, hypers):

@@ -4,42 +4,50 @@ step length and statistics, the group norm, foreach == loop, validation."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import optim_fixtures as fixtures
 import pytest
 import torch
+from cases import OptimCase, case
+from optim_fixtures import flat_lists, set_grads
 
 from tailclip.optim import NSGD, OPTIMIZERS
+
+# ---------------------------------------------------------------- cases of the generic batteries
+# Found through the registry by tests/optim/cases.py (the battery) and
+# tests/problems/test_vectorized.py (the vectorized suite).
+
+
+def _case(label: str, **kwargs: Any) -> OptimCase:
+    return case("nsgd", label, coupled_decay=True, **kwargs)
+
+
+BATTERY_CASES = [
+    _case("default", lr=0.1),
+    _case("no-momentum", lr=0.1, momentum=0.0),
+    _case("eps", lr=0.05, momentum=0.5, eps=1e-3),
+    _case("weight-decay", lr=0.1, momentum=0.9, weight_decay=0.01),
+]
+VECTORIZED_CASES = [
+    {"lr": 0.05, "momentum": 0.9},
+    {"lr": 0.05, "momentum": 0.0, "weight_decay": 0.1},
+]
 
 SHAPES = [[(4, 3), (5,)], [(2, 2, 2)]]  # two param groups
 STEPS = 32
 
 
 def initial_params(dtype: torch.dtype) -> list[list[torch.Tensor]]:
-    gen = torch.Generator().manual_seed(0)
-    return [[torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s in group] for group in SHAPES]
+    return fixtures.initial_params(SHAPES, dtype)
 
 
-def student_t_noise(dtype: torch.dtype, seed: int = 2, df: float = 1.5) -> list[list[list[torch.Tensor]]]:
-    """noise[t][group][k]: Student-t (df = 1.5, infinite variance) samples, fixed seed."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        dist = torch.distributions.StudentT(torch.tensor(df, dtype=torch.float64))
-        return [[[dist.sample(s).to(dtype) for s in group] for group in SHAPES] for _ in range(STEPS)]
+def student_t_noise(dtype: torch.dtype, seed: int = 2) -> list[list[list[torch.Tensor]]]:
+    return fixtures.torch_student_t(SHAPES, STEPS, dtype, seed)
 
 
 def make_params(dtype: torch.dtype) -> list[list[torch.Tensor]]:
-    return [[x.clone().requires_grad_(True) for x in group] for group in initial_params(dtype)]
-
-
-def flat_lists(groups: list[list[torch.Tensor]]) -> list[list[list[float]]]:
-    return [[t.flatten().tolist() for t in group] for group in groups]
-
-
-def set_grads(params: list[list[torch.Tensor]], noise_t: list[list[torch.Tensor]]) -> None:
-    """g = x + xi: the gradient of ||x||^2 / 2 plus heavy-tailed noise."""
-    for group, group_noise in zip(params, noise_t, strict=True):
-        for p, xi in zip(group, group_noise, strict=True):
-            p.grad = p.detach().clone() + xi
+    return fixtures.make_params(SHAPES, dtype)
 
 
 def reference_nsgd(lr: float, momentum: float, eps: float, group_wd: list[float]):

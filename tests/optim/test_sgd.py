@@ -4,14 +4,45 @@ and target on Student-t (1.5 dof) gradients, foreach == loop, adaptive policies,
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from cases import OptimCase, case
 from torch import nn
 
 from tailclip.clip import AutoClip, ZClip
 from tailclip.optim import ClipSGD
+
+# ---------------------------------------------------------------- cases of the generic batteries
+# Found through the registry by tests/optim/cases.py (the battery) and
+# tests/problems/test_vectorized.py (the vectorized suite).
+
+
+def _case(label: str, **kwargs: Any) -> OptimCase:
+    return case("clip_sgd", label, coupled_decay=True, default_clip="global", **kwargs)
+
+
+BATTERY_CASES = [
+    _case("global", lr=0.1, clip="global", max_norm=1.0),
+    _case("layer-momentum", lr=0.1, momentum=0.9, clip="layer", max_norm=0.5),
+    _case("coord-momentum", lr=0.1, momentum=0.9, clip="coord", max_norm=0.3),
+    _case("noclip-momentum", lr=0.1, momentum=0.9, clip=None),
+    _case("momentum-target", lr=0.1, momentum=0.9, clip="global", clip_target="momentum"),
+    _case("weight-decay", lr=0.1, momentum=0.5, clip="global", max_norm=2.0, weight_decay=0.01),
+    _case("autoclip", lr=0.1, clip="global", max_norm=AutoClip(percentile=50.0)),
+    _case("zclip", lr=0.1, momentum=0.9, clip="global", max_norm=ZClip(warmup=3)),
+]
+INVALID_COMBINATIONS = [
+    ({"clip": "layer", "max_norm": AutoClip()}, "max_norm"),
+]
+VECTORIZED_CASES = [
+    {"lr": 0.1, "momentum": 0.0, "clip": None},
+    {"lr": 0.1, "momentum": 0.9, "clip": "global", "max_norm": 0.5},
+    {"lr": 0.1, "momentum": 0.9, "clip": "coord", "max_norm": 0.3, "weight_decay": 0.1},
+    {"lr": 0.1, "momentum": 0.5, "clip": "global", "max_norm": 0.5, "clip_target": "momentum"},
+]
 
 SHAPES = [[(3, 2), (4,)], [(2, 2), (1,)]]  # two param groups
 LRS = [0.1, 0.05]

@@ -1,13 +1,13 @@
 """Vectorized optimizers: run r of a batch is a single run of the ``tailclip.optim`` class, bit for bit.
 
-Every adapter of :mod:`tailclip.problems.vectorized` is driven over R runs with heavy-tailed
-gradients; each run is then replayed alone with the optimizer class on one parameter, fed the
-same gradients, on the per-tensor path (``foreach=False``, the path the adapters map over the
-runs: equal bits) and on the default foreach path (equal to 1e-12 in float64). The per-run
-clipping statistics must be the class's ``step_stats``. One exception to equal bits: ACClip
-with a moment exponent alpha != 1 calls ``pow``, which torch evaluates with SIMD or scalar code
-depending on where an element falls in the tensor, so a batch of runs and a single run may
-differ in the last bit (1e-12 is asserted there).
+Every vectorized form registered in :data:`tailclip.optim.VECTORIZED_RULES` is driven over R runs
+with heavy-tailed gradients; each run is then replayed alone with the optimizer class on one
+parameter, fed the same gradients, on the per-tensor path (``foreach=False``, the path the
+vectorized form maps over the runs: equal bits) and on the default foreach path (equal to
+1e-12 in float64). The per-run clipping statistics must be the class's ``step_stats``. One
+exception to equal bits: ACClip with a moment exponent alpha != 1 calls ``pow``, which torch
+evaluates with SIMD or scalar code depending on where an element falls in the tensor, so a batch
+of runs and a single run may differ in the last bit (1e-12 is asserted there).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+from cases import WRAPPERS, vectorized_cases
 
 from tailclip.optim import OPTIMIZERS
 from tailclip.problems.samplers import sample_student_t
@@ -23,27 +24,9 @@ from tailclip.problems.vectorized import VECTORIZED_OPTIMIZERS, make_vectorized_
 
 R, D, T = 6, 3, 40
 
-CASES: list[tuple[str, dict[str, Any]]] = [
-    ("clip_sgd", {"lr": 0.1, "momentum": 0.0, "clip": None}),
-    ("clip_sgd", {"lr": 0.1, "momentum": 0.9, "clip": "global", "max_norm": 0.5}),
-    ("clip_sgd", {"lr": 0.1, "momentum": 0.9, "clip": "coord", "max_norm": 0.3, "weight_decay": 0.1}),
-    ("clip_sgd", {"lr": 0.1, "momentum": 0.5, "clip": "global", "max_norm": 0.5, "clip_target": "momentum"}),
-    ("clip_adam", {"lr": 0.05, "clip": None}),
-    ("clip_adam", {"lr": 0.05, "clip": "global", "max_norm": 0.5, "weight_decay": 0.01}),
-    ("clip_adam", {"lr": 0.05, "clip": "global", "max_norm": 0.5, "norm": True}),
-    ("clip_adam", {"lr": 0.05, "clip": "coord", "max_norm": 0.5, "norm": True, "delay": True, "v0": 9.0}),
-    ("clip_adam", {"lr": 0.05, "clip": None, "delay": True, "v0": 1.0}),
-    ("clip_adagrad", {"lr": 0.5, "clip": None, "norm": True, "b0": 3.0}),
-    ("clip_adagrad", {"lr": 0.5, "clip": "global", "max_norm": 0.5, "norm": True, "delay": True, "b0": 3.0}),
-    ("clip_adagrad", {"lr": 0.5, "clip": "layer", "max_norm": 0.5, "weight_decay": 0.05}),
-    ("clip_adagrad", {"lr": 0.5, "clip": "coord", "max_norm": 0.5, "delay": True, "b0": 1.0}),
-    ("nsgd", {"lr": 0.05, "momentum": 0.9}),
-    ("nsgd", {"lr": 0.05, "momentum": 0.0, "weight_decay": 0.1}),
-    ("delta_gclip", {"lr": 0.1, "gamma": 0.5, "delta": 1e-3}),
-    ("delta_gclip", {"lr": 0.1, "gamma": 0.5, "delta": 0.2, "weight_decay": 0.1}),
-    ("acclip", {"lr": 0.05}),
-    ("acclip", {"lr": 0.05, "alpha": 1.5, "weight_decay": 0.0}),
-]
+# Every rule with a vectorized form, with the hyperparameters its test file declares
+# (``VECTORIZED_CASES`` in tests/optim/test_<rule>.py): found through the registry.
+CASES: list[tuple[str, dict[str, Any]]] = vectorized_cases()
 
 
 def _id(case: tuple[str, dict[str, Any]]) -> str:
@@ -104,7 +87,7 @@ def test_run_r_equals_a_single_run_of_the_optimizer_class(case: tuple[str, dict[
 
 def test_every_vectorizable_optimizer_has_cases() -> None:
     assert {name for name, _ in CASES} == set(VECTORIZED_OPTIMIZERS)
-    assert set(VECTORIZED_OPTIMIZERS) == set(OPTIMIZERS) - {"noise_injection"}
+    assert set(VECTORIZED_OPTIMIZERS) == set(OPTIMIZERS) - WRAPPERS
 
 
 def test_runs_are_independent_with_their_own_norms_and_clipping() -> None:

@@ -1,31 +1,36 @@
 """Clipped optimizers for heavy-tailed gradient noise, drop-in for ``torch.optim``.
 
 Every rule is defined in ``../shared/papers.md``; each lives in one module with a functional
-core and a thin class. ``OPTIMIZERS`` maps the registry name to the class.
+core, a thin class and one :func:`register_optimizer` call (its vectorized form included).
+Every public module of this package is imported here, so a new rule module registers itself
+without being listed; ``OPTIMIZERS`` maps the registry name to the class, in module-name order.
 """
 
-from tailclip.optim._base import ClipOptimizer
-from tailclip.optim.acclip import ACClip
-from tailclip.optim.adagrad import ClipAdaGrad
-from tailclip.optim.adam import ClipAdam
-from tailclip.optim.delta_gclip import DeltaGClip
-from tailclip.optim.noise_injection import NoiseInjection
-from tailclip.optim.nsgd import NSGD
-from tailclip.optim.sgd import ClipSGD
+import importlib
+import pkgutil
 
-OPTIMIZERS: dict[str, type] = {
-    "clip_sgd": ClipSGD,
-    "clip_adagrad": ClipAdaGrad,
-    "clip_adam": ClipAdam,
-    "nsgd": NSGD,
-    "delta_gclip": DeltaGClip,
-    "acclip": ACClip,
-    "noise_injection": NoiseInjection,
-}
+from tailclip.optim._base import ClipOptimizer
+from tailclip.optim._registry import OPTIMIZERS, VECTORIZED_RULES, VectorizedRule, register_optimizer
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
+    importlib.import_module(f"{__name__}.{_module}")
+
+from tailclip.optim.acclip import ACClip  # noqa: E402
+from tailclip.optim.adagrad import ClipAdaGrad  # noqa: E402
+from tailclip.optim.adam import ClipAdam  # noqa: E402
+from tailclip.optim.delta_gclip import DeltaGClip  # noqa: E402
+from tailclip.optim.noise_injection import NoiseInjection  # noqa: E402
+from tailclip.optim.nsgd import NSGD  # noqa: E402
+from tailclip.optim.sgd import ClipSGD  # noqa: E402
+
+# A wrapper of any torch optimizer, not a ClipOptimizer rule (no vectorized form); registered
+# here, which keeps noise_injection.py free of the registry.
+register_optimizer("noise_injection", NoiseInjection)
 
 __all__ = [
     "NSGD",
     "OPTIMIZERS",
+    "VECTORIZED_RULES",
     "ACClip",
     "ClipAdaGrad",
     "ClipAdam",
@@ -33,4 +38,6 @@ __all__ = [
     "ClipSGD",
     "DeltaGClip",
     "NoiseInjection",
+    "VectorizedRule",
+    "register_optimizer",
 ]

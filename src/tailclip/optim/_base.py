@@ -1,9 +1,11 @@
 """The thin ``torch.optim.Optimizer`` layer every tailclip optimizer stands on.
 
-It validates hyperparameters, gathers each group's parameters and gradients (``None`` grads
-skipped, sparse grads rejected), checks gradients for NaN/Inf under the ``nonfinite`` policy,
-resolves adaptive clipping thresholds, and records per-step statistics. The update itself is
-a functional core in each optimizer's module, called by :meth:`ClipOptimizer._update_group`.
+It validates each param group once, when it is added (the constructor's groups included), with
+the subclass's :meth:`ClipOptimizer._check_group` and the ``check_*`` helpers here; gathers each
+group's parameters and gradients (``None`` grads skipped, sparse grads rejected), checks
+gradients for NaN/Inf under the ``nonfinite`` policy, and records per-step statistics. The
+update itself is a functional core in each optimizer's module, called by
+:meth:`ClipOptimizer._update_group`; the cores take validated hyperparameters and check nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from tailclip.clip import ClipStats, ThresholdPolicy, check_clip_mode, tensor_norms
+from tailclip.clip import ClipStats, ThresholdPolicy, check_clip_mode, check_max_norm, tensor_norms
 
 NONFINITE_POLICIES = ("raise", "skip")
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -54,8 +56,8 @@ def check_positive(name: str, value: float) -> None:
         raise ValueError(f"Invalid {name}: {value}; allowed: {name} > 0")
 
 
-def check_max_norm(max_norm: float | ThresholdPolicy, clip: object) -> None:
-    """A positive threshold, or an adaptive policy (global clipping only)."""
+def check_clipping(clip: object, max_norm: object) -> None:
+    """A clipping mode and its threshold: a number > 0, or an adaptive policy (global clipping only)."""
     check_clip_mode(clip)
     if isinstance(max_norm, ThresholdPolicy):
         if clip != "global":
@@ -63,25 +65,12 @@ def check_max_norm(max_norm: float | ThresholdPolicy, clip: object) -> None:
                 f"Invalid max_norm: a {type(max_norm).__name__} policy needs clip='global', got clip={clip!r}"
             )
         return
-    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)):
+    if isinstance(max_norm, Tensor):
         raise ValueError(
-            f"Invalid max_norm: {max_norm!r}; allowed: a number > 0 or a ThresholdPolicy (AutoClip, ZClip)"
+            "Invalid max_norm: a tensor; allowed: max_norm > 0 (a number) or a ThresholdPolicy "
+            "(AutoClip, ZClip)"
         )
-    check_positive("max_norm", float(max_norm))
-
-
-def add_scaled_(params: list[Tensor], tensors: list[Tensor], scale: Tensor, foreach: bool) -> None:
-    """``params[k] += tensors[k] * scale`` for a 0-dim ``scale`` (one multi-tensor call per device)."""
-    if foreach:
-        buckets: dict[torch.device, list[int]] = {}
-        for i, p in enumerate(params):
-            buckets.setdefault(p.device, []).append(i)
-        for device, index in buckets.items():
-            scaled = torch._foreach_mul([tensors[i] for i in index], scale.to(device))
-            torch._foreach_add_([params[i] for i in index], scaled)
-    else:
-        for param, t in zip(params, tensors, strict=True):
-            param.add_(t * scale.to(param.device))
+    check_max_norm(max_norm)
 
 
 class ClipOptimizer(Optimizer):
@@ -120,19 +109,33 @@ class ClipOptimizer(Optimizer):
     ) -> None:
         if nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"Invalid nonfinite: {nonfinite!r}; allowed: 'raise' or 'skip'")
+        self._check_group(defaults)
         defaults = {**defaults, "foreach": bool(foreach), "nonfinite": nonfinite}
         super().__init__(params, defaults)
         self.group_stats: list[ClipStats] = []
         self.skipped_steps = 0
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """``torch.optim`` semantics; a threshold policy already serving a group is copied."""
+        """``torch.optim`` semantics; the group (given or inherited values) is validated (an
+        invalid one is not added), and a threshold policy already serving a group is copied."""
         super().add_param_group(param_group)
         group = self.param_groups[-1]
+        try:
+            self._check_group(group)
+        except ValueError:
+            self.param_groups.pop()  # nothing half-added
+            raise
         policy = group.get("max_norm")
         served = any(g.get("max_norm") is policy for g in self.param_groups[:-1])
         if isinstance(policy, ThresholdPolicy) and served:
             group["max_norm"] = copy.deepcopy(policy)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Raise a one-line ``ValueError`` naming the first invalid hyperparameter of ``group``.
+
+        Called for every group as it is added (``torch.optim`` adds the constructor's groups
+        through :meth:`add_param_group`): the one place a rule's hyperparameters are checked.
+        """
 
     @property
     def step_stats(self) -> ClipStats:
@@ -155,7 +158,7 @@ class ClipOptimizer(Optimizer):
             grads.append(p.grad)
         return params, grads
 
-    def _nonfinite_parameter(self, group_index: int, grads: list[Tensor]) -> str:
+    def _nonfinite_parameter(self, group_index: int) -> str:
         group = self.param_groups[group_index]
         names = group.get("param_names")
         for i, p in enumerate(group["params"]):
@@ -174,6 +177,9 @@ class ClipOptimizer(Optimizer):
         gathered = []
         for index, group in enumerate(self.param_groups):
             params, grads = self._gather(group)
+            if group.get("clip") is not None:
+                # a threshold edited in param_groups after construction (as schedulers edit lr)
+                check_max_norm(group["max_norm"])
             if params:
                 norms = tensor_norms(grads, group["foreach"])
                 gathered.append((index, group, params, grads, norms))
@@ -187,7 +193,7 @@ class ClipOptimizer(Optimizer):
             if bad[1]["nonfinite"] == "raise":
                 raise FloatingPointError(
                     f"{type(self).__name__}: non-finite gradient in "
-                    f"{self._nonfinite_parameter(bad[0], bad[3])}; "
+                    f"{self._nonfinite_parameter(bad[0])}; "
                     "pass nonfinite='skip' to skip such steps"
                 )
             self.skipped_steps += 1
@@ -201,13 +207,6 @@ class ClipOptimizer(Optimizer):
     def _group_state(self, group: dict[str, Any]) -> dict[str, Any]:
         """The state dict holding the group-level keys: that of the group's first parameter."""
         return self.state[group["params"][0]]
-
-    def _max_norm(self, group: dict[str, Any], norms: Tensor) -> float | Tensor:
-        """The group's threshold: a constant, or the adaptive policy's ``tau_t`` for this step."""
-        max_norm = group.get("max_norm")
-        if isinstance(max_norm, ThresholdPolicy):
-            return max_norm.threshold(torch.linalg.vector_norm(norms))
-        return max_norm
 
     @abstractmethod
     def _update_group(
@@ -257,82 +256,3 @@ class ClipOptimizer(Optimizer):
         for index, (policy, policy_state) in policies.items():
             policy.load_state_dict(policy_state)
             self.param_groups[index]["max_norm"] = policy
-
-
-# Elements per block of :func:`cpu_blocks`: 1 MiB per float32 stream, so the few tensors an update
-# touches stay in the CPU's L2/L3 cache between its operations.
-CPU_BLOCK_NUMEL = 1 << 18
-
-
-def cpu_blocks(
-    lists: list[list[Tensor]], block_numel: int | None = None
-) -> list[tuple[list[int], list[list[Tensor]]]]:
-    """Cut parallel lists of equally shaped tensors into blocks of about ``block_numel`` elements.
-
-    Each block is ``(index, pieces)``: ``pieces[j]`` holds views (aliasing the originals, so
-    in-place updates land in them) of ``lists[j]``; piece ``k`` belongs to tensor ``index[k]``.
-    On the CPU a foreach op is a loop over its tensors, one pass over memory per op; running an
-    update's op sequence block by block instead keeps each block in cache between the ops. The
-    results are the same elementwise ops on the same elements. Non-CPU lists (multi-tensor
-    kernels) form a single block of whole tensors; non-contiguous tensors are never cut.
-    """
-    if not lists or not lists[0]:
-        return []
-    if not all(t.is_cpu for t in lists[0]):
-        return [(list(range(len(lists[0]))), [list(tensors) for tensors in lists])]
-    limit = CPU_BLOCK_NUMEL if block_numel is None else block_numel
-    blocks: list[tuple[list[int], list[list[Tensor]]]] = []
-    index: list[int] = []
-    pieces: list[list[Tensor]] = [[] for _ in lists]
-    filled = 0
-    for i in range(len(lists[0])):
-        row = [tensors[i] for tensors in lists]
-        numel = row[0].numel()
-        if numel <= limit or not all(t.is_contiguous() for t in row):
-            cuts = [row]
-        else:
-            flats = [t.view(-1) for t in row]
-            cuts = [[f[start:start + limit] for f in flats] for start in range(0, numel, limit)]
-        for cut in cuts:
-            index.append(i)
-            for j, piece in enumerate(cut):
-                pieces[j].append(piece)
-            filled += cut[0].numel()
-            if filled >= limit:
-                blocks.append((index, pieces))
-                index, pieces, filled = [], [[] for _ in lists], 0
-    if index:
-        blocks.append((index, pieces))
-    return blocks
-
-
-def clip_coefficients(
-    grads: list[Tensor],
-    clip: str,
-    max_norm: float | Tensor | ThresholdPolicy,
-    norms: Tensor | None,
-    foreach: bool,
-) -> tuple[list[Tensor], ClipStats]:
-    """Per-tensor factors of ``"global"`` or ``"layer"`` clipping, ``u_k = c_k g_k``, and the stats.
-
-    ``c_k = min(1, tau / ||g||)`` (global) or ``min(1, tau / ||g_k||)`` (layer), cast to each
-    gradient's dtype and device: the numbers :func:`tailclip.clip.clip_tensors` scales by, so an
-    update can multiply them into its own ops instead of materialising a clipped copy of every
-    gradient.
-    """
-    if clip not in ("global", "layer"):
-        raise ValueError(f"Invalid clip: {clip!r}; allowed: 'global' or 'layer'")
-    if norms is None:
-        norms = tensor_norms(grads, foreach)
-    grad_norm = torch.linalg.vector_norm(norms)
-    if isinstance(max_norm, ThresholdPolicy):
-        max_norm = max_norm.threshold(grad_norm)
-    elif not isinstance(max_norm, Tensor) and not max_norm > 0:
-        raise ValueError(f"Invalid max_norm: {max_norm}; allowed: max_norm > 0")
-    if clip == "global":
-        coef = torch.clamp(max_norm / grad_norm, max=1.0)
-        coefs, stats = [coef] * len(grads), ClipStats.of(grad_norm, grad_norm * coef)
-    else:
-        layer = torch.clamp(max_norm / norms, max=1.0)
-        coefs, stats = list(layer.unbind()), ClipStats.of(grad_norm, torch.linalg.vector_norm(norms * layer))
-    return [c.to(g.device, g.dtype) for g, c in zip(grads, coefs, strict=True)], stats

@@ -23,21 +23,16 @@ negligible), as for clipped SGD.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from tailclip.clip import ClipStats, tensor_norms
-from tailclip.optim._base import (
-    ClipOptimizer,
-    check_betas,
-    check_lr,
-    check_nonnegative,
-    check_positive,
-    cpu_blocks,
-)
+from tailclip.optim._base import ClipOptimizer, check_betas, check_lr, check_nonnegative, check_positive
+from tailclip.optim._kernels import cpu_blocks
+from tailclip.optim._registry import VectorizedRule, register_optimizer
 
 
 def acclip(
@@ -181,13 +176,15 @@ class ACClip(ClipOptimizer):
         foreach: bool = True,
         nonfinite: str = "raise",
     ) -> None:
-        check_lr(lr)
-        check_betas(betas)
-        check_positive("eps", eps)
-        _check_alpha(alpha)
-        check_nonnegative("weight_decay", weight_decay)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, alpha=alpha, weight_decay=weight_decay)
         super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        check_lr(group["lr"])
+        check_betas(group["betas"])
+        check_positive("eps", group["eps"])
+        _check_alpha(group["alpha"])
+        check_nonnegative("weight_decay", group["weight_decay"])
 
     def _update_group(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
@@ -205,3 +202,24 @@ class ACClip(ClipOptimizer):
             lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"], alpha=group["alpha"],
             weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
         )
+
+
+def _init_runs(x: Tensor, hp: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Per run: ``exp_avg`` (``m_0 = 0``) and ``tau_alpha`` (``tau_0^alpha = 0``)."""
+    return {"exp_avg": torch.zeros_like(x), "tau_alpha": torch.zeros_like(x)}, {}
+
+
+def _run_core(hp: Mapping[str, Any], shared: Mapping[str, Tensor], lr: float, threshold: float | None):
+    beta1, beta2 = hp["betas"]
+
+    def core(x: Tensor, g: Tensor, exp_avg: Tensor, tau_alpha: Tensor) -> ClipStats:
+        return acclip(
+            [x], [g], [exp_avg], [tau_alpha],
+            lr=lr, beta1=beta1, beta2=beta2, eps=hp["eps"], alpha=hp["alpha"],
+            weight_decay=hp["weight_decay"], foreach=False,
+        )
+
+    return core
+
+
+register_optimizer("acclip", ACClip, VectorizedRule(_init_runs, _run_core))

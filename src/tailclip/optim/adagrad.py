@@ -24,22 +24,23 @@ in the same order, so the results match bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from tailclip.clip import ClipMode, ClipStats, ThresholdPolicy, check_clip_mode, clip_tensors
-from tailclip.optim._base import (
-    ClipOptimizer,
-    add_scaled_,
-    check_lr,
-    check_max_norm,
-    check_nonnegative,
+from tailclip.clip import (
+    ClipMode,
+    ClipStats,
+    ThresholdPolicy,
     clip_coefficients,
-    cpu_blocks,
+    clip_tensors_unchecked,
+    tensor_norms,
 )
+from tailclip.optim._base import ClipOptimizer, check_clipping, check_lr, check_nonnegative
+from tailclip.optim._kernels import add_scaled_, coupled_decay, cpu_blocks, per_tensor
+from tailclip.optim._registry import VectorizedRule, register_optimizer
 
 
 def clip_adagrad(
@@ -72,18 +73,15 @@ def clip_adagrad(
         for step in steps:
             step.add_(1)
     if weight_decay != 0:
-        grads = (
-            list(torch._foreach_add(grads, params, alpha=weight_decay))
-            if foreach
-            else [g.add(p, alpha=weight_decay) for g, p in zip(grads, params, strict=True)]
-        )
+        grads = coupled_decay(grads, params, weight_decay, foreach)
         norms = None
     if foreach and not norm and clip in ("global", "layer"):
         # the factors go into the update's first op: no clipped copy of every gradient
-        scales, stats = clip_coefficients(grads, clip, max_norm, norms, foreach)
-        _adagrad_step_foreach(params, grads, sums, lr, delay, eps, scales)
+        norms = tensor_norms(grads, foreach) if norms is None else norms
+        coefs, stats = clip_coefficients(norms, clip, max_norm)
+        _adagrad_step_foreach(params, grads, sums, lr, delay, eps, per_tensor(coefs, grads))
         return stats
-    clipped, stats = clip_tensors(grads, clip, max_norm, foreach, norms)
+    clipped, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms)
     if norm:
         _adagrad_norm_step(params, clipped, sums[0], stats.clipped_norm, lr, delay, eps, foreach)
     elif foreach:
@@ -205,22 +203,24 @@ class ClipAdaGrad(ClipOptimizer):
         foreach: bool = True,
         nonfinite: str = "raise",
     ) -> None:
-        check_lr(lr)
-        for name, flag in (("norm", norm), ("delay", delay)):
-            if not isinstance(flag, bool):
-                raise ValueError(f"Invalid {name}: {flag!r}; allowed: True or False")
-        check_clip_mode(clip)
-        check_max_norm(max_norm, clip)
-        check_nonnegative("b0", b0)
-        if delay and not b0 > 0:
-            raise ValueError(f"Invalid b0: {b0} with delay=True; allowed: b0 > 0")
-        check_nonnegative("eps", eps)
-        check_nonnegative("weight_decay", weight_decay)
         defaults = dict(
             lr=lr, norm=norm, delay=delay, clip=clip, max_norm=max_norm,
             b0=b0, eps=eps, weight_decay=weight_decay,
         )
         super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        check_lr(group["lr"])
+        for name in ("norm", "delay"):
+            if not isinstance(group[name], bool):
+                raise ValueError(f"Invalid {name}: {group[name]!r}; allowed: True or False")
+        check_clipping(group["clip"], group["max_norm"])
+        b0 = group["b0"]
+        check_nonnegative("b0", b0)
+        if group["delay"] and not b0 > 0:
+            raise ValueError(f"Invalid b0: {b0} with delay=True; allowed: b0 > 0")
+        check_nonnegative("eps", group["eps"])
+        check_nonnegative("weight_decay", group["weight_decay"])
 
     def _update_group(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
@@ -247,3 +247,31 @@ class ClipAdaGrad(ClipOptimizer):
             max_norm=group["max_norm"], eps=group["eps"],
             weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
         )
+
+
+def _init_runs(x: Tensor, hp: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Per run: the accumulator ``b0^2`` (per coordinate, or with ``norm=True`` one scalar per
+    run, float64 for float64 iterates, else float32); shared: the step counter."""
+    b0_sq = hp["b0"] ** 2
+    if hp["norm"]:
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        state = {"norm_sq_sum": torch.full((x.shape[0],), b0_sq, dtype=dtype, device=x.device)}
+    else:
+        state = {"sum": torch.full_like(x, b0_sq)}
+    return state, {"step": torch.tensor(0.0, dtype=torch.float32)}
+
+
+def _run_core(hp: Mapping[str, Any], shared: Mapping[str, Tensor], lr: float, threshold: float | None):
+    def core(x: Tensor, g: Tensor, accumulator: Tensor) -> ClipStats:
+        return clip_adagrad(
+            [x], [g], [accumulator], [shared["step"]],
+            lr=lr, norm=hp["norm"], delay=hp["delay"], clip=hp["clip"], max_norm=threshold,
+            eps=hp["eps"], weight_decay=hp["weight_decay"], foreach=False,
+        )
+
+    return core
+
+
+register_optimizer(
+    "clip_adagrad", ClipAdaGrad, VectorizedRule(_init_runs, _run_core, threshold_key="max_norm")
+)

@@ -26,23 +26,25 @@ Loshchilov and Hutter, "Decoupled Weight Decay Regularization", ICLR 2019 (AdamW
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim.optimizer import _device_dtype_check_for_fused
 
-from tailclip.clip import ClipMode, ClipStats, ThresholdPolicy, check_clip_mode, clip_tensors, tensor_norms
-from tailclip.optim._base import (
-    ClipOptimizer,
-    check_betas,
-    check_lr,
-    check_max_norm,
-    check_nonnegative,
+from tailclip.clip import (
+    ClipMode,
+    ClipStats,
+    ThresholdPolicy,
     clip_coefficients,
-    cpu_blocks,
+    clip_tensors_unchecked,
+    clip_threshold,
+    tensor_norms,
 )
+from tailclip.optim._base import ClipOptimizer, check_betas, check_clipping, check_lr, check_nonnegative
+from tailclip.optim._kernels import cpu_blocks, device_dtype_buckets, per_tensor
+from tailclip.optim._registry import VectorizedRule, register_optimizer
 
 # Adam-Norm's scalar second moment of a group and its update count live in the state of the
 # group's first parameter, ``state[group["params"][0]]``, so that ``state_dict`` carries them.
@@ -63,7 +65,7 @@ def clip_adam(
     eps: float,
     weight_decay: float,
     clip: ClipMode,
-    max_norm: float | Tensor,
+    max_norm: float | Tensor | ThresholdPolicy,
     norm: bool,
     delay: bool,
     foreach: bool,
@@ -78,16 +80,17 @@ def clip_adam(
     incremented here) are per parameter. With ``norm=False`` ``exp_avg_sqs`` holds the
     per-coordinate ``v``; with ``norm=True`` it is unused and ``group_exp_avg_sq`` (0-dim) and
     ``group_step`` (0-dim, incremented here) hold the group's scalar ``v`` and its update count.
-    ``norms`` are the per-tensor norms of ``grads`` if already known (saves a read).
+    ``norms`` are the per-tensor norms of ``grads`` if already known (saves a read). An
+    adaptive ``max_norm`` policy is fed the pre-clip norm of ``grads``.
 
     Pure torch without device synchronisation: the bias corrections read the step counts,
     which live on the CPU (as in ``torch.optim.Adam``), and ``fused=True`` (``norm=False``, not
     delayed) calls ``torch._fused_adamw_``, folding global clipping into its ``grad_scale``.
-    Returns the clipping statistics of the group.
+    Returns the clipping statistics of the group. The arguments are not checked here:
+    :class:`ClipAdam` checks them once per param group (``fused`` with ``norm`` or ``delay``
+    is rejected there).
     """
     if fused:
-        if norm or delay:
-            raise ValueError("Invalid fused: True; allowed: fused=True only with norm=False and delay=False")
         return _fused_clip_adam(
             params, grads, exp_avgs, exp_avg_sqs, state_steps,
             lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
@@ -97,13 +100,13 @@ def clip_adam(
     if foreach and clip in ("global", "layer"):
         # the factors go into the update's first op: no clipped copy of every gradient
         updates = grads
-        scales, stats = clip_coefficients(grads, clip, max_norm, norms, foreach)
+        norms = tensor_norms(grads, foreach) if norms is None else norms
+        coefs, stats = clip_coefficients(norms, clip, max_norm)
+        scales = per_tensor(coefs, grads)
     else:
-        updates, stats = clip_tensors(grads, clip, max_norm, foreach, norms)
+        updates, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms)
     group_denom = None
     if norm:
-        if group_exp_avg_sq is None or group_step is None:
-            raise ValueError("Invalid group_exp_avg_sq or group_step: None; allowed: 0-dim tensors")
         group_denom = _group_denominator(
             group_exp_avg_sq, group_step, stats.clipped_norm, beta2=beta2, eps=eps, delay=delay
         )
@@ -205,7 +208,7 @@ def _multi_tensor_clip_adam(
     ``scales`` (one 0-dim factor per tensor, or ``None``) are the clipping factors: each block
     of ``u = scale * updates`` is formed just before its use (:func:`cpu_blocks`).
     """
-    for index in _buckets(params):
+    for index in device_dtype_buckets(params):
         device_steps = [state_steps[i] for i in index]
         if device_steps[0].is_cpu:
             torch._foreach_add_(device_steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
@@ -263,7 +266,7 @@ def _fused_clip_adam(
     eps: float,
     weight_decay: float,
     clip: ClipMode,
-    max_norm: float | Tensor,
+    max_norm: float | Tensor | ThresholdPolicy,
     foreach: bool,
     norms: Tensor | None,
 ) -> ClipStats:
@@ -280,12 +283,12 @@ def _fused_clip_adam(
         if norms is None:
             norms = tensor_norms(grads, foreach)
         grad_norm = torch.linalg.vector_norm(norms)
-        grad_scale = torch.clamp(grad_norm / max_norm, min=1.0)
+        grad_scale = torch.clamp(grad_norm / clip_threshold(max_norm, grad_norm), min=1.0)
         stats = ClipStats.of(grad_norm, grad_norm / grad_scale)
         updates = grads
     else:
-        updates, stats = clip_tensors(grads, clip, max_norm, foreach, norms)
-    for index in _buckets(params):
+        updates, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms)
+    for index in device_dtype_buckets(params):
         device = params[index[0]].device
         device_steps = [state_steps[i] for i in index]
         torch._foreach_add_(device_steps, 1)
@@ -309,14 +312,6 @@ def _fused_clip_adam(
     return stats
 
 
-def _buckets(tensors: list[Tensor]) -> list[list[int]]:
-    """Indices of ``tensors`` grouped by (device, dtype), in order of first appearance."""
-    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    for i, t in enumerate(tensors):
-        buckets.setdefault((t.device, t.dtype), []).append(i)
-    return list(buckets.values())
-
-
 def _check_hyperparameters(
     lr: float, betas: tuple[float, float], eps: float, weight_decay: float, norm: bool,
     delay: bool, clip: ClipMode, max_norm: float | ThresholdPolicy, v0: float, fused: bool,
@@ -325,8 +320,7 @@ def _check_hyperparameters(
     check_betas(betas)
     check_nonnegative("eps", eps)
     check_nonnegative("weight_decay", weight_decay)
-    check_clip_mode(clip)
-    check_max_norm(max_norm, clip)
+    check_clipping(clip, max_norm)
     check_nonnegative("v0", v0)
     if delay and not v0 > 0:
         raise ValueError(f"Invalid v0: {v0}; allowed: v0 > 0 when delay=True")
@@ -334,6 +328,9 @@ def _check_hyperparameters(
         raise ValueError(
             f"Invalid fused: True with norm={norm}, delay={delay}; allowed: only with norm=False, delay=False"
         )
+
+
+_HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "norm", "delay", "clip", "max_norm", "v0", "fused")
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -398,17 +395,10 @@ class ClipAdam(ClipOptimizer):
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, norm=bool(norm),
             delay=bool(delay), clip=clip, max_norm=max_norm, v0=v0, fused=bool(fused),
         )
-        _check_hyperparameters(**defaults)
         super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group; its hyperparameters (given or inherited) are validated together."""
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        _check_hyperparameters(
-            **{k: group[k] for k in ("lr", "betas", "eps", "weight_decay", "norm", "delay", "clip",
-                                     "max_norm", "v0", "fused")}
-        )
+    def _check_group(self, group: dict[str, Any]) -> None:
+        _check_hyperparameters(**{k: group[k] for k in _HYPERPARAMETERS})
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         if group["fused"]:
@@ -447,7 +437,40 @@ class ClipAdam(ClipOptimizer):
             params, grads, exp_avgs, exp_avg_sqs, steps,
             lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
             weight_decay=group["weight_decay"], clip=group["clip"],
-            max_norm=self._max_norm(group, norms), norm=group["norm"], delay=group["delay"],
+            max_norm=group["max_norm"], norm=group["norm"], delay=group["delay"],
             foreach=group["foreach"], fused=group["fused"], group_exp_avg_sq=group_exp_avg_sq,
             group_step=group_step, norms=norms,
         )
+
+
+def _init_runs(x: Tensor, hp: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Per run: ``exp_avg`` and ``exp_avg_sq`` or, with ``norm=True``, ``group_exp_avg_sq`` (one
+    scalar per run, float64 for float64 iterates, else float32); shared: the step counters."""
+    state = {"exp_avg": torch.zeros_like(x)}
+    shared = {}
+    if hp["norm"]:
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        state["group_exp_avg_sq"] = torch.full((x.shape[0],), hp["v0"], dtype=dtype, device=x.device)
+        shared["group_step"] = torch.tensor(0.0, dtype=_scalar_dtype())
+    else:
+        state["exp_avg_sq"] = torch.full_like(x, hp["v0"])
+    shared["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
+    return state, shared
+
+
+def _run_core(hp: Mapping[str, Any], shared: Mapping[str, Tensor], lr: float, threshold: float | None):
+    beta1, beta2 = hp["betas"]
+    norm = hp["norm"]
+
+    def core(x: Tensor, g: Tensor, exp_avg: Tensor, second: Tensor) -> ClipStats:
+        return clip_adam(
+            [x], [g], [exp_avg], [] if norm else [second], [shared["step"]],
+            lr=lr, beta1=beta1, beta2=beta2, eps=hp["eps"], weight_decay=hp["weight_decay"],
+            clip=hp["clip"], max_norm=threshold, norm=norm, delay=hp["delay"], foreach=False,
+            group_exp_avg_sq=second if norm else None, group_step=shared.get("group_step"),
+        )
+
+    return core
+
+
+register_optimizer("clip_adam", ClipAdam, VectorizedRule(_init_runs, _run_core, threshold_key="max_norm"))

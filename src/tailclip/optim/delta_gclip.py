@@ -21,7 +21,7 @@ with weight decay.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -29,6 +29,8 @@ from torch import Tensor
 
 from tailclip.clip import ClipStats, tensor_norms
 from tailclip.optim._base import ClipOptimizer, check_lr, check_nonnegative, check_positive
+from tailclip.optim._kernels import coupled_decay
+from tailclip.optim._registry import VectorizedRule, register_optimizer
 
 
 def delta_gclip(
@@ -57,14 +59,7 @@ def delta_gclip(
     grad_norm = torch.linalg.vector_norm(norms)
     factor = torch.clamp(gamma / grad_norm, min=delta, max=1.0) * (grad_norm > 0)
     step_size = lr * factor
-    if weight_decay != 0:
-        directions = (
-            list(torch._foreach_add(grads, params, alpha=weight_decay))
-            if foreach
-            else [g.add(p, alpha=weight_decay) for g, p in zip(grads, params, strict=True)]
-        )
-    else:
-        directions = grads
+    directions = coupled_decay(grads, params, weight_decay, foreach) if weight_decay != 0 else grads
     sizes = [step_size.to(p.device, p.dtype) for p in params]
     if foreach:
         torch._foreach_sub_(params, torch._foreach_mul(directions, sizes))
@@ -106,13 +101,15 @@ class DeltaGClip(ClipOptimizer):
         foreach: bool = True,
         nonfinite: str = "raise",
     ) -> None:
-        check_lr(lr)
-        check_positive("gamma", gamma)
-        if not 0.0 <= delta <= 1.0:
-            raise ValueError(f"Invalid delta: {delta}; allowed: 0 <= delta <= 1")
-        check_nonnegative("weight_decay", weight_decay)
         defaults = dict(lr=lr, gamma=gamma, delta=delta, weight_decay=weight_decay)
         super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        check_lr(group["lr"])
+        check_positive("gamma", group["gamma"])
+        if not 0.0 <= group["delta"] <= 1.0:
+            raise ValueError(f"Invalid delta: {group['delta']}; allowed: 0 <= delta <= 1")
+        check_nonnegative("weight_decay", group["weight_decay"])
 
     def _update_group(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
@@ -122,3 +119,26 @@ class DeltaGClip(ClipOptimizer):
             lr=group["lr"], gamma=group["gamma"], delta=group["delta"],
             weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
         )
+
+
+def _init_runs(x: Tensor, hp: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """No state."""
+    return {}, {}
+
+
+def _run_core(hp: Mapping[str, Any], shared: Mapping[str, Tensor], lr: float, threshold: float | None):
+    def core(x: Tensor, g: Tensor) -> ClipStats:
+        return delta_gclip(
+            [x], [g],
+            lr=lr, gamma=threshold, delta=hp["delta"], weight_decay=hp["weight_decay"], foreach=False,
+        )
+
+    return core
+
+
+# the threshold of a step is gamma, on the group norm: global clipping of the step size
+register_optimizer(
+    "delta_gclip",
+    DeltaGClip,
+    VectorizedRule(_init_runs, _run_core, threshold_key="gamma", clip_mode="global"),
+)

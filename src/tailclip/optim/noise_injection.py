@@ -69,7 +69,8 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from tailclip.clip import tensor_norms
-from tailclip.optim._base import check_nonnegative, cpu_blocks
+from tailclip.optim._base import check_nonnegative
+from tailclip.optim._kernels import cpu_blocks
 
 VARIANCE_ESTIMATORS = ("microbatch", "ema")
 

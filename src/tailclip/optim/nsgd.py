@@ -15,7 +15,7 @@ gradient spikes. ``momentum=0`` is normalized gradient descent,
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -24,12 +24,13 @@ from torch import Tensor
 from tailclip.clip import ClipStats, tensor_norms
 from tailclip.optim._base import (
     ClipOptimizer,
-    add_scaled_,
     check_lr,
     check_nonnegative,
     check_positive,
     check_unit_interval,
 )
+from tailclip.optim._kernels import add_scaled_, coupled_decay
+from tailclip.optim._registry import VectorizedRule, register_optimizer
 
 
 def nsgd(
@@ -53,11 +54,7 @@ def nsgd(
     ``clip_factor = ||d_t|| / ||g_t||`` is the scale of the step relative to the gradient.
     """
     if weight_decay != 0:
-        grads = (
-            list(torch._foreach_add(grads, params, alpha=weight_decay))
-            if foreach
-            else [g.add(p, alpha=weight_decay) for g, p in zip(grads, params, strict=True)]
-        )
+        grads = coupled_decay(grads, params, weight_decay, foreach)
         norms = None
     if norms is None:
         norms = tensor_norms(grads, foreach)
@@ -109,12 +106,14 @@ class NSGD(ClipOptimizer):
         foreach: bool = True,
         nonfinite: str = "raise",
     ) -> None:
-        check_lr(lr)
-        check_unit_interval("momentum", momentum)
-        check_positive("eps", eps)
-        check_nonnegative("weight_decay", weight_decay)
         defaults = dict(lr=lr, momentum=momentum, eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        check_lr(group["lr"])
+        check_unit_interval("momentum", group["momentum"])
+        check_positive("eps", group["eps"])
+        check_nonnegative("weight_decay", group["weight_decay"])
 
     def _update_group(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
@@ -130,3 +129,21 @@ class NSGD(ClipOptimizer):
             lr=group["lr"], momentum=group["momentum"], eps=group["eps"],
             weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
         )
+
+
+def _init_runs(x: Tensor, hp: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Per-run momentum buffer, ``m_0 = 0``."""
+    return {"momentum_buffer": torch.zeros_like(x)}, {}
+
+
+def _run_core(hp: Mapping[str, Any], shared: Mapping[str, Tensor], lr: float, threshold: float | None):
+    def core(x: Tensor, g: Tensor, buffer: Tensor) -> ClipStats:
+        return nsgd(
+            [x], [g], [buffer],
+            lr=lr, momentum=hp["momentum"], eps=hp["eps"], weight_decay=hp["weight_decay"], foreach=False,
+        )
+
+    return core
+
+
+register_optimizer("nsgd", NSGD, VectorizedRule(_init_runs, _run_core))

@@ -13,7 +13,7 @@ Without clipping it is exactly ``torch.optim.SGD(momentum=beta)`` (same operatio
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -23,19 +23,20 @@ from tailclip.clip import (
     ClipMode,
     ClipStats,
     ThresholdPolicy,
-    check_clip_mode,
-    clip_tensors,
+    clip_coefficients,
+    clip_tensors_unchecked,
+    clip_threshold,
     tensor_norms,
 )
 from tailclip.optim._base import (
     ClipOptimizer,
+    check_clipping,
     check_lr,
-    check_max_norm,
     check_nonnegative,
     check_unit_interval,
-    clip_coefficients,
-    cpu_blocks,
 )
+from tailclip.optim._kernels import coupled_decay, cpu_blocks, per_tensor
+from tailclip.optim._registry import VectorizedRule, register_optimizer
 
 CLIP_TARGETS = ("gradient", "momentum")
 
@@ -62,11 +63,7 @@ def clip_sgd(
     ``m_t`` with ``clip_target="momentum"``).
     """
     if weight_decay != 0:
-        grads = (
-            list(torch._foreach_add(grads, params, alpha=weight_decay))
-            if foreach
-            else [g.add(p, alpha=weight_decay) for g, p in zip(grads, params)]
-        )
+        grads = coupled_decay(grads, params, weight_decay, foreach)
         norms = None
     blocked = clip_target == "gradient" and (momentum == 0 or all(b is not None for b in momentum_buffers))
     if foreach and blocked and not isinstance(max_norm, Tensor):
@@ -75,11 +72,11 @@ def clip_sgd(
             norms=norms,
         )
     if clip_target == "gradient":
-        grads, stats = clip_tensors(grads, clip, max_norm, foreach, norms)
+        grads, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms)
     if momentum != 0:
         grads = _heavy_ball(grads, momentum_buffers, momentum, foreach)
     if clip_target == "momentum":
-        grads, stats = clip_tensors(grads, clip, max_norm, foreach)
+        grads, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach)
     if foreach:
         torch._foreach_add_(params, grads, alpha=-lr)
     else:
@@ -110,14 +107,11 @@ def _multi_tensor_clip_sgd(
         norms = tensor_norms(grads, True)
     scales = None
     if clip in ("global", "layer"):
-        scales, stats = clip_coefficients(grads, clip, max_norm, norms, True)
+        coefs, stats = clip_coefficients(norms, clip, max_norm)
+        scales = per_tensor(coefs, grads)
     else:
-        check_clip_mode(clip)
         grad_norm = torch.linalg.vector_norm(norms)
-        if isinstance(max_norm, ThresholdPolicy):
-            max_norm = max_norm.threshold(grad_norm)
-        elif clip == "coord" and not max_norm > 0:
-            raise ValueError(f"Invalid max_norm: {max_norm}; allowed: max_norm > 0")
+        max_norm = clip_threshold(max_norm, grad_norm)
         stats = ClipStats.of(grad_norm, grad_norm)
     lists = [params, grads] + ([momentum_buffers] if momentum != 0 else [])
     clipped_norms: list[Tensor] = []
@@ -187,18 +181,21 @@ class ClipSGD(ClipOptimizer):
         foreach: bool = True,
         nonfinite: str = "raise",
     ) -> None:
-        check_lr(lr)
-        check_unit_interval("momentum", momentum)
-        check_clip_mode(clip)
-        check_max_norm(max_norm, clip)
-        if clip_target not in CLIP_TARGETS:
-            raise ValueError(f"Invalid clip_target: {clip_target!r}; allowed: 'gradient' or 'momentum'")
-        check_nonnegative("weight_decay", weight_decay)
         defaults = dict(
             lr=lr, momentum=momentum, clip=clip, max_norm=max_norm,
             clip_target=clip_target, weight_decay=weight_decay,
         )
         super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        check_lr(group["lr"])
+        check_unit_interval("momentum", group["momentum"])
+        check_clipping(group["clip"], group["max_norm"])
+        if group["clip_target"] not in CLIP_TARGETS:
+            raise ValueError(
+                f"Invalid clip_target: {group['clip_target']!r}; allowed: 'gradient' or 'momentum'"
+            )
+        check_nonnegative("weight_decay", group["weight_decay"])
 
     def _update_group(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
@@ -214,3 +211,22 @@ class ClipSGD(ClipOptimizer):
             for p, buf in zip(params, buffers):
                 self.state[p]["momentum_buffer"] = buf
         return stats
+
+
+def _init_runs(x: Tensor, hp: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Per-run momentum buffer (zeros give ClipSGD's ``m_1 = u_1``), if ``momentum > 0``."""
+    return ({"momentum_buffer": torch.zeros_like(x)} if hp["momentum"] != 0 else {}), {}
+
+
+def _run_core(hp: Mapping[str, Any], shared: Mapping[str, Tensor], lr: float, threshold: float | None):
+    def core(x: Tensor, g: Tensor, *buffers: Tensor) -> ClipStats:
+        return clip_sgd(
+            [x], [g], [buffers[0] if buffers else None],
+            lr=lr, momentum=hp["momentum"], clip=hp["clip"], max_norm=threshold,
+            clip_target=hp["clip_target"], weight_decay=hp["weight_decay"], foreach=False,
+        )
+
+    return core
+
+
+register_optimizer("clip_sgd", ClipSGD, VectorizedRule(_init_runs, _run_core, threshold_key="max_norm"))
