@@ -15,6 +15,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from integration_cases import AGNI_CASES, RESUME_CASES  # noqa: E402
+
 from tailclip.integrations._common import find_tailclip_optimizer  # noqa: E402
 from tailclip.integrations.transformers import (  # noqa: E402
     TailclipTrainerCallback,
@@ -23,20 +25,6 @@ from tailclip.integrations.transformers import (  # noqa: E402
     make_optimizer,
 )
 from tailclip.optim import OPTIMIZERS, ClipAdam, NoiseInjection  # noqa: E402
-
-# One small configuration per registered optimizer, with clipping on where the rule has it.
-RESUME_CASES: dict[str, dict[str, Any]] = {
-    "clip_sgd": {"lr": 0.05, "momentum": 0.9, "clip": "global", "max_norm": 0.5},
-    "clip_adagrad": {"lr": 0.05, "clip": "global", "max_norm": 0.5},
-    "clip_adam": {"clip": "global", "max_norm": 0.5},
-    "nsgd": {"lr": 0.05, "momentum": 0.9},
-    "delta_gclip": {"lr": 0.05, "gamma": 0.5, "delta": 0.1},
-    "acclip": {"lr": 1e-3},
-}
-AGNI_CASES = {
-    "noise_injection-ema": {"variance": "ema"},
-    "noise_injection-microbatch": {"variance": "microbatch"},
-}
 
 
 class TokenData(torch.utils.data.Dataset):
