@@ -15,5 +15,3 @@ AGNI_CASES = {
     "noise_injection-ema": {"variance": "ema"},
     "noise_injection-microbatch": {"variance": "microbatch"},
 }
-
-

@@ -182,3 +182,27 @@ def test_resume_from_checkpoint_is_bitwise(case: str, tmp_path: Path) -> None:
     for a, b in zip(full.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(a, b)
     assert any(not torch.equal(a, b) for a, b in zip(full.parameters(), Regression(None).parameters()))
+
+
+def test_tail_monitor_records_are_logged_under_tailclip_noise() -> None:
+    from tailclip.noise import TailMonitor
+
+    loader = data(16)
+    x, y = data(64).dataset.tensors  # the monitor's own draws
+    module = Regression(factory_for("clip_adam"))
+    monitor = TailMonitor(
+        module.net,
+        F.mse_loss,
+        (x, y),
+        batch_size=2,
+        every=4,
+        mean_batches=2,
+        noise_batches=20,
+        k1=5,
+        n_boot=10,
+    )
+    run = trainer(callbacks=[TailclipCallback(monitor)], max_epochs=2)
+    run.fit(module, loader)
+    alphas = run.logger.values("tailclip/noise/alpha")
+    assert len(monitor.history) == 2 and alphas == pytest.approx([r["alpha"] for r in monitor.history])
+    assert run.logger.values("tailclip/noise/clip_fraction") == [r["clip_fraction"] for r in monitor.history]

@@ -238,3 +238,42 @@ def test_resume_from_checkpoint_is_bitwise(case: str, tmp_path: Path) -> None:
     assert any(not torch.equal(a, b) for a, b in zip(full, tiny_gpt2().parameters()))
     for a, b in zip(full, resumed, strict=True):
         assert torch.equal(a, b)
+
+
+class Regression(torch.nn.Module):
+    """A plain module Trainer can train: ``forward(x, labels)`` returns the loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"loss": torch.nn.functional.mse_loss(self.net(x), labels)}
+
+
+def test_tail_monitor_records_are_logged_under_tailclip_noise(tmp_path: Path) -> None:
+    from tailclip.noise import TailMonitor
+
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 6, generator=gen), torch.randn(64, 1, generator=gen) ** 3
+    rows = [{"x": a, "labels": b} for a, b in zip(x, y)]
+    model = Regression()
+    monitor = TailMonitor(
+        model.net,
+        torch.nn.functional.mse_loss,
+        (x, y),
+        batch_size=2,
+        every=2,
+        mean_batches=2,
+        noise_batches=20,
+        k1=5,
+        n_boot=10,
+    )
+    args = training_args(tmp_path, max_steps=4)
+    opt = make_optimizer(model, args, "clip_sgd", lr=0.05, clip="global", max_norm=0.5)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=rows, optimizers=(opt, None))
+    attach(trainer, monitor)
+    trainer.train()
+    assert len(monitor.history) == 2
+    assert logged(trainer, "tailclip/noise/alpha") == pytest.approx([r["alpha"] for r in monitor.history])
