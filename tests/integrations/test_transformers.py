@@ -277,3 +277,20 @@ def test_tail_monitor_records_are_logged_under_tailclip_noise(tmp_path: Path) ->
     trainer.train()
     assert len(monitor.history) == 2
     assert logged(trainer, "tailclip/noise/alpha") == pytest.approx([r["alpha"] for r in monitor.history])
+
+
+def test_records_of_a_skipped_step_are_discarded_at_step_end() -> None:
+    """Trainer zeroes gradients through the model, never through the optimizer: the callback
+    discards AGNI's records of a step that did not consume them (a non-finite gradient)."""
+    model = Regression()
+    opt = NoiseInjection(torch.optim.AdamW(model.parameters(), lr=1e-2), variance="microbatch")
+    callback = TailclipTrainerCallback()
+    callback.optimizer = opt
+    for _ in range(2):
+        model(torch.randn(4, 6), torch.full((4, 1), float("nan")))["loss"].backward()
+        opt.accumulate()
+    with pytest.warns(UserWarning, match="non-finite"):
+        opt.step()
+    assert opt.microbatches == 2
+    callback.on_step_end(None, None, None)
+    assert opt.microbatches == 0 and opt.state_dict()["noise_injection"]["state"] == {}

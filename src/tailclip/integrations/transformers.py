@@ -89,6 +89,10 @@ class TailclipTrainerCallback(transformers.TrainerCallback):
             self._metrics = step_metrics(self.optimizer)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if isinstance(self.optimizer, NoiseInjection) and self.optimizer.microbatches:
+            # a step was skipped (GradScaler overflow, non-finite gradient) and Trainer zeroes the
+            # gradients through the model: discard the step's records as optimizer.zero_grad does
+            self.optimizer.zero_grad()
         if self.monitor is not None and self.optimizer is not None:
             record = self.monitor.step(monitored_optimizer(self.optimizer), state.global_step)
             self._noise.update(monitor_metrics(record))
