@@ -206,3 +206,14 @@ def test_tail_monitor_records_are_logged_under_tailclip_noise() -> None:
     alphas = run.logger.values("tailclip/noise/alpha")
     assert len(monitor.history) == 2 and alphas == pytest.approx([r["alpha"] for r in monitor.history])
     assert run.logger.values("tailclip/noise/clip_fraction") == [r["clip_fraction"] for r in monitor.history]
+
+
+def test_the_optimizer_is_found_under_lightnings_wrapper() -> None:
+    from lightning.pytorch.core.optimizer import LightningOptimizer
+
+    from tailclip.integrations._common import find_tailclip_optimizer
+
+    net = nn.Linear(2, 1)
+    opt = NoiseInjection(torch.optim.AdamW(net.parameters()), variance="ema")
+    assert find_tailclip_optimizer(LightningOptimizer(opt)) is opt
+    assert find_tailclip_optimizer(LightningOptimizer(torch.optim.AdamW(net.parameters()))) is None

@@ -19,16 +19,19 @@ WRAPPED_ATTRIBUTES = ("optimizer", "_optimizer")
 
 
 def find_tailclip_optimizer(optimizer: Any) -> ClipOptimizer | NoiseInjection | None:
-    """The tailclip optimizer ``optimizer`` is or wraps (through framework wrappers), else None."""
+    """The tailclip optimizer ``optimizer`` is or wraps (through framework wrappers), else None.
+
+    Wrappers are unwrapped first: Lightning's wrapper is an instance of the wrapped class too,
+    with a copy of its attributes taken at wrapping time.
+    """
     seen = set()
     while optimizer is not None and id(optimizer) not in seen:
-        if isinstance(optimizer, (ClipOptimizer, NoiseInjection)):
-            return optimizer
         seen.add(id(optimizer))
-        optimizer = next(
-            (getattr(optimizer, a) for a in WRAPPED_ATTRIBUTES if getattr(optimizer, a, None) is not None),
-            None,
-        )
+        wrapped = (getattr(optimizer, a, None) for a in WRAPPED_ATTRIBUTES)
+        inner = next((w for w in wrapped if w is not None), None)
+        if inner is None:
+            return optimizer if isinstance(optimizer, (ClipOptimizer, NoiseInjection)) else None
+        optimizer = inner
     return None
 
 
