@@ -88,8 +88,9 @@ def noise_factors(norms: Tensor, eta: float, rescale: Tensor | None) -> Tensor:
 def add_noise_(
     grads: list[Tensor], sigmas: list[Tensor], normals: list[Tensor], factors: list[Tensor], foreach: bool
 ) -> None:
-    """``z_k <- z_k * f_k * sigma_k`` (in ``normals``, their dtype), then ``g_k += z_k``: the noise
-    arithmetic of :func:`agni_noise_` for 0-dim factors ``f_k`` already in ``z_k``'s dtype."""
+    """``z_k <- z_k * f_k * sigma_k`` (in ``normals``, their dtype), then ``g_k += z_k``: AGNI's
+    noise ``n_k = z_k * sqrt(eta) * r_k * ||g_k|| * sigma_k`` for 0-dim factors
+    ``f_k = sqrt(eta) * r_k * ||g_k||`` (:func:`noise_factors`) already in ``z_k``'s dtype."""
     if foreach and grads:
         torch._foreach_mul_(normals, factors)
         torch._foreach_mul_(normals, sigmas)
