@@ -3,7 +3,7 @@
 Every rule is defined in ``../shared/papers.md``; each lives in one module with a functional
 core, a thin class and one :func:`register_optimizer` call (its vectorized form included).
 Every public module of this package is imported here, so a new rule module registers itself
-without being listed; ``OPTIMIZERS`` maps the registry name to the class, in module-name order.
+without being listed anywhere; ``OPTIMIZERS`` maps the registry name to the class.
 """
 
 import importlib
@@ -12,7 +12,14 @@ import pkgutil
 from tailclip.optim._base import ClipOptimizer
 from tailclip.optim._registry import OPTIMIZERS, VECTORIZED_RULES, VectorizedRule, register_optimizer
 
-for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
+# The order users see the optimizers in (CLI listing, "allowed: ..." messages): these modules
+# first, then any other public module by name. A new rule needs no entry here.
+_LISTING_ORDER = ("sgd", "adagrad", "adam", "nsgd", "delta_gclip", "acclip")
+_modules = sorted(
+    (m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")),
+    key=lambda name: (_LISTING_ORDER.index(name) if name in _LISTING_ORDER else len(_LISTING_ORDER), name),
+)
+for _module in _modules:
     importlib.import_module(f"{__name__}.{_module}")
 
 from tailclip.optim.acclip import ACClip  # noqa: E402
