@@ -508,7 +508,7 @@ def _tails_table(report: NoiseReport, title: str) -> Table:
     table.add_row(
         "alpha at 4B", "-" if four is None else f"{four.alpha:.3f} [{four.low:.3f}, {four.high:.3f}]"
     )
-    table.add_row("noise scale B_simple", _fmt(report.noise_scale.b_simple))
+    table.add_row("noise scale B_simple", report.noise_scale.text())
     table.add_row(
         "sample",
         f"n = {s['n']} ({s['mode']}), B = {s['batch_size']}, M = {s['mean_batches']}, d = {s['num_params']}",
