@@ -36,7 +36,7 @@ stay in floating-point range for any finite input (``N(0, 1) * 1e200`` gives the
 ``alpha`` as ``N(0, 1)``), and the power of two makes the division exact. Degenerate samples
 are refused with a ``ValueError`` rather than answered: fewer than :data:`MIN_DISTINCT`
 distinct samples (a constant sample would read as ``alpha = 1`` with the interval ``[1, 1]``),
-or, for Hill, equal ``k + 1`` largest norms (``1/alpha_k = 0``, an infinite estimate).
+or, for Hill, equal ``k + 1`` largest norms (``1/alpha_k = 0`` to rounding: an infinite estimate).
 """
 
 from __future__ import annotations
@@ -238,14 +238,13 @@ def _hill(norms: np.ndarray, ci: float, k: int | None) -> TailIndex:
         k = math.ceil(math.sqrt(n))
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n - 1:
         raise ValueError(f"Invalid k: {k!r}; allowed: an integer in [1, n - 1] = [1, {n - 1}]")
-    top = np.partition(norms, n - k - 1)[n - k - 1 :]
-    if top.min() == top.max():
-        raise ValueError(
-            f"Invalid x: degenerate tail, the k + 1 = {k + 1} largest norms are all equal (Hill's "
-            "estimate would be infinite); allowed: samples whose largest norms differ"
-        )
     ks, alphas = hill_curve(norms)
     alpha = float(alphas[k - 1])
+    if not math.isfinite(alpha):
+        raise ValueError(
+            f"Invalid x: degenerate tail, the k + 1 = {k + 1} largest norms are equal (to rounding), so "
+            "Hill's estimate is infinite; allowed: samples whose largest norms differ"
+        )
     z = NormalDist().inv_cdf((1.0 + ci) / 2.0)
     half = z / math.sqrt(k)
     low = alpha / (1.0 + half)
