@@ -157,6 +157,8 @@ def test_report_reads_a_store_without_writing_to_it(tmp_path: Path) -> None:
     before = fingerprint(path)[:3]
     result = runner.invoke(app, ["report", str(path), "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output
+    exported = ResultsStore(path, read_only=True).export_csv(tmp_path / "m.csv")
+    assert "eval/loss" in exported.read_text()
     assert fingerprint(path)[:3] == before
     with pytest.raises(StoreError, match="read-only"):
         ResultsStore(path, read_only=True).add_runs([quadratic_config(seed=3)])

@@ -61,11 +61,19 @@ def running_variance(x: Any, *, center: bool = True, num: int | None = None) -> 
     return m, (s2 - np.einsum("ij,ij->i", s1, s1) / m) / (m - 1)
 
 
+def _relative_powers(x: Any, p: float) -> np.ndarray:
+    """``(||x_j|| / max_k ||x_k||)^p``: the ratios below do not depend on the scale, and this
+    keeps the powers of huge norms finite."""
+    norms = sample_norms(as_samples(x))
+    peak = float(norms.max())
+    return (norms / peak) ** p if peak > 0 and math.isfinite(peak) else norms**p
+
+
 def max_to_sum_ratio(x: Any, p: float = 2.0, *, num: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(m, R_m(p))`` with ``R_m(p) = max_{j<=m} ||x_j||^p / sum_{j<=m} ||x_j||^p`` in the given order."""
     if not p > 0:
         raise ValueError(f"Invalid p: {p}; allowed: p > 0")
-    powers = sample_norms(as_samples(x)) ** p
+    powers = _relative_powers(x, p)
     m = _log_grid(powers.shape[0], 1, num)
     with np.errstate(invalid="ignore"):
         ratio = np.maximum.accumulate(powers)[m - 1] / np.cumsum(powers)[m - 1]
@@ -102,7 +110,7 @@ def max_to_sum_slope(
     """
     if not p > 0:
         raise ValueError(f"Invalid p: {p}; allowed: p > 0")
-    powers = sample_norms(as_samples(x)) ** p
+    powers = _relative_powers(x, p)
     n = powers.shape[0]
     if m_min is None:
         m_min = max(10, n // 100)
