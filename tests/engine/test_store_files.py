@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
+import yaml
 from _results import add_run, quadratic_config
 from typer.testing import CliRunner
 
 from tailclip.cli import app
 from tailclip.engine._schema import APPLICATION_ID, SCHEMA_VERSION
+from tailclip.engine.config import run_config_dict
 from tailclip.engine.store import ResultsStore, StoreError, make_owner
 
 runner = CliRunner()
@@ -90,10 +93,6 @@ def v0_store(path: Path) -> tuple[Path, str]:
 
 
 def _config_json(config: object) -> str:
-    import json
-
-    from tailclip.engine.config import run_config_dict
-
     return json.dumps(run_config_dict(config), sort_keys=True, separators=(",", ":"))  # type: ignore[arg-type]
 
 
@@ -137,7 +136,27 @@ def test_opening_a_foreign_file_refuses_read_and_write_and_leaves_it_untouched(
 def test_a_missing_store_is_refused_read_only_and_not_created(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="does not exist"):
         ResultsStore(tmp_path / "nope.sqlite", read_only=True)
+    with pytest.raises(StoreError, match="is not a file"):
+        ResultsStore(tmp_path, read_only=True)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("make", [text_file, foreign_database], ids=["text", "foreign-sqlite"])
+def test_run_refuses_a_foreign_file_as_its_store_and_leaves_it_untouched(
+    tmp_path: Path, make: object
+) -> None:
+    path = make(tmp_path / "data.db")  # type: ignore[operator]
+    before = fingerprint(path)
+    config = run_config_dict(quadratic_config())
+    config["output"] = {"store": str(path)}
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", str(config_file)])
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: output.store: cannot open") and "Invalid store" in line
+    assert fingerprint(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "data.db"]
 
 
 def test_new_stores_carry_the_marker_and_version(tmp_path: Path) -> None:

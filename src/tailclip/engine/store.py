@@ -147,10 +147,15 @@ class ResultsStore:
         self._local = threading.local()
         if read_only:
             if not self.path.is_file():
+                problem = "is not a file" if self.path.exists() else "does not exist"
                 raise StoreError(
-                    f"Invalid store: {str(self.path)!r} does not exist; allowed: the path of a results store"
+                    f"Invalid store: {str(self.path)!r} {problem}; allowed: the path of a results store"
                 )
-            self.version = self._checked_version(self._connection())
+            try:
+                self.version = self._checked_version(self._connection())
+            except StoreError:
+                self.close()
+                raise
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._create_schema()
