@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -153,6 +154,22 @@ def test_a_stale_lease_of_a_live_process_is_reclaimed_after_its_expiry(setup: tu
     assert kinds[0] == "waiting" and "start" in kinds and kinds[-1] == "done"
     record = ResultsStore(path).run(run_id)
     assert record is not None and record.status == "finished" and record.owner != holder.owner
+
+
+def test_a_frozen_owner_whose_pid_is_alive_loses_its_run_when_the_lease_ends(
+    setup: tuple[Path, object],
+) -> None:
+    path, config = setup
+    run_id = config.run_id  # type: ignore[attr-defined]
+    holder = Holder(path, run_id, lease=1.0, heartbeat=True)
+    os.kill(holder.process.pid, signal.SIGSTOP)  # alive to the pid check, silent to the lease
+    try:
+        result = run_sweep_local([config], path, 1)  # type: ignore[list-item]
+    finally:
+        os.kill(holder.process.pid, signal.SIGCONT)
+        holder.stop()
+    assert result.finished == [run_id]
+    assert ResultsStore(path).run(run_id).owner != holder.owner  # type: ignore[union-attr]
 
 
 def test_sweep_reclaim_takes_a_live_owners_run(setup: tuple[Path, object]) -> None:
