@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 from _results import add_run, quadratic_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tailclip.cli import app
@@ -57,6 +60,17 @@ def foreign_database(path: Path) -> Path:
     return path
 
 
+def foreign_wal_database(path: Path) -> Path:
+    """Another application's database in WAL mode, closed cleanly (no -wal/-shm left)."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE notes(body TEXT)")
+    conn.commit()
+    conn.close()
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+    return path
+
+
 def lookalike_database(path: Path) -> Path:
     """Another application's database that happens to have tables named runs/metrics/artifacts."""
     conn = sqlite3.connect(path)
@@ -100,6 +114,7 @@ HOSTILE_FILES = [
     pytest.param(text_file, "not a tailclip results store", id="text"),
     pytest.param(empty_file, "is empty", id="zero-bytes"),
     pytest.param(foreign_database, "another application (tables: contacts)", id="foreign-sqlite"),
+    pytest.param(foreign_wal_database, "another application (tables: notes)", id="foreign-wal-sqlite"),
     pytest.param(lookalike_database, "another application", id="lookalike-tables"),
 ]
 
@@ -229,3 +244,45 @@ def test_a_version_0_store_is_upgraded_on_the_next_write_open(tmp_path: Path) ->
     conn.execute("UPDATE runs SET lease_expires_at = 0 WHERE run_id = ?", (running.run_id,))
     conn.commit()
     assert store.claim(make_owner()).run_id == running.run_id  # type: ignore[union-attr]
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    content=st.one_of(
+        st.binary(max_size=4096),
+        st.binary(min_size=84, max_size=8192).map(lambda b: _SQLITE_HEADER + b),
+        st.binary(max_size=512).map(lambda b: _real_store_bytes()[: 100 + len(b)] + b),
+    )
+)
+def test_any_bytes_as_a_store_are_refused_with_store_error_and_left_untouched(content: bytes) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "random.db"
+        path.write_bytes(content)
+        before = fingerprint(path)
+        for read_only in (True, False):
+            try:
+                ResultsStore(path, read_only=read_only).close()
+            except StoreError as exc:
+                assert "\n" not in str(exc)
+            else:  # only an empty file may be opened, and only by a writer (as a new store)
+                assert content == b"" and not read_only
+                break
+            assert fingerprint(path) == before
+
+
+def _real_store_bytes() -> bytes:
+    global _REAL_STORE
+    if _REAL_STORE is None:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "s.sqlite"
+            store = ResultsStore(path)
+            add_run(store, quadratic_config(), {"eval/loss": ([1, 10], [1.0, 0.5])})
+            store.close()
+            _REAL_STORE = path.read_bytes()
+    return _REAL_STORE
+
+
+_REAL_STORE: bytes | None = None

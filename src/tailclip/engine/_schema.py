@@ -17,8 +17,16 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "StoreError", "create_or_upgrade", "found_version"]
+__all__ = [
+    "APPLICATION_ID",
+    "SCHEMA_VERSION",
+    "StoreError",
+    "create_or_upgrade",
+    "found_version",
+    "probe_version",
+]
 
 APPLICATION_ID = 0x74436C70  # "tClp"
 SCHEMA_VERSION = 1
@@ -53,6 +61,7 @@ _TABLES = (
     "CREATE INDEX runs_status ON runs(status)",
     "CREATE INDEX runs_group ON runs(group_key)",
 )
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 _V0_RUN_COLUMNS = {
     "run_id", "name", "config_json", "group_key", "seed", "status", "owner",
     "started", "ended", "wall_time", "steps", "host", "error",
@@ -93,6 +102,35 @@ def found_version(conn: sqlite3.Connection, path: object) -> int | None:
             f"{SCHEMA_VERSION}; allowed: versions 0 to {SCHEMA_VERSION} (upgrade tailclip to open it)"
         )
     return version
+
+
+def probe_version(path: Path) -> int | None:
+    """:func:`found_version` of the file at ``path`` (``None``: missing or empty), touching nothing.
+
+    A file without SQLite's magic header is refused before SQLite sees it. Without a ``-wal``
+    file beside it, the file is the whole database and is read with ``immutable=1``: no
+    locks, and no ``-shm``/``-wal`` files created beside another application's database.
+    """
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        return None
+    if not head:
+        return None
+    if head != _SQLITE_MAGIC:
+        raise StoreError(
+            f"Invalid store: {str(path)!r} is not a tailclip results store (not an SQLite database); "
+            "allowed: a results store written by tailclip run/sweep"
+        )
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    if not Path(f"{path}-wal").exists():
+        uri += "&immutable=1"
+    conn = sqlite3.connect(uri, uri=True)
+    try:
+        return found_version(conn, path)
+    finally:
+        conn.close()
 
 
 def create_or_upgrade(conn: sqlite3.Connection, path: object, lease_seconds: float) -> None:

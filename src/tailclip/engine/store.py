@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
-from tailclip.engine._schema import SCHEMA_VERSION, StoreError, create_or_upgrade, found_version
+from tailclip.engine._schema import SCHEMA_VERSION, StoreError, create_or_upgrade, probe_version
 from tailclip.engine.lease import LEASE_SECONDS, make_owner, owner_alive, owner_dead
 
 if TYPE_CHECKING:
@@ -151,11 +151,13 @@ class ResultsStore:
                 raise StoreError(
                     f"Invalid store: {str(self.path)!r} {problem}; allowed: the path of a results store"
                 )
-            try:
-                self.version = self._checked_version(self._connection())
-            except StoreError:
-                self.close()
-                raise
+            version = probe_version(self.path)
+            if version is None:
+                raise StoreError(
+                    f"Invalid store: {str(self.path)!r} is empty (no tables); "
+                    "allowed: a results store written by tailclip run/sweep"
+                )
+            self.version = version
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._create_schema()
@@ -220,23 +222,10 @@ class ResultsStore:
             raise
         conn.execute("COMMIT")
 
-    def _checked_version(self, conn: sqlite3.Connection) -> int:
-        version = found_version(conn, self.path)
-        if version is None:
-            raise StoreError(
-                f"Invalid store: {str(self.path)!r} is empty (no tables); "
-                "allowed: a results store written by tailclip run/sweep"
-            )
-        return version
-
     def _create_schema(self) -> None:
         """Check the file is a tailclip store (or empty) before anything is written, then
         switch to WAL and create or upgrade the schema."""
-        probe = sqlite3.connect(self.path, timeout=self.timeout)
-        try:
-            found_version(probe, self.path)
-        finally:
-            probe.close()
+        probe_version(self.path)
         conn = self._connection()
         deadline = time.monotonic() + self.timeout
         while True:
