@@ -1,9 +1,12 @@
 """The ``tailclip`` command line (typer + rich): run, sweep, report, tails, list, demo.
 
-* ``tailclip run CONFIG [--set k=v ...]``: train one config (its ``sweep`` section ignored).
-* ``tailclip sweep CONFIG [--set k=v ...] [--backend local|ray] [--workers N]``: every grid
-  point x seed; finished runs are skipped, failed and interrupted ones redone.
-* ``tailclip report STORE -o report.html [--baseline LABEL]``: one self-contained HTML report.
+* ``tailclip run CONFIG [--set k=v ...] [--reclaim]``: train one config (its ``sweep`` section
+  ignored).
+* ``tailclip sweep CONFIG [--set k=v ...] [--backend local|ray] [--workers N] [--reclaim]``:
+  every grid point x seed; finished runs are skipped, failed and interrupted ones redone.
+  ``--reclaim`` takes running runs over from their recorded owner even if its lease is live.
+* ``tailclip report STORE -o report.html [--baseline LABEL]``: one self-contained HTML report;
+  the store is opened read-only, and anything but a tailclip store is refused untouched.
 * ``tailclip tails CONFIG [--set k=v ...] [-o DIR] [--steps N] [--batch-size B] [--mean-batches M]
   [--noise-batches N] [--per-sample]``: the gradient noise of a config's model task (after ``N``
   training steps): verdict and tail index, ``noise_report.json``, PNGs, ``noise_section.html``.
@@ -43,8 +46,9 @@ from rich.table import Table
 from tailclip.engine.config import ConfigError, ExperimentConfig
 from tailclip.engine.grid import SweepPoint, sweep_points
 from tailclip.engine.optimizer_spec import BASELINE_OPTIMIZERS
+from tailclip.engine.lease import Heartbeat
 from tailclip.engine.runner import run_one
-from tailclip.engine.store import ResultsStore, make_owner
+from tailclip.engine.store import ResultsStore, StoreError, make_owner
 from tailclip.engine.sweep import SweepEvent, assignment_label, run_sweep_local
 from tailclip.engine.yaml_loading import builtin_configs, load_config
 from tailclip.optim import OPTIMIZERS
@@ -71,6 +75,9 @@ SetOption = Annotated[
     ),
 ]
 ConfigArgument = Annotated[str, typer.Argument(help="A YAML config file, or the name of a built-in config.")]
+ReclaimOption = Annotated[
+    bool, typer.Option("--reclaim", help="Take running runs over from their recorded owner, even a live one.")
+]
 
 
 def _user_error(message: object) -> NoReturn:
@@ -88,7 +95,7 @@ def _console() -> Console:
 def _open_store(path: str) -> ResultsStore:
     try:
         return ResultsStore(path)
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, StoreError) as exc:
         _user_error(f"output.store: cannot open {path}: {exc}")
 
 
@@ -237,7 +244,7 @@ def _run_table(store: ResultsStore, run_id: str) -> Table:
 
 
 @app.command()
-def run(config: ConfigArgument, set_: SetOption = None) -> None:
+def run(config: ConfigArgument, set_: SetOption = None, reclaim: ReclaimOption = False) -> None:
     """Train one config and print its final metrics (a config's sweep section is ignored)."""
     experiment = _load(config, set_)
     console = _console()
@@ -248,14 +255,17 @@ def run(config: ConfigArgument, set_: SetOption = None) -> None:
         )
     store = _open_store(experiment.output.store)
     run_id = store.add_runs([experiment])[0]
-    if store.claim(make_owner(), run_ids=[run_id]) is None:
+    if reclaim:
+        store.expire_leases([run_id])
+    owner = make_owner()
+    if store.claim(owner, run_ids=[run_id]) is None:
         record = store.run(run_id)
         if record is not None and record.status == "finished":
             console.print(f"run {run_id} already finished in {store.path}", soft_wrap=True)
             console.print(_run_table(store, run_id))
             return
-        owner = record.owner if record is not None else "?"
-        typer.echo(f"error: run {run_id} is being trained by {owner}", err=True)
+        holder = record.holder if record is not None else "gone"
+        typer.echo(f"error: run {run_id} is {holder}", err=True)
         raise typer.Exit(1)
     progress = Progress(
         SpinnerColumn(),
@@ -270,7 +280,7 @@ def run(config: ConfigArgument, set_: SetOption = None) -> None:
         disable=not console.is_terminal,
     )
     started = time.perf_counter()
-    with progress:
+    with progress, Heartbeat(store, owner, store.lease_seconds / 4):
         task = progress.add_task("run", total=experiment.train.steps, rate="")
         last = [0.0]
 
@@ -292,7 +302,12 @@ def run(config: ConfigArgument, set_: SetOption = None) -> None:
 
 
 def _sweep(
-    experiment: ExperimentConfig, backend: str, workers: int, console: Console, title: str = ""
+    experiment: ExperimentConfig,
+    backend: str,
+    workers: int,
+    console: Console,
+    title: str = "",
+    reclaim: bool = False,
 ) -> tuple[ResultsStore, list[SweepPoint], bool]:
     """Validate, run and summarise a sweep; returns (store, points, every run ok)."""
     if backend not in BACKENDS:
@@ -321,9 +336,9 @@ def _sweep(
     )
     with _SweepDisplay(console, labels, todo) as display:
         if ray_sweep is not None:
-            ray_sweep(configs, str(store.path), workers, on_event=display)
+            ray_sweep(configs, str(store.path), workers, on_event=display, reclaim=reclaim)
         else:
-            run_sweep_local(configs, store.path, workers, on_event=display)
+            run_sweep_local(configs, store.path, workers, on_event=display, reclaim=reclaim)
     records = store.runs(run_ids=list(labels))
     failed = [r for r in records if r.status != "finished"]
     console.print(results_table(store, points, title))
@@ -339,11 +354,12 @@ def sweep(
     set_: SetOption = None,
     backend: Annotated[str, typer.Option(help="local (a process pool) or ray.")] = "local",
     workers: Annotated[int, typer.Option(help="Worker processes (local) or concurrent Ray tasks.")] = 1,
+    reclaim: ReclaimOption = False,
 ) -> None:
     """Run every grid point x seed of a config; skips finished runs, redoes failed/interrupted ones."""
     experiment = _load(config, set_)
     console = _console()
-    _, _, ok = _sweep(experiment, backend, workers, console, title=experiment.name)
+    _, _, ok = _sweep(experiment, backend, workers, console, title=experiment.name, reclaim=reclaim)
     if not ok:
         raise typer.Exit(1)
 
@@ -362,7 +378,10 @@ def report(
     from tailclip.engine.report import report_command  # matplotlib loads only for this command
 
     try:
-        path = report_command(store, output, title=title, baseline=baseline)
+        results = ResultsStore(store, read_only=True)
+        if results.version_note:
+            typer.echo(f"note: {results.version_note}", err=True)
+        path = report_command(results, output, title=title, baseline=baseline)
     except ValueError as exc:
         _user_error(exc)
     _console().print(f"report: {path}")
@@ -484,7 +503,7 @@ def _tails_table(report: NoiseReport, title: str) -> Table:
     table.add_row(
         "alpha at 4B", "-" if four is None else f"{four.alpha:.3f} [{four.low:.3f}, {four.high:.3f}]"
     )
-    table.add_row("noise scale B_simple", _fmt(report.noise_scale.b_simple))
+    table.add_row("noise scale B_simple", report.noise_scale.text())
     table.add_row(
         "sample",
         f"n = {s['n']} ({s['mode']}), B = {s['batch_size']}, M = {s['mean_batches']}, d = {s['num_params']}",

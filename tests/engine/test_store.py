@@ -55,7 +55,7 @@ def test_created_with_parents_in_wal_mode(store: ResultsStore) -> None:
     columns = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
     assert columns == [
         "run_id", "name", "config_json", "group_key", "seed", "status",
-        "owner", "started", "ended", "wall_time", "steps", "host", "error",
+        "owner", "started", "ended", "wall_time", "steps", "host", "error", "lease_expires_at",
     ]  # fmt: skip
 
 

@@ -64,6 +64,15 @@ def test_max_to_sum_ratio_matches_loop() -> None:
     assert r[0] == 1.0
 
 
+@pytest.mark.parametrize("scale", [1e200, 1e-200])
+def test_max_to_sum_is_scale_invariant_at_extreme_scales(scale: float) -> None:
+    x = np.random.default_rng(4).standard_normal((400, 3))
+    _, reference = max_to_sum_ratio(x)
+    _, scaled = max_to_sum_ratio(x * scale)
+    np.testing.assert_allclose(scaled, reference, rtol=1e-12)
+    assert max_to_sum_slope(x * scale) == pytest.approx(max_to_sum_slope(x), rel=1e-9)
+
+
 def test_max_to_sum_decreases_for_gaussian_not_for_cauchy() -> None:
     rng = np.random.default_rng(4)
     gauss, cauchy = rng.standard_normal(50_000), rng.standard_cauchy(50_000)

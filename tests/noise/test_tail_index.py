@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -164,10 +165,48 @@ def test_to_dict_is_plain_data() -> None:
         (np.ones(40), {"k1": 1}, "Invalid k1"),
         (np.ones(40), {"ci": 1.0}, "Invalid ci"),
         (np.ones(40), {"n_boot": 0}, "Invalid n_boot"),
-        (np.ones(40), {"method": "hill", "k": 40}, "Invalid k: 40"),
-        (np.zeros(40), {}, "exactly zero"),
+        (np.arange(1.0, 41.0), {"method": "hill", "k": 40}, "Invalid k: 40"),
+        (np.array([0.0, 1.0, 2.0] * 14), {}, "exactly zero"),
+        (np.zeros(40), {}, "degenerate sample, 1 distinct value"),
     ],
 )
 def test_errors(x: np.ndarray, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         tail_index(x, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["mohammadi", "hill"])
+@pytest.mark.parametrize(
+    "x",
+    [
+        pytest.param(torch.ones(200), id="constant"),
+        pytest.param(torch.ones(200, 3), id="constant-vectors"),
+        pytest.param(torch.tensor([1.0, 2.0] * 100), id="two-valued"),
+        pytest.param(torch.tensor([[1.0, -1.0], [3.0, 0.5]] * 50), id="two-valued-vectors"),
+    ],
+)
+def test_degenerate_samples_are_refused_not_answered(x: torch.Tensor, method: str) -> None:
+    with pytest.raises(ValueError, match="degenerate sample, [12] distinct value"):
+        tail_index(x, method)
+
+
+def test_hill_refuses_a_tail_of_equal_norms() -> None:
+    x = np.concatenate([np.linspace(0.1, 1.0, 180), np.full(20, 5.0)])
+    with pytest.raises(ValueError, match="the k \\+ 1 = 16 largest norms are equal"):
+        tail_index(x, "hill")
+    assert math.isfinite(tail_index(x, "hill", k=25).alpha)
+
+
+@pytest.mark.parametrize("method", ["mohammadi", "hill"])
+@pytest.mark.parametrize("vector", [False, True])
+@pytest.mark.parametrize("scale", [1e200, 1e-200, 2.0**1000, 1e300])
+def test_estimates_are_scale_invariant_for_any_finite_scale(method: str, vector: bool, scale: float) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2000, 8) if vector else 2000)
+    reference = tail_index(x, method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow RuntimeWarning
+        scaled = tail_index(x * scale, method)
+    assert math.isfinite(scaled.alpha)
+    assert scaled.alpha == pytest.approx(reference.alpha, rel=1e-9)
+    assert (scaled.low, scaled.high) == pytest.approx((reference.low, reference.high), rel=1e-9)

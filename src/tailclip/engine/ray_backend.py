@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from tailclip.engine.config import ExperimentConfig, parse_config
+from tailclip.engine.lease import Heartbeat
 from tailclip.engine.runner import artifact_dir, checkpoint_path
 from tailclip.engine.store import ResultsStore, make_owner
 from tailclip.engine.sweep import SweepEvent, SweepResult
@@ -222,6 +223,7 @@ def run_sweep_ray(
     *,
     on_event: Callable[[SweepEvent], None] | None = None,
     task_options: dict[str, Any] | None = None,
+    reclaim: bool = False,
 ) -> SweepResult:
     """Run every config not yet finished in the store at ``store_path`` as Ray tasks.
 
@@ -229,7 +231,8 @@ def run_sweep_ray(
     cluster (default ``RAY_ADDRESS``, else a local instance); ``on_event``: receives
     :class:`~tailclip.engine.sweep.SweepEvent` s (start, progress, done) in this process, as
     the local backend's; without it a rich progress bar is shown on a terminal;
-    ``task_options``: Ray resources per run (default ``{"num_cpus": 1}``). Returns what
+    ``task_options``: Ray resources per run (default ``{"num_cpus": 1}``); ``reclaim``: take
+    the sweep's running runs over from their owners, live or not. Returns what
     happened to each run, as :func:`tailclip.engine.sweep.run_sweep_local`.
     """
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
@@ -241,6 +244,8 @@ def run_sweep_ray(
     result = SweepResult(run_ids=run_ids)
     result.skipped = [r.run_id for r in store.runs(status="finished", run_ids=run_ids)]
     store.requeue_failed(run_ids)
+    if reclaim:
+        store.expire_leases(run_ids)
     todo = len(run_ids) - len(result.skipped)
     if todo > 0:
         display = None if on_event is not None else _Display(todo)
@@ -284,9 +289,24 @@ def _drive(
     """Claim, submit, and apply streamed messages until every run has ended; the only store writer.
 
     Runs of the sweep that another live process is training are waited for (and taken over
-    if their owner dies), as the local backend does.
+    when their lease expires), as the local backend does; a heartbeat renews the leases of
+    the runs in flight.
     """
     owner = make_owner()
+    with Heartbeat(store, owner, store.lease_seconds / 4):
+        _drive_claimed(ray, remote, store, store_abs, run_ids, capacity, emit, owner)
+
+
+def _drive_claimed(
+    ray: Any,
+    remote: Any,
+    store: ResultsStore,
+    store_abs: str,
+    run_ids: list[str],
+    capacity: int,
+    emit: Callable[[SweepEvent], None],
+    owner: str,
+) -> None:
     flights: dict[Any, _Flight] = {}
     exhausted = False
     announced: set[str] = set()
@@ -306,7 +326,7 @@ def _drive(
                 for record in elsewhere:
                     if record.run_id not in announced:
                         announced.add(record.run_id)
-                        emit(SweepEvent("waiting", record.run_id, error=f"running in {record.owner}"))
+                        emit(SweepEvent("waiting", record.run_id, error=record.holder))
                 time.sleep(_WAIT_INTERVAL)
                 exhausted = False
                 continue

@@ -535,7 +535,7 @@ def render_report(
 
     ``extra_sections`` are ``(heading, html body)`` pairs placed first (e.g. the claims table).
     """
-    store = store if isinstance(store, ResultsStore) else ResultsStore(store)
+    store = store if isinstance(store, ResultsStore) else ResultsStore(store, read_only=True)
     store_dir = Path(store.path).resolve().parent
     runs = store.runs()
     table = consolidate(store, baseline=baseline)
@@ -618,7 +618,7 @@ def write_report(
     extra_sections: list[tuple[str, str]] | None = None,
 ) -> Path:
     """Write the self-contained HTML report of the store at ``store_path`` to ``output_html``."""
-    store = store_path if isinstance(store_path, ResultsStore) else ResultsStore(_existing(store_path))
+    store = store_path if isinstance(store_path, ResultsStore) else ResultsStore(store_path, read_only=True)
     output = Path(output_html)
     text = render_report(store, title=title, baseline=baseline, extra_sections=extra_sections)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -626,14 +626,7 @@ def write_report(
     return output
 
 
-def _existing(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"Invalid store: {str(path)!r} does not exist; allowed: the path of a results store")
-    return path
-
-
-def report_command(store: str | Path, output: str | Path, *, title: str | None = None,
+def report_command(store: ResultsStore | str | Path, output: str | Path, *, title: str | None = None,
                    baseline: str | None = None) -> Path:
     """``tailclip report STORE -o OUTPUT``: write the report and return its path."""
     return write_report(store, output, title=title, baseline=baseline)

@@ -1,14 +1,21 @@
 """The results store: runs, their metrics and artifacts in one SQLite file.
 
-Schema (created on first use, parent directories too)::
+Schema (created on first use, parent directories too; versioned, see
+:mod:`tailclip.engine._schema`)::
 
     runs(run_id TEXT PRIMARY KEY,    -- config_hash of the resolved run config
          name, config_json,          -- experiment name, canonical JSON of the run config
          group_key,                  -- hash of the config without train.seed
          seed, status,               -- 'pending' | 'running' | 'finished' | 'failed'
-         owner, started, ended, wall_time, steps, host, error)
+         owner, started, ended, wall_time, steps, host, error,
+         lease_expires_at)           -- until when ``owner`` holds a running run
     metrics(run_id, step, key, value, PRIMARY KEY(run_id, step, key))
     artifacts(run_id, kind, path, PRIMARY KEY(run_id, kind, path))
+
+Opening: ``ResultsStore(path)`` opens for writing: it creates a new store, or upgrades an
+older one; ``ResultsStore(path, read_only=True)`` (reports, tables, exports) opens with
+SQLite's ``mode=ro``: no schema, no journal-mode switch, nothing written. Both refuse a file
+that is not a tailclip store (:class:`StoreError`, one line) and leave it byte-identical.
 
 Concurrency: the database runs in WAL mode (readers never block the writer) with a busy
 timeout; every write is one transaction begun with ``BEGIN IMMEDIATE``, which takes the write
@@ -16,9 +23,12 @@ lock up front, so :meth:`ResultsStore.claim`'s select-then-update cannot interle
 another process's. Metrics are written with ``INSERT OR REPLACE``: a resumed run that logs a
 step again overwrites it, so there are never duplicate rows.
 
-Owners are ``"<host>:<pid>:<uuid>"`` (:func:`make_owner`). A run left ``running`` by an owner
-whose process is gone (same host, pid not alive: a ``kill -9``, a crash, a power cut) is
-*interrupted* and can be claimed again; a run held by another host is assumed alive.
+Ownership is a lease (:mod:`tailclip.engine.lease`): :meth:`ResultsStore.claim` gives the
+claimer the run until ``now + lease_seconds``; the owner renews it while it trains
+(:meth:`ResultsStore.renew_lease`, from a :class:`~tailclip.engine.lease.Heartbeat`). A
+``running`` run whose lease expired, or whose owner is provably dead (a ``kill -9`` on this
+machine), is *interrupted* and can be claimed again; :meth:`ResultsStore.expire_leases`
+(``--reclaim``) ends leases explicitly.
 
 A ``ResultsStore`` is cheap to create; it opens one connection per thread and per process, so
 one object may be shared by threads, and survives a fork.
@@ -34,7 +44,6 @@ import socket
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
@@ -43,74 +52,24 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
+from tailclip.engine._schema import SCHEMA_VERSION, StoreError, create_or_upgrade, probe_version
+from tailclip.engine.lease import LEASE_SECONDS, make_owner, owner_alive, owner_dead
+
 if TYPE_CHECKING:
     from tailclip.engine.config import ExperimentConfig
 
-__all__ = ["STATUSES", "Artifact", "ResultsStore", "RunRecord", "make_owner", "owner_alive"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Artifact",
+    "ResultsStore",
+    "RunRecord",
+    "StoreError",
+    "make_owner",
+    "owner_alive",
+]
 
 STATUSES = ("pending", "running", "finished", "failed")
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS runs(
-        run_id TEXT PRIMARY KEY,
-        name TEXT,
-        config_json TEXT,
-        group_key TEXT,
-        seed INTEGER,
-        status TEXT NOT NULL CHECK(status IN ('pending','running','finished','failed')),
-        owner TEXT,
-        started REAL,
-        ended REAL,
-        wall_time REAL,
-        steps INTEGER,
-        host TEXT,
-        error TEXT)""",
-    """CREATE TABLE IF NOT EXISTS metrics(
-        run_id TEXT NOT NULL,
-        step INTEGER NOT NULL,
-        key TEXT NOT NULL,
-        value REAL,
-        PRIMARY KEY(run_id, step, key))""",
-    """CREATE TABLE IF NOT EXISTS artifacts(
-        run_id TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        path TEXT NOT NULL,
-        PRIMARY KEY(run_id, kind, path))""",
-    "CREATE INDEX IF NOT EXISTS runs_status ON runs(status)",
-    "CREATE INDEX IF NOT EXISTS runs_group ON runs(group_key)",
-)
-
-
-def make_owner() -> str:
-    """A fresh owner id for this process: ``"<host>:<pid>:<uuid>"``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
-
-
-def owner_alive(owner: str | None) -> bool:
-    """False when ``owner``'s process is known to be gone (same host, pid not running)."""
-    if not owner:
-        return False
-    try:
-        host, pid_text, _ = owner.rsplit(":", 2)
-        pid = int(pid_text)
-    except ValueError:
-        return True
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OverflowError, OSError):
-        return False
-    return True
-
-
-def _owner_dead(owner: str | None) -> int:
-    return int(owner is not None and not owner_alive(owner))
-
 
 @dataclass(frozen=True)
 class RunRecord:
@@ -129,10 +88,19 @@ class RunRecord:
     steps: int | None
     host: str | None
     error: str | None
+    lease_expires_at: float | None = None
 
     @property
     def config(self) -> dict[str, Any]:
         return json.loads(self.config_json)
+
+    @property
+    def holder(self) -> str:
+        """Who holds this run, and until when: ``running in <owner> (lease until HH:MM:SS ...)``."""
+        if self.lease_expires_at is None:
+            return f"running in {self.owner}"
+        until = time.strftime("%H:%M:%S", time.localtime(self.lease_expires_at))
+        return f"running in {self.owner} (lease until {until} unless renewed; --reclaim takes it over)"
 
 
 class Artifact(NamedTuple):
@@ -144,6 +112,10 @@ class Artifact(NamedTuple):
 
 
 _RUN_COLUMNS = ", ".join(f.name for f in fields(RunRecord))
+_V0_RUN_COLUMNS = _RUN_COLUMNS.replace("lease_expires_at", "NULL")
+
+# A 'running' run another claimer may take (? = now).
+_TAKEABLE = "(status = 'running' AND (owner_dead(owner) OR lease_expires_at < ?))"
 
 
 def _ids_json(run_ids: Iterable[str] | None) -> str | None:
@@ -151,17 +123,59 @@ def _ids_json(run_ids: Iterable[str] | None) -> str | None:
 
 
 class ResultsStore:
-    """The SQLite results store at ``path`` (see the module docstring for schema and concurrency)."""
+    """The SQLite results store at ``path`` (see the module docstring for schema and concurrency).
 
-    def __init__(self, path: str | Path, *, timeout: float = 60.0) -> None:
+    ``read_only=True`` opens an existing store without writing to it; :attr:`version` is the
+    store version found (older ones are read as they are, see :mod:`tailclip.engine._schema`).
+    ``lease_seconds`` is how long a claim or a renewal holds a run.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        timeout: float = 60.0,
+        read_only: bool = False,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
+        if not lease_seconds > 0:
+            raise ValueError(f"Invalid lease_seconds: {lease_seconds!r}; allowed: a number > 0")
         self.path = Path(path)
         self.timeout = float(timeout)
+        self.read_only = read_only
+        self.lease_seconds = float(lease_seconds)
         self._local = threading.local()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._create_schema()
+        if read_only:
+            if not self.path.is_file():
+                problem = "is not a file" if self.path.exists() else "does not exist"
+                raise StoreError(
+                    f"Invalid store: {str(self.path)!r} {problem}; allowed: the path of a results store"
+                )
+            version = probe_version(self.path)
+            if version is None:
+                raise StoreError(
+                    f"Invalid store: {str(self.path)!r} is empty (no tables); "
+                    "allowed: a results store written by tailclip run/sweep"
+                )
+            self.version = version
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._create_schema()
+            self.version = SCHEMA_VERSION
+        self._run_columns = _RUN_COLUMNS if self.version >= 1 else _V0_RUN_COLUMNS
 
     def __repr__(self) -> str:
         return f"ResultsStore({str(self.path)!r})"
+
+    @property
+    def version_note(self) -> str | None:
+        """One line saying this store is of an older version (read as it is), else ``None``."""
+        if self.version == SCHEMA_VERSION:
+            return None
+        return (
+            f"{self.path} is a version-{self.version} store (this tailclip writes version "
+            f"{SCHEMA_VERSION}): read as it is; the next run or sweep on it upgrades it"
+        )
 
     # ------------------------------------------------------------------ connections
 
@@ -169,10 +183,14 @@ class ResultsStore:
         conn = getattr(self._local, "conn", None)
         if conn is not None and self._local.pid == os.getpid():
             return conn
-        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        if self.read_only:
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None)
+        else:
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+            conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.create_function("owner_dead", 1, _owner_dead)
+        conn.create_function("owner_dead", 1, owner_dead)
         self._local.conn = conn
         self._local.pid = os.getpid()
         return conn
@@ -193,6 +211,8 @@ class ResultsStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction holding the database's write lock from its start (BEGIN IMMEDIATE)."""
+        if self.read_only:
+            raise StoreError(f"Invalid write: {self} was opened read-only; allowed: reads")
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -203,6 +223,9 @@ class ResultsStore:
         conn.execute("COMMIT")
 
     def _create_schema(self) -> None:
+        """Check the file is a tailclip store (or empty) before anything is written, then
+        switch to WAL and create or upgrade the schema."""
+        probe_version(self.path)
         conn = self._connection()
         deadline = time.monotonic() + self.timeout
         while True:
@@ -215,8 +238,7 @@ class ResultsStore:
                     raise
                 time.sleep(0.05)
         with self._transaction() as c:
-            for statement in _SCHEMA:
-                c.execute(statement)
+            create_or_upgrade(c, self.path, self.lease_seconds)
 
     # ------------------------------------------------------------------ runs
 
@@ -245,33 +267,77 @@ class ResultsStore:
         """Atomically take one run to work on; ``None`` when there is none.
 
         Claimable: ``pending`` runs, ``failed`` ones (unless ``include_failed=False``) and
-        ``running`` ones whose owner is dead (interrupted), those first (they usually have a
-        checkpoint), then in insertion order. ``run_ids`` restricts the choice. The run becomes
-        ``running`` with ``owner``, this host and ``started`` = now, in one ``BEGIN IMMEDIATE``
-        transaction, so concurrent claimers never get the same run.
+        ``running`` ones whose lease expired or whose owner is provably dead (interrupted),
+        those first (they usually have a checkpoint), then in insertion order. ``run_ids``
+        restricts the choice. The run becomes ``running`` with ``owner``, this host,
+        ``started`` = now and a lease until now + :attr:`lease_seconds`, in one
+        ``BEGIN IMMEDIATE`` transaction, so concurrent claimers never get the same run.
         """
         ids = _ids_json(run_ids)
         with self._transaction() as c:
+            now = time.time()
             row = c.execute(
                 f"SELECT {_RUN_COLUMNS} FROM runs WHERE "
-                "(status = 'pending' OR (status = 'failed' AND ?) "
-                "OR (status = 'running' AND owner_dead(owner))) "
+                f"(status = 'pending' OR (status = 'failed' AND ?) OR {_TAKEABLE}) "
                 "AND (? IS NULL OR run_id IN (SELECT value FROM json_each(?))) "
                 "ORDER BY CASE status WHEN 'running' THEN 0 WHEN 'failed' THEN 1 ELSE 2 END, rowid LIMIT 1",
-                (int(include_failed), ids, ids),
+                (int(include_failed), now, ids, ids),
             ).fetchone()
             if row is None:
                 return None
-            now = time.time()
             host = socket.gethostname()
+            lease = now + self.lease_seconds
             c.execute(
                 "UPDATE runs SET status = 'running', owner = ?, host = ?, started = ?, "
-                "ended = NULL, error = NULL "
+                "ended = NULL, error = NULL, lease_expires_at = ? "
                 "WHERE run_id = ?",
-                (owner, host, now, row[0]),
+                (owner, host, now, lease, row[0]),
             )
         record = RunRecord(*row)
-        return replace(record, status="running", owner=owner, host=host, started=now, ended=None, error=None)
+        return replace(
+            record, status="running", owner=owner, host=host, started=now, ended=None, error=None,
+            lease_expires_at=lease,
+        )  # fmt: skip
+
+    def renew_lease(self, owner: str) -> int:
+        """Extend the lease of every ``running`` run ``owner`` holds to now + :attr:`lease_seconds`.
+
+        Returns how many runs it renewed (a run taken over by ``--reclaim`` is no longer
+        ``owner``'s and is not renewed).
+        """
+        with self._transaction() as c:
+            cursor = c.execute(
+                "UPDATE runs SET lease_expires_at = ? WHERE owner = ? AND status = 'running'",
+                (time.time() + self.lease_seconds, owner),
+            )
+            return cursor.rowcount
+
+    def expire_leases(self, run_ids: Sequence[str] | None = None) -> int:
+        """End the lease of every ``running`` run (of ``run_ids``, or all), so that the next
+        :meth:`claim` takes it over even from a live owner (``--reclaim``); return how many."""
+        ids = _ids_json(run_ids)
+        with self._transaction() as c:
+            cursor = c.execute(
+                "UPDATE runs SET lease_expires_at = 0 WHERE status = 'running' "
+                "AND (? IS NULL OR run_id IN (SELECT value FROM json_each(?)))",
+                (ids, ids),
+            )
+            return cursor.rowcount
+
+    def takeable(self, run_ids: Sequence[str] | None = None) -> list[str]:
+        """Ids of the runs (of ``run_ids``, or all) a :meth:`claim` now could take from their
+        owner: ``running`` with an expired lease or a provably dead owner."""
+        ids = _ids_json(run_ids)
+        rows = (
+            self._connection()
+            .execute(
+                f"SELECT run_id FROM runs WHERE {_TAKEABLE} "
+                "AND (? IS NULL OR run_id IN (SELECT value FROM json_each(?))) ORDER BY rowid",
+                (time.time(), ids, ids),
+            )
+            .fetchall()
+        )
+        return [row[0] for row in rows]
 
     def requeue_failed(self, run_ids: Sequence[str] | None = None) -> int:
         """Set ``failed`` runs (of ``run_ids``, or all) back to ``pending``; return how many."""
@@ -315,7 +381,7 @@ class ResultsStore:
         rows = (
             self._connection()
             .execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs "
+                f"SELECT {self._run_columns} FROM runs "
                 "WHERE (? IS NULL OR status = ?) AND (? IS NULL OR name = ?) "
                 "AND (? IS NULL OR run_id IN (SELECT value FROM json_each(?))) ORDER BY rowid",
                 (status, status, name, name, ids, ids),

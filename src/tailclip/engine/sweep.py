@@ -5,13 +5,17 @@
 1. adds every config as a ``pending`` run (existing runs are kept: ``finished`` ones are
    skipped), and puts this sweep's ``failed`` runs back to ``pending`` (they are redone once);
 2. starts ``workers`` processes (``spawn``; with ``workers=1`` the loop runs in this process),
-   each repeating ``claim() -> run_one()`` until ``claim`` finds nothing. ``claim`` takes a
-   pending run, or a ``running`` one whose owner process died (interrupted: it resumes from
-   its checkpoint), inside a ``BEGIN IMMEDIATE`` transaction, so any number of workers, from
-   any number of concurrent ``tailclip sweep`` processes on one store, run every run exactly
-   once. A run that fails in this sweep stays ``failed`` (it is not retried in a loop);
+   each repeating ``claim() -> run_one()`` until ``claim`` finds nothing, while a
+   :class:`~tailclip.engine.lease.Heartbeat` renews the leases of the runs it holds.
+   ``claim`` takes a pending run, or a ``running`` one whose lease expired or whose owner
+   process provably died (interrupted: it resumes from its checkpoint), inside a
+   ``BEGIN IMMEDIATE`` transaction, so any number of workers, from any number of concurrent
+   ``tailclip sweep`` processes on one store, run every run exactly once. A run that fails in
+   this sweep stays ``failed`` (it is not retried in a loop);
 3. waits for runs of the sweep that another live process is training, taking over any whose
-   owner dies, so that the sweep returns when every one of its runs has ended.
+   lease expires, so that the sweep returns when every one of its runs has ended: a wait
+   lasts at most one lease past the owner's last heartbeat. ``reclaim=True`` (``--reclaim``)
+   ends the leases of the sweep's running runs first, taking them over from any owner.
 
 Workers exit when their parent process disappears (checked between steps), leaving their run
 ``failed`` and resumable. Progress reaches the caller as :class:`SweepEvent` s.
@@ -29,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from tailclip.engine.config import ExperimentConfig, parse_config
+from tailclip.engine.lease import Heartbeat
 from tailclip.engine.runner import run_one
-from tailclip.engine.store import ResultsStore, make_owner, owner_alive
+from tailclip.engine.store import ResultsStore, make_owner
 
 __all__ = ["SweepEvent", "SweepResult", "assignment_label", "run_sweep_local"]
 
@@ -97,12 +102,23 @@ def _work(
     """One worker: claim a run of ``run_ids``, run it, report, repeat until none is claimable."""
     store = ResultsStore(store_path)
     owner = make_owner()
-    last = [0.0]
 
     def check_parent() -> None:
         if parent_pid is not None and os.getppid() != parent_pid:
             raise _ParentGone(f"sweep process {parent_pid} is gone")
 
+    with Heartbeat(store, owner, store.lease_seconds / 4):
+        _claim_and_run(store, owner, run_ids, emit, check_parent)
+
+
+def _claim_and_run(
+    store: ResultsStore,
+    owner: str,
+    run_ids: list[str],
+    emit: Callable[[SweepEvent], None],
+    check_parent: Callable[[], None],
+) -> None:
+    last = [0.0]
     while True:
         check_parent()
         record = store.claim(owner, run_ids=run_ids, include_failed=False)
@@ -154,11 +170,13 @@ def run_sweep_local(
     workers: int = 1,
     *,
     on_event: Callable[[SweepEvent], None] | None = None,
+    reclaim: bool = False,
 ) -> SweepResult:
     """Run every config not yet finished in the store at ``store_path`` with ``workers`` processes.
 
     ``on_event`` receives the workers' :class:`SweepEvent` s in this process (for progress
-    display). Returns what happened to each run; see the module docstring for the protocol.
+    display); ``reclaim`` takes the sweep's running runs over from their owners, live or not.
+    Returns what happened to each run; see the module docstring for the protocol.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"Invalid workers: {workers!r}; allowed: an integer >= 1")
@@ -167,15 +185,13 @@ def run_sweep_local(
     result = SweepResult(run_ids=run_ids)
     result.skipped = [r.run_id for r in store.runs(status="finished", run_ids=run_ids)]
     store.requeue_failed(run_ids)
+    if reclaim:
+        store.expire_leases(run_ids)
     emit = on_event if on_event is not None else (lambda event: None)
     announced: set[str] = set()
     while True:
         records = store.runs(run_ids=run_ids)
-        claimable = [
-            r
-            for r in records
-            if r.status == "pending" or (r.status == "running" and not owner_alive(r.owner))
-        ]
+        claimable = [r.run_id for r in records if r.status == "pending"] or store.takeable(run_ids)
         if claimable:
             count = max(1, min(workers, len(claimable)))
             if count == 1:
@@ -189,7 +205,7 @@ def run_sweep_local(
         for record in elsewhere:
             if record.run_id not in announced:
                 announced.add(record.run_id)
-                emit(SweepEvent("waiting", record.run_id, error=f"running in {record.owner}"))
+                emit(SweepEvent("waiting", record.run_id, error=record.holder))
         time.sleep(_WAIT_INTERVAL)
     for record in store.runs(run_ids=run_ids):
         if record.run_id in result.skipped:

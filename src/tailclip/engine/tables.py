@@ -64,7 +64,7 @@ _NO_BEST_PREFIXES = ("opt/", "time/")
 
 
 def _open(store: ResultsStore | str | Path) -> ResultsStore:
-    return store if isinstance(store, ResultsStore) else ResultsStore(store)
+    return store if isinstance(store, ResultsStore) else ResultsStore(store, read_only=True)
 
 
 def base_key(key: str) -> str:

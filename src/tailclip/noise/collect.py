@@ -132,6 +132,16 @@ def _check_count(name: str, value: Any) -> int:
     return value
 
 
+def _finite(grads: Tensor, where: str) -> Tensor:
+    """``grads``, after checking they are finite: a NaN or Inf loss has no gradient noise."""
+    if not bool(torch.isfinite(grads).all()):
+        raise ValueError(
+            f"Invalid model state: the gradient of {where} is not finite (the loss is NaN or Inf there); "
+            "allowed: a model whose loss is finite on every batch"
+        )
+    return grads
+
+
 def _batch_size(target: Tensor) -> int:
     if not isinstance(target, Tensor) or target.dim() == 0:
         raise ValueError("Invalid batch: per-sample mode needs a target tensor with a batch dimension")
@@ -263,7 +273,8 @@ def collect_noise(
     ``chunk_size`` examples per vmapped call). ``seed`` fixes the batches, the dropout masks and
     the projection (dimension ``min(projection_dim, d)``). ``step`` is recorded as given.
     ``progress(done, total)`` is called after every batch. A ``projection`` built earlier for
-    this model (same ``d``) may be passed to reuse it across collections.
+    this model (same ``d``) may be passed to reuse it across collections. A batch whose
+    gradient is not finite (a NaN or Inf loss) raises ``ValueError`` naming the batch.
     """
     _check_count("batch_size", batch_size)
     _check_count("mean_batches", mean_batches)
@@ -298,7 +309,8 @@ def collect_noise(
         model.train()
         mean_grad = torch.zeros(dim, dtype=acc_dtype, device=device)
         for i in range(mean_batches):
-            mean_grad += batch_gradient(model, loss_fn, move_to(source.next(), device), params).to(acc_dtype)
+            gradient = batch_gradient(model, loss_fn, move_to(source.next(), device), params)
+            mean_grad += _finite(gradient, f"mean batch {i + 1} of {mean_batches}").to(acc_dtype)
             if progress is not None:
                 progress(i + 1, total)
         mean_grad /= mean_batches
@@ -313,7 +325,7 @@ def collect_noise(
             else:
                 chunks = [batch_gradient(model, loss_fn, batch, params)[None]]
             for grads in chunks:
-                grads = grads.to(acc_dtype)
+                grads = _finite(grads, f"noise batch {j + 1} of {noise_batches}").to(acc_dtype)
                 noise = grads - mean_grad
                 norms.append(torch.linalg.vector_norm(noise, dim=1, dtype=torch.float64))
                 grad_norms.append(torch.linalg.vector_norm(grads, dim=1, dtype=torch.float64))

@@ -29,6 +29,14 @@ tail is reached only far out. Default ``k = ceil(sqrt(n))``; the Hill plot (``al
 ``k`` on a log grid) shows how the choice matters. Hill is not clipped (light tails give large
 values). Its interval is the asymptotic one, ``sqrt(k) (alpha_k / alpha - 1) -> N(0, 1)``
 (Hall 1982), so ``1/alpha`` lies in ``(1/alpha_k)(1 +- z / sqrt(k))``.
+
+Both estimators are scale invariant (``x -> c x`` shifts every log by ``log c``), so the
+samples are first divided by a power of two near their largest magnitude: sums and squares
+stay in floating-point range for any finite input (``N(0, 1) * 1e200`` gives the same
+``alpha`` as ``N(0, 1)``), and the power of two makes the division exact. Degenerate samples
+are refused with a ``ValueError`` rather than answered: fewer than :data:`MIN_DISTINCT`
+distinct samples (a constant sample would read as ``alpha = 1`` with the interval ``[1, 1]``),
+or, for Hill, equal ``k + 1`` largest norms (``1/alpha_k = 0`` to rounding: an infinite estimate).
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import numpy as np
 
 TAIL_METHODS = ("mohammadi", "hill")
 MAX_ALPHA = 2.0
+MIN_DISTINCT = 3
 _HILL_PLOT_POINTS = 200
 _BOOTSTRAP_CHUNK = 1 << 22  # indices gathered per bootstrap chunk (32 MiB of int64)
 
@@ -90,9 +99,35 @@ def as_samples(x: Any, name: str = "x") -> np.ndarray:
     return arr
 
 
+def unit_scaled(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(x / 2^e, e)`` with ``2^e`` the power of two just above ``max |x|`` (``e = 0`` for zeros).
+
+    The division is exact; afterwards ``|x| < 1``, so squares and sums of the samples cannot
+    overflow (and those of tiny samples do not underflow to zero).
+    """
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak == 0.0:
+        return x, 0
+    exponent = int(np.frexp(peak)[1])
+    return np.ldexp(x, -exponent), exponent
+
+
 def sample_norms(x: np.ndarray) -> np.ndarray:
-    """``|x_j|`` for scalars, ``||x_j||`` (row norms) for vectors."""
-    return np.abs(x) if x.ndim == 1 else np.sqrt(np.einsum("ij,ij->i", x, x))
+    """``|x_j|`` for scalars, ``||x_j||`` (row norms) for vectors, squared after scaling (no overflow)."""
+    if x.ndim == 1:
+        return np.abs(x)
+    scaled, exponent = unit_scaled(x)
+    return np.ldexp(np.sqrt(np.einsum("ij,ij->i", scaled, scaled)), exponent)
+
+
+def check_spread(x: np.ndarray, name: str = "x") -> None:
+    """Raise ``ValueError`` when ``x`` has fewer than :data:`MIN_DISTINCT` distinct samples."""
+    distinct = int(np.unique(x, axis=0).shape[0])
+    if distinct < MIN_DISTINCT:
+        raise ValueError(
+            f"Invalid {name}: degenerate sample, {distinct} distinct value(s) among {x.shape[0]} "
+            f"samples (no spread to estimate a tail from); allowed: at least {MIN_DISTINCT} distinct samples"
+        )
 
 
 def _positive_logs(norms: np.ndarray, what: str) -> np.ndarray:
@@ -171,12 +206,13 @@ def tail_index(
     such an offset: the error of ``gbar``).
     """
     _check_common(method, k1, ci, n_boot)
-    arr = as_samples(x)
-    if center:
-        arr = arr - arr.mean(axis=0)
+    arr, _ = unit_scaled(as_samples(x))
     n = arr.shape[0]
     if n < 2 * k1:
         raise ValueError(f"Invalid x: n = {n} samples; allowed: n >= 2 * k1 = {2 * k1}")
+    check_spread(arr)
+    if center:
+        arr, _ = unit_scaled(arr - arr.mean(axis=0))
     if method == "hill":
         return _hill(sample_norms(arr), ci, k)
     blocks = mohammadi_block_statistics(arr, int(k1))
@@ -204,6 +240,11 @@ def _hill(norms: np.ndarray, ci: float, k: int | None) -> TailIndex:
         raise ValueError(f"Invalid k: {k!r}; allowed: an integer in [1, n - 1] = [1, {n - 1}]")
     ks, alphas = hill_curve(norms)
     alpha = float(alphas[k - 1])
+    if not math.isfinite(alpha):
+        raise ValueError(
+            f"Invalid x: degenerate tail, the k + 1 = {k + 1} largest norms are equal (to rounding), so "
+            "Hill's estimate is infinite; allowed: samples whose largest norms differ"
+        )
     z = NormalDist().inv_cdf((1.0 + ci) / 2.0)
     half = z / math.sqrt(k)
     low = alpha / (1.0 + half)

@@ -201,7 +201,7 @@ class NoiseReport:
             ("Max-to-sum trend (slope)", f"{self.ratio_slope:.3f}"),
             ("Running-variance exponent", f"{self.variance_exponent:.3f}"),
             ("Outlier ratios rho_mR / rho_eR", f"{self.outliers.rho_mR:.3g} / {self.outliers.rho_eR:.3g}"),
-            ("Noise scale B_simple", f"{self.noise_scale.b_simple:.4g}"),
+            ("Noise scale B_simple", self.noise_scale.text()),
             (
                 "Sample",
                 f"n = {s['n']} ({s['mode']}), B = {s['batch_size']}, M = {s['mean_batches']} "

@@ -61,11 +61,19 @@ def running_variance(x: Any, *, center: bool = True, num: int | None = None) -> 
     return m, (s2 - np.einsum("ij,ij->i", s1, s1) / m) / (m - 1)
 
 
+def _relative_powers(x: Any, p: float) -> np.ndarray:
+    """``(||x_j|| / max_k ||x_k||)^p``: the ratios below do not depend on the scale, and this
+    keeps the powers of huge norms finite."""
+    norms = sample_norms(as_samples(x))
+    peak = float(norms.max())
+    return (norms / peak) ** p if peak > 0 and math.isfinite(peak) else norms**p
+
+
 def max_to_sum_ratio(x: Any, p: float = 2.0, *, num: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(m, R_m(p))`` with ``R_m(p) = max_{j<=m} ||x_j||^p / sum_{j<=m} ||x_j||^p`` in the given order."""
     if not p > 0:
         raise ValueError(f"Invalid p: {p}; allowed: p > 0")
-    powers = sample_norms(as_samples(x)) ** p
+    powers = _relative_powers(x, p)
     m = _log_grid(powers.shape[0], 1, num)
     with np.errstate(invalid="ignore"):
         ratio = np.maximum.accumulate(powers)[m - 1] / np.cumsum(powers)[m - 1]
@@ -102,7 +110,7 @@ def max_to_sum_slope(
     """
     if not p > 0:
         raise ValueError(f"Invalid p: {p}; allowed: p > 0")
-    powers = sample_norms(as_samples(x)) ** p
+    powers = _relative_powers(x, p)
     n = powers.shape[0]
     if m_min is None:
         m_min = max(10, n // 100)
@@ -195,8 +203,10 @@ class NoiseScale:
     """McCandlish et al. (2018, App. A) from squared gradient norms at batch sizes ``b_small < b_big``.
 
     ``g2 = |G|^2`` (true gradient), ``trace = S = tr(Sigma)`` (per-example covariance trace) and
-    ``b_simple = S / |G|^2``. Unbiased for ``|G|^2`` and ``S`` separately; the ratio is noisy and
-    may be negative when ``|G|^2`` is estimated below 0.
+    ``b_simple = S / |G|^2``. Unbiased for ``|G|^2`` and ``S`` separately, but a ratio is a
+    measurement only inside its domain ``S >= 0``, ``|G|^2 > 0``: outside it (``|G|^2`` estimated
+    at or below 0, as under infinite-variance noise, whose squared norms do not average out)
+    ``b_simple`` is NaN and ``undefined`` says why (``""`` when it is defined).
     """
 
     g2: float
@@ -204,11 +214,16 @@ class NoiseScale:
     b_simple: float
     b_small: int
     b_big: int
+    undefined: str = ""
 
-    def to_dict(self) -> dict[str, float | None]:
+    def to_dict(self) -> dict[str, float | str | None]:
         return {
             k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in asdict(self).items()
         }
+
+    def text(self) -> str:
+        """``b_simple`` to 4 significant digits, or ``undefined (<reason>)``."""
+        return f"undefined ({self.undefined})" if self.undefined else f"{self.b_simple:.4g}"
 
 
 def noise_scale_from_squared_norms(sq_small: float, sq_big: float, b_small: int, b_big: int) -> NoiseScale:
@@ -221,10 +236,21 @@ def noise_scale_from_squared_norms(sq_small: float, sq_big: float, b_small: int,
         raise ValueError(
             f"Invalid batch sizes: b_small={b_small}, b_big={b_big}; allowed: 0 < b_small < b_big"
         )
-    g2 = (b_big * sq_big - b_small * sq_small) / (b_big - b_small)
-    trace = (sq_small - sq_big) / (1.0 / b_small - 1.0 / b_big)
-    b_simple = trace / g2 if g2 != 0 else math.inf
-    return NoiseScale(float(g2), float(trace), float(b_simple), int(b_small), int(b_big))
+    g2 = float((b_big * sq_big - b_small * sq_small) / (b_big - b_small))
+    trace = float((sq_small - sq_big) / (1.0 / b_small - 1.0 / b_big))
+    if not (math.isfinite(g2) and math.isfinite(trace)):
+        undefined = "the squared gradient norms are not finite"
+    elif g2 <= 0:
+        undefined = (
+            f"|G|^2 estimated at {g2:.3g} <= 0: the noise swamps the mean gradient, "
+            "as under infinite-variance noise"
+        )
+    elif trace < 0:
+        undefined = f"tr(Sigma) estimated at {trace:.3g} < 0: the larger batch is the noisier"
+    else:
+        undefined = ""
+    b_simple = math.nan if undefined else trace / g2
+    return NoiseScale(g2, trace, float(b_simple), int(b_small), int(b_big), undefined)
 
 
 def noise_scale(grad_small: Any, grad_big: Any, b_small: int, b_big: int) -> NoiseScale:
