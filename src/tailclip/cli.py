@@ -45,8 +45,8 @@ from rich.table import Table
 
 from tailclip.engine.config import ConfigError, ExperimentConfig
 from tailclip.engine.grid import SweepPoint, sweep_points
-from tailclip.engine.optimizer_spec import BASELINE_OPTIMIZERS
 from tailclip.engine.lease import Heartbeat
+from tailclip.engine.optimizer_spec import BASELINE_OPTIMIZERS
 from tailclip.engine.runner import run_one
 from tailclip.engine.store import ResultsStore, StoreError, make_owner
 from tailclip.engine.sweep import SweepEvent, assignment_label, run_sweep_local
