@@ -18,7 +18,7 @@ from _results import quadratic_config
 from typer.testing import CliRunner
 
 from tailclip.cli import app
-from tailclip.engine.config import run_config_dict
+from tailclip.engine.identity import run_config_dict
 from tailclip.engine.lease import Heartbeat, make_owner, owner_alive
 from tailclip.engine.store import ResultsStore
 from tailclip.engine.sweep import SweepEvent, run_sweep_local

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from tailclip.cli import app
 from tailclip.engine._schema import APPLICATION_ID, SCHEMA_VERSION
-from tailclip.engine.config import run_config_dict
+from tailclip.engine.identity import run_config_dict
 from tailclip.engine.store import ResultsStore, StoreError, make_owner
 
 runner = CliRunner()
