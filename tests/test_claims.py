@@ -24,8 +24,8 @@ from tailclip.claims import (
     ClaimResult,
     ExperimentRuns,
     claims_markdown,
-    loglog_slope,
     method_label,
+    power_law_exponent,
     print_claims,
     reproduce,
     run_claims,
@@ -96,10 +96,10 @@ def test_every_experiment_is_a_builtin_config_of_the_vectorized_task() -> None:
     assert full.task.options["runs"] >= 1000 and full.train.steps == 10_000
 
 
-def test_loglog_slope_recovers_a_power_law() -> None:
+def test_power_law_exponent_recovers_a_power_law() -> None:
     x = np.array([10.0, 100.0, 1000.0])
-    assert loglog_slope(x, 3.0 * x**-0.75) == pytest.approx(-0.75, abs=1e-12)
-    assert np.isnan(loglog_slope([1.0, 2.0], [1.0, 0.0]))
+    assert power_law_exponent(x, 3.0 * x**-0.75) == pytest.approx(-0.75, abs=1e-12)
+    assert np.isnan(power_law_exponent([1.0, 2.0], [1.0, 0.0]))
 
 
 def test_method_labels_follow_the_paper() -> None:

@@ -17,9 +17,9 @@ from _browser import console_lines, probe, screenshot
 from _results import add_run, quadratic_config
 from matplotlib.figure import Figure
 
+from tailclip.engine.consolidate import consolidate
 from tailclip.engine.report import report_command, write_report
 from tailclip.engine.store import ResultsStore
-from tailclip.engine.tables import consolidate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -11,9 +11,11 @@ import pytest
 from _results import add_run, quadratic_config
 
 from tailclip.engine.config import expand_sweep, group_key, parse_config
+from tailclip.engine.consolidate import consolidate, quantile_bands
+from tailclip.engine.statistics import best_direction
 from tailclip.engine.store import ResultsStore
 from tailclip.engine.sweep import run_sweep_local
-from tailclip.engine.tables import best_direction, consolidate, quantile_bands
+from tailclip.engine.tables import summary_markdown
 
 STEPS = list(range(10))
 
@@ -192,7 +194,7 @@ def test_csv_and_markdown(grid_store):
         assert (got["group_key"], got["key"], got["which"]) == (want["group_key"], want["key"], want["which"])
         for field in ("mean", "sd", "median", "q05", "q95", "step_seconds_median", "overhead"):
             assert float(got[field]) == want[field]
-    markdown = table.to_markdown()
+    markdown = summary_markdown(table)
     summary = table.config(data[0.01][0]["group"])
     final = summary.metrics["train/loss"].final
     assert "| optimizer.lr=0.01 | train/loss | 5 | " + final.mean_sd() in markdown

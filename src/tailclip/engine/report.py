@@ -24,11 +24,10 @@ Figures are drawn with matplotlib's Agg canvas and embedded as base64 PNG.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as _dt
-import html
 import io
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,19 +35,18 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from tailclip.engine.store import ResultsStore
-from tailclip.engine.tables import (
+from tailclip.engine.consolidate import RunSet, SummaryTable, consolidate, load_runs, quantile_bands
+from tailclip.engine.statistics import (
     QuantileBand,
-    Stats,
-    SummaryTable,
     base_key,
     best_direction,
-    consolidate,
     format_float,
     logged_quantiles,
-    quantile_bands,
     run_step_seconds,
 )
+from tailclip.engine.store import STATUSES, ResultsStore
+from tailclip.engine.tables import HtmlTable, summary_html
+from tailclip.engine.tables import escape as _e
 
 __all__ = ["render_report", "report_command", "write_report"]
 
@@ -119,61 +117,6 @@ _JS = """
   });
 })();
 """
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _num_attr(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return repr(float(value))
-
-
-class _Table:
-    """A sortable HTML table: text cells left-aligned, numeric cells carry data-v for sorting."""
-
-    def __init__(self, headers: Sequence[tuple[str, bool]], css_id: str | None = None) -> None:
-        self.headers = headers
-        self.rows: list[tuple[str, list[str]]] = []
-        self.css_id = css_id
-
-    def add(self, cells: Sequence[tuple[str, float | None] | str], row_class: str = "") -> None:
-        out = []
-        for (_, is_text), cell in zip(self.headers, cells, strict=True):
-            if isinstance(cell, tuple):
-                shown, number = cell
-                out.append(f'<td data-v="{_num_attr(number)}">{shown}</td>')
-            else:
-                out.append(f'<td class="text">{cell}</td>' if is_text else f"<td>{cell}</td>")
-        self.rows.append((row_class, out))
-
-    def html(self) -> str:
-        head = "".join(
-            f'<th class="text" scope="col">{_e(h)}</th>' if is_text else f'<th scope="col">{_e(h)}</th>'
-            for h, is_text in self.headers
-        )
-        body = "\n".join(
-            (f'<tr class="{row_class}">' if row_class else "<tr>") + "".join(cells) + "</tr>"
-            for row_class, cells in self.rows
-        )
-        ident = f' id="{self.css_id}"' if self.css_id else ""
-        return (f'<table class="sortable"{ident}><thead><tr>{head}</tr></thead>\n'
-                f"<tbody>\n{body}\n</tbody></table>")
-
-
-def _stat_cells(stats: Stats | None) -> list[tuple[str, float | None] | str]:
-    if stats is None:
-        return [("—", None)] * 4
-    return [
-        (_e(stats.mean_sd()), stats.mean),
-        (_e(format_float(stats.median)), stats.median),
-        (_e(format_float(stats.q05)), stats.q05),
-        (_e(format_float(stats.q95)), stats.q95),
-    ]
 
 
 def _png(fig: Figure) -> str:
@@ -303,7 +246,7 @@ def _noise_item(path: Path) -> str:
         except (ValueError, UnicodeDecodeError) as error:
             return f'<p class="note">{_e(path.name)}: unreadable JSON ({_e(error)})</p>'
         if isinstance(content, dict) and all(not isinstance(v, dict | list) for v in content.values()):
-            table = _Table([("field", True), ("value", False)])
+            table = HtmlTable([("field", True), ("value", False)])
             for field, value in content.items():
                 is_number = isinstance(value, int | float) and not isinstance(value, bool)
                 number = float(value) if is_number else None
@@ -321,82 +264,6 @@ def _section(ident: str, title: str, body: str) -> str:
     return f'<section id="{ident}"><h2>{_e(title)}</h2>\n{body}\n</section>'
 
 
-def _summary_html(table: SummaryTable) -> str:
-    parts = ["<h3>Runtime per step</h3>"]
-    runtime = _Table(
-        [("configuration", True), ("runs", False), ("failed", False), ("unfinished", False),
-         ("ms / step (median)", False), ("ms / step (mean ± sd)", False), ("overhead", False)],
-        css_id="runtime-table",
-    )
-    for row in table.runtime_rows():
-        median = row["step_seconds_median"]
-        mean, sd = row["step_seconds_mean"], row["step_seconds_sd"]
-        mean_sd = "—" if mean is None else format_float(1e3 * mean) + (
-            "" if sd is None or math.isnan(sd) else f" ± {format_float(1e3 * sd)}"
-        )
-        overhead = row["overhead"]
-        overhead_text = "—" if overhead is None else f"{overhead:.3f}×"
-        if row["baseline"]:
-            overhead_text += " (baseline)"
-        runtime.add(
-            [
-                _e(row["label"]),
-                (str(row["n_runs"]), row["n_runs"]),
-                (str(row["n_failed"]), row["n_failed"]),
-                (str(row["n_unfinished"]), row["n_unfinished"]),
-                (_e(format_float(None if median is None else 1e3 * median)), median),
-                (_e(mean_sd), mean),
-                (_e(overhead_text), overhead),
-            ],
-            row_class="baseline" if row["baseline"] else "",
-        )
-    parts.append(runtime.html())
-    if table.baseline is None:
-        parts.append('<p class="note">No baseline named: pass <code>baseline=</code> '
-                     "(<code>--baseline</code>) to see the overhead ratio of median times per step.</p>")
-    primary, secondary = [], []
-    for key in table.keys:
-        block = _metric_table_html(table, key)
-        if block is None:
-            continue
-        headline = base_key(key) == key or key.endswith(("/q50", "/q99"))
-        main = key.startswith(("train/", "eval/")) and headline
-        (primary if main else secondary).append(f"<h3>{_e(key)}</h3>\n{block}")
-    parts += primary
-    if secondary:
-        parts.append(f"<details><summary>{len(secondary)} more metrics (optimizer statistics, "
-                     "other quantiles)</summary>\n" + "\n".join(secondary) + "</details>")
-    return "\n".join(parts)
-
-
-def _metric_table_html(table: SummaryTable, key: str) -> str | None:
-    headers = [("configuration", True), ("n", False), ("final mean ± sd", False), ("final median", False),
-               ("final 5%", False), ("final 95%", False)]
-    direction = None
-    rows = []
-    for summary in table.configs:
-        metric = summary.metrics.get(key)
-        if metric is None:
-            continue
-        direction = metric.direction
-        n_text = str(metric.final.n) + (f" ({metric.final.n_nonfinite} non-finite)"
-                                        if metric.final.n_nonfinite else "")
-        cells: list[tuple[str, float | None] | str] = [_e(summary.label), (_e(n_text), metric.final.n)]
-        cells += _stat_cells(metric.final)
-        if metric.direction is not None:
-            cells += _stat_cells(metric.best)
-        rows.append((cells, summary.group_key == table.baseline))
-    if not rows:
-        return None
-    if direction is not None:
-        headers += [(f"best ({direction}) mean ± sd", False), ("best median", False), ("best 5%", False),
-                    ("best 95%", False)]
-    html_table = _Table(headers)
-    for cells, is_baseline in rows:
-        html_table.add(cells, row_class="baseline" if is_baseline else "")
-    return html_table.html()
-
-
 def _curve_keys(keys: Iterable[str]) -> list[str]:
     """Base keys to plot (quantile and mean suffixes folded into their base), time/* left out."""
     seen: dict[str, None] = {}
@@ -406,47 +273,52 @@ def _curve_keys(keys: Iterable[str]) -> list[str]:
     return list(seen)
 
 
-def _bands_for(store: ResultsStore, key: str, quantiles: Sequence[float]) -> dict[str, QuantileBand]:
+def _bands_for(data: RunSet, key: str, quantiles: Sequence[float]) -> dict[str, QuantileBand]:
     try:
-        return quantile_bands(store, key, quantiles)
+        return quantile_bands(data, key, quantiles)
     except ValueError:
         return {}
 
 
-def _vectorized_levels(all_keys: Iterable[str], key: str) -> tuple[float, ...]:
-    return tuple(logged_quantiles(all_keys, key))
+def _levels_of(bands: Mapping[str, QuantileBand], quantiles: Sequence[float]) -> dict[str, QuantileBand]:
+    """The same bands restricted to the quantile levels ``quantiles`` (a subset of theirs)."""
+    return {
+        ident: dataclasses.replace(band, quantiles=tuple(quantiles),
+                                   values=np.stack([band.at(q) for q in quantiles], axis=1))
+        for ident, band in bands.items()
+    }
 
 
-def _figures_html(
-    store: ResultsStore, table: SummaryTable, all_keys: set[str], palette: Mapping[str, Any]
-) -> tuple[str, str]:
+def _figures_html(data: RunSet, table: SummaryTable, palette: Mapping[str, Any]) -> tuple[str, str]:
+    """Curves and high-probability figures; the bands of each key are computed once."""
     curve_figs, hp_figs = [], []
+    all_keys = data.keys
     for key in _curve_keys(table.keys):
-        levels = _vectorized_levels(all_keys, key) if key not in all_keys else ()
+        levels = tuple(logged_quantiles(all_keys, key)) if key not in all_keys else ()
         if levels:
             band_levels = tuple(q for q in levels if q in (0.1, 0.5, 0.9)) or levels
-            bands = _bands_for(store, key, band_levels)
             shown = ", ".join(f"{100 * q:g}%" for q in band_levels)
             what = f"logged quantiles over the task's runs ({shown})"
         else:
-            bands = _bands_for(store, key, (0.1, 0.5, 0.9))
+            band_levels = (0.1, 0.5, 0.9)
             what = "median over seeds with the 10-90% band"
-        if not bands:
+        hp_levels = levels or HIGH_PROBABILITY_QUANTILES
+        every = _bands_for(data, key, sorted(set(band_levels) | set(hp_levels)))
+        if not every:
             continue
+        bands = _levels_of(every, band_levels)
         figure = _curves_figure(key, bands, palette)
         curve_figs.append(_figure_html(figure, f"{key}: {what}", f"curves of {key}"))
         if not key.startswith(("train/", "eval/")):
             continue
-        hp_levels = levels or HIGH_PROBABILITY_QUANTILES
         if not levels and max(b.n for b in bands.values()) < 2:
             continue
-        hp = _bands_for(store, key, hp_levels)
-        if hp:
-            source = "the task's vectorized runs" if levels else "runs (seeds)"
-            n_text = ", ".join(sorted({str(b.n) for b in hp.values()}))
-            hp_figs.append(_figure_html(_quantile_figure(key, hp, palette),
-                                        f"{key}: quantiles across {source}; n = {n_text} per configuration",
-                                        f"quantile bands of {key}"))
+        hp = _levels_of(every, hp_levels)
+        source = "the task's vectorized runs" if levels else "runs (seeds)"
+        n_text = ", ".join(sorted({str(b.n) for b in hp.values()}))
+        hp_figs.append(_figure_html(_quantile_figure(key, hp, palette),
+                                    f"{key}: quantiles across {source}; n = {n_text} per configuration",
+                                    f"quantile bands of {key}"))
     return "\n".join(curve_figs), "\n".join(hp_figs)
 
 
@@ -497,7 +369,7 @@ def _when(timestamp: float | None) -> str:
 
 
 def _runs_html(runs: Sequence[Any], labels: Mapping[str, str], series: Mapping[str, Any]) -> str:
-    table = _Table(
+    table = HtmlTable(
         [("run", True), ("configuration", True), ("seed", False), ("status", True), ("steps", False),
          ("wall time (s)", False), ("ms / step", False), ("host", True), ("started", True), ("error", True)],
         css_id="runs-table",
@@ -537,10 +409,10 @@ def render_report(
     """
     store = store if isinstance(store, ResultsStore) else ResultsStore(store)
     store_dir = Path(store.path).resolve().parent
-    runs = store.runs()
-    table = consolidate(store, baseline=baseline)
-    all_series = store.metrics(run_ids=[r.run_id for r in runs]) if runs else {}
-    all_keys = {k for per_run in all_series.values() for k in per_run}
+    everything = load_runs(store, statuses=STATUSES)
+    runs, all_series = everything.runs, everything.series
+    finished = everything.select(("finished",))
+    table = consolidate(finished, baseline=baseline)
     labels = {s.group_key: s.label for s in table.configs}
     for run in runs:
         labels.setdefault(run.group_key, str(run.config.get("name", run.name)))
@@ -561,10 +433,10 @@ def render_report(
         sections.append(_section(ident, heading, body))
         nav.append((ident, heading))
     if table.configs:
-        sections.append(_section("summary", "Summary across seeds", _summary_html(table)))
+        sections.append(_section("summary", "Summary across seeds", summary_html(table)))
         nav.append(("summary", "Summary"))
         palette = _palette([c.label for c in table.configs])
-        curves, hp = _figures_html(store, table, all_keys, palette)
+        curves, hp = _figures_html(finished, table, palette)
         if curves:
             sections.append(_section("curves", "Curves", f'<div class="figures">{curves}</div>'))
             nav.append(("curves", "Curves"))
