@@ -193,7 +193,7 @@ def results_table(store: ResultsStore, points: Sequence[SweepPoint], title: str 
         diverged = config.metrics.get("train/diverged")
         ms = _fmt(1000 * config.step_seconds.median) if config.step_seconds else "-"
         n = metric.final.n if metric is not None else 0
-        table.add_row(config.label, f"{n}/{total}", *cells, str(diverged.final.n if diverged else 0), ms)
+        table.add_row(config.short_label, f"{n}/{total}", *cells, str(diverged.final.n if diverged else 0), ms)
     return table
 
 

@@ -86,21 +86,25 @@ def test_report_is_one_self_contained_file_with_all_sections(report_store, tmp_p
     references = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", text)
     assert references and all(r.startswith(("data:", "#")) for r in references), references
     assert not re.search(r"<link|@import|url\(|https?://", text)
-    for ident in ("summary", "curves", "quantiles", "final-values", "noise", "runs"):
-        assert f'<section id="{ident}">' in text and f'href="#{ident}"' in text
+    # one section per experiment, then the runs
+    assert '<section id="exp-report" class="experiment">' in text and 'href="#exp-report"' in text
+    assert '<section id="runs">' in text and 'href="#runs"' in text
+    section = text[text.index('<section id="exp-report"'):text.index('<section id="runs">')]
+    # claims of other experiments stay out; the headline figure comes before the table and the detail
+    assert section.index("headline figure of report") < section.index("experiment-table") < section.index(
+        "<details><summary>Per-metric detail"
+    )
 
     images = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([^"]+)">', text)
     assert len(images) == text.count("<img")
     sizes = {alt: png_size(base64.b64decode(data)) for alt, data in images}
     for alt in (
+        "headline figure of report",
         "curves of train/loss",
         "curves of eval/loss",
         "curves of eval/distance",
         "curves of opt/clip_factor",
         "curves of train/noise_norm",
-        "quantile bands of train/loss",
-        "quantile bands of eval/loss",
-        "quantile bands of train/noise_norm",
         "survival of final train/loss",
         "hist.png",
     ):
@@ -110,8 +114,7 @@ def test_report_is_one_self_contained_file_with_all_sections(report_store, tmp_p
     assert base64.b64decode(embedded) == report_store["png"].read_bytes()
     assert "train/noise_norm: logged quantiles over the task&#x27;s runs (10%, 50%, 90%)" in text
 
-    table = consolidate(store, baseline="optimizer.clip=global")
-    for summary in table.configs:
+    for summary in consolidate(store, baseline="optimizer.clip=global").configs:
         for key in ("train/loss", "eval/loss", "eval/distance"):
             metric = summary.metrics[key]
             cells = [metric.final.mean_sd(), metric.best.mean_sd()]
@@ -120,6 +123,16 @@ def test_report_is_one_self_contained_file_with_all_sections(report_store, tmp_p
     assert "2.000× (baseline)" not in text and "1.000× (baseline)" in text
     assert ">2.000×</td>" in text  # coord takes twice the median time per step of global
     assert "<h3>train/loss</h3>" in text and "best (min) mean ± sd" in text
+    # short labels in method names, the store-wide label and the full config in the tooltip
+    assert '<span class="label" title="optimizer.clip=coord">CClip</span>' in text
+    assert re.search(r'<span class="label" title="optimizer.clip=global\noptimizer: \{[^"]*&quot;clip&quot;: '
+                     r'&quot;global&quot;[^"]*">GClip</span>', text)
+    # the experiment table: final and best per headline metric, the lower final loss in bold
+    table = consolidate(store, baseline="optimizer.clip=global")
+    finals = {c.short_label: c.metrics["eval/loss"].final for c in table.configs}
+    winner = min(finals, key=lambda label: finals[label].mean)
+    loser = ({"GClip", "CClip"} - {winner}).pop()
+    assert f"<b>{finals[winner].mean_sd()}</b>" in text and f"<b>{finals[loser].mean_sd()}</b>" not in text
 
     # noise diagnostics: embedded figure, JSON as a table, the missing file named
     assert ">tail_index</td>" in text and 'data-v="1.4375">1.438</td>' in text and ">t</td>" in text
@@ -146,7 +159,7 @@ def test_report_handles_nonfinite_and_single_seed(tmp_path):
     store = ResultsStore(tmp_path / "s.sqlite")
     add_run(store, quadratic_config(seed=0), {"train/loss": ([0, 1, 2], [1.0, math.nan, math.inf])})
     text = write_report(store.path, tmp_path / "r.html").read_text()
-    assert "1 (1 non-finite)" in text and 'id="quantiles"' not in text  # one seed: no high-probability view
+    assert "1 (1 non-finite)" in text
 
 
 def test_report_in_headless_chromium(report_store, tmp_path):
@@ -164,8 +177,11 @@ def test_report_in_headless_chromium(report_store, tmp_path):
 
     found = probe(html, tmp_path, sort_table="runs-table", sort_column="seed")
     assert found["errors"] == []
-    assert found["images"] == html.read_text().count("<img") > 8
+    assert found["images"] == html.read_text().count("<img") >= 8
     assert found["decoded"] == found["images"]
+    assert found["labels"] and max(len(label) for label in found["labels"]) <= 40
+    assert found["sections"] == [{"id": "exp-report", "headline": True}]
+    assert found["tooWide"] == []
     assert found["resources"] == []
     assert found["sortable"] >= 5
     sort = found["sort"]
@@ -210,3 +226,37 @@ def test_report_command_line(report_store, tmp_path):
     args = ["report", str(store.path), "-o", str(tmp_path / "y.html"), "--baseline", "lr=9"]
     bad = runner.invoke(app, args)
     assert bad.exit_code == 2 and "Invalid baseline: 'lr=9' matches no configuration" in bad.output
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from rich.console import Console
+
+    from tailclip.claims import run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    run_demo(out, workers=1, console=Console(record=True, width=200))
+    return out / "report.html"
+
+
+@pytest.mark.slow
+def test_demo_report_reads_in_headless_chromium(demo_report, tmp_path):
+    """The demo's report: one section per experiment with its headline figure, short labels,
+    nothing wider than the page, no console error, at most 1.5 MB."""
+    text = demo_report.read_text(encoding="utf-8")
+    assert demo_report.stat().st_size <= 1.5e6
+    shot = tmp_path / "demo.png"
+    assert screenshot(demo_report, shot, tmp_path, width=1280, height=4000) == []
+    found = probe(demo_report, tmp_path, sort_table="runs-table", sort_column="seed")
+    assert found["errors"] == [] and found["resources"] == []
+    assert found["decoded"] == found["images"] == text.count("<img")
+    ids = ["exp-synthetic-remark1", "exp-synthetic-adaptive-quantiles", "exp-synthetic-coordinate-clipping"]
+    assert found["sections"] == [{"id": ident, "headline": True} for ident in ids]
+    assert found["tooWide"] == []
+    labels = found["labels"]
+    assert max(len(label) for label in labels) <= 40
+    assert {"SGD", "GClip", "Clip-AdaGrad-Norm (delayed)", "CClip, d 1000"} <= set(labels)
+    # each section opens with its claim's verdict
+    for ident in ids:
+        section = text[text.index(f'<section id="{ident}"'):]
+        assert section.index('<span class="verdict pass">PASS</span>') < section.index("<figure")

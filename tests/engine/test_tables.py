@@ -312,3 +312,38 @@ def test_labels_when_a_sweep_swaps_whole_optimizers(tmp_path):
     assert consolidate(store, baseline="optimizer.name=clip_sgd,optimizer.clip=coord").baseline == (
         table.configs[1].group_key
     )
+
+
+def test_method_names_and_short_labels():
+    from tailclip.engine.labels import method_name, short_labels
+
+    names = {
+        "SGD": {"name": "clip_sgd", "clip": None},
+        "GClip": {"name": "clip_sgd", "clip": "global", "max_norm": 1.0},
+        "CClip": {"name": "clip_sgd", "clip": "coord"},
+        "AdamW": {"name": "adamw"},
+        "Clip-AdaGrad-Norm (delayed)": {
+            "name": "clip_adagrad", "norm": True, "clip": "global", "delay": True
+        },
+        "Adam-Norm": {"name": "clip_adam", "norm": True, "clip": None},
+        "AGNI (AdamW)": {"name": "noise_injection", "base_optimizer": {"name": "adamw"}},
+    }
+    for expected, spec in names.items():
+        assert method_name(spec) == expected
+
+    def config(optimizer, **options):
+        return {"name": "e", "task": {"name": "t", "options": {"dim": 10, **options}}, "optimizer": optimizer}
+
+    labels = short_labels({
+        "a": config({"name": "clip_sgd", "lr": 0.3, "clip": "global", "max_norm": 1.0}),
+        "b": config({"name": "clip_sgd", "lr": 0.1, "clip": "global", "max_norm": 1.0}),
+        "c": config({"name": "sgd", "lr": 0.1}),
+        "d": {**config({"name": "sgd", "lr": 0.1}, dim=100), "label": "plain SGD"},
+    })
+    # lr varies among the GClip configs only; dim varies across the experiment; a label wins
+    assert labels == {
+        "a": "GClip, lr 0.3, d 10", "b": "GClip, lr 0.1, d 10", "c": "SGD, d 10", "d": "plain SGD"
+    }
+    long = short_labels({"a": config({"name": "clip_sgd", "clip": "global"}, noise="x" * 60),
+                         "b": config({"name": "clip_sgd", "clip": "global"}, noise="y")})
+    assert len(long["a"]) == 40 and long["a"].endswith("…") and long["b"] == "GClip, noise y"

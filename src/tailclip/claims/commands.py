@@ -52,7 +52,7 @@ def run_demo(
     console.print("writing the report")
     report = write_report(
         out_dir / "claims.sqlite", out_dir / "report.html", title="tailclip demo: the synthetic suite",
-        extra_sections=[("Claims", claims_html(results))],
+        extra_sections=[("Claims", claims_html(results))], claims=[r.to_dict() for r in results],
     )
     note = f"report: {report}"
     print_claims(results, console)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tailclip.claims.experiments import ExperimentRuns
+from tailclip.engine.statistics import median_block_means
 
 __all__ = [
     "evaluate_adaptive",
@@ -71,9 +72,7 @@ def evaluate_remark1(experiments: list[ExperimentRuns]) -> tuple[dict[str, float
         label = "sgd" if point.config.optimizer.hyperparameters.get("clip") is None else "gclip"
         errors = runs.per_run(point, "eval/error")
         sizes = [10**j for j in range(1, int(math.log10(len(errors))) + 1)]
-        moments = [
-            float(np.median(errors[: (len(errors) // n) * n].reshape(-1, n).mean(axis=1))) for n in sizes
-        ]
+        moments = list(median_block_means(errors, sizes))
         values[f"{label}_slope"] = power_law_exponent(sizes, moments)
         values[f"{label}_moment_small"], values[f"{label}_moment_large"] = moments[0], moments[-1]
     predicted = 2.0 / alpha - 1.0

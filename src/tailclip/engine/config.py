@@ -270,6 +270,8 @@ class ExperimentConfig(_Section):
     """A whole experiment. Build it with :func:`load_config` or :func:`parse_config`."""
 
     name: str = Field(min_length=1)
+    # Presentation only (report and table labels): not part of the run id (see config_hash).
+    label: str | None = Field(None, min_length=1, max_length=40)
     task: TaskConfig
     optimizer: OptimizerConfig
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -848,14 +850,20 @@ def _canonical(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=True)
 
 
+def _identity(config: ExperimentConfig) -> dict[str, Any]:
+    data = run_config_dict(config)
+    data.pop("label", None)  # a label names a run, it does not change it
+    return data
+
+
 def config_hash(config: ExperimentConfig) -> str:
-    """Run identity: sha256 of the canonical JSON of :func:`run_config_dict`, 16 hex characters."""
-    return hashlib.sha256(_canonical(run_config_dict(config)).encode()).hexdigest()[:16]
+    """Run identity: sha256 of the canonical JSON of :func:`run_config_dict` (``label`` aside), 16 hex."""
+    return hashlib.sha256(_canonical(_identity(config)).encode()).hexdigest()[:16]
 
 
 def group_key(config: ExperimentConfig) -> str:
     """Like :func:`config_hash` without ``train.seed``: equal for the seeds of one configuration."""
-    data = run_config_dict(config)
+    data = _identity(config)
     data["train"].pop("seed", None)
     return hashlib.sha256(_canonical(data).encode()).hexdigest()[:16]
 
@@ -891,8 +899,14 @@ def sweep_points(config: ExperimentConfig) -> list[SweepPoint]:
     for values in itertools.product(*(sweep.grid[k] for k in keys)):
         assignment = dict(zip(keys, values))
         point = copy.deepcopy(base)
+        labels = []
         for key, value in assignment.items():
-            _set_dotted(point, key.split("."), copy.deepcopy(value), source, f"sweep.grid.{key}")
+            value = copy.deepcopy(value)
+            if isinstance(value, dict) and "label" in value:  # a grid entry's label names the point
+                labels.append(value.pop("label"))
+            _set_dotted(point, key.split("."), value, source, f"sweep.grid.{key}")
+        if labels:
+            point["label"] = ", ".join(str(label) for label in labels)
         for seed in seeds:
             data = copy.deepcopy(point)
             if not isinstance(data.get("train"), dict):

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tailclip.engine.labels import config_labels, param_order, resolve_baseline
+from tailclip.engine.labels import config_labels, param_order, resolve_baseline, short_labels
 from tailclip.engine.statistics import (
     QUANTILE_SUFFIX,
     Direction,
@@ -81,6 +81,14 @@ class RunSet:
     def keys(self) -> set[str]:
         """Every metric key logged by a selected run."""
         return {k for per_run in self.series.values() for k in per_run}
+
+    def experiment(self, name: str) -> RunSet:
+        """The runs of experiment (config name) ``name`` only (no new read of the store)."""
+        runs = [r for r in self.runs if r.name == name]
+        groups = {gk: rs for gk, rs in self.groups.items() if rs[0].name == name}
+        ids = {r.run_id for rs in groups.values() for r in rs}
+        series = {run_id: data for run_id, data in self.series.items() if run_id in ids}
+        return RunSet(self.store, runs, self.statuses, groups, series)
 
     def select(self, statuses: Sequence[str]) -> RunSet:
         """The same runs with only those of ``statuses`` selected (no new read of the store)."""
@@ -135,7 +143,12 @@ class MetricSummary:
 
 @dataclass
 class ConfigSummary:
-    """One configuration (``group_key``): its runs, metric summaries and runtime."""
+    """One configuration (``group_key``): its runs, metric summaries and runtime.
+
+    ``label`` names it by what differs across the whole store (``key=value``, for tables and
+    ``--baseline``); ``short_label`` by what differs within its experiment, in method names
+    (``GClip, lr 0.3``; at most 40 characters; see :func:`~tailclip.engine.labels.short_labels`).
+    """
 
     group_key: str
     name: str
@@ -148,6 +161,7 @@ class ConfigSummary:
     metrics: dict[str, MetricSummary]
     step_seconds: Stats | None
     overhead: float | None = None
+    short_label: str = ""
 
     @property
     def n_runs(self) -> int:
@@ -278,6 +292,9 @@ def consolidate(
         keys = list(keys)
     configs = {gk: runs[0].config for gk, runs in groups.items()}
     labels, params, varying = config_labels(configs)
+    short: dict[str, str] = {}
+    for experiment in {str(c.get("name")) for c in configs.values()}:
+        short.update(short_labels({gk: c for gk, c in configs.items() if str(c.get("name")) == experiment}))
     summaries = []
     for gk, runs in groups.items():
         metrics: dict[str, MetricSummary] = {}
@@ -311,6 +328,7 @@ def consolidate(
                 n_unfinished=sum(r.status in ("pending", "running") for r in others),
                 metrics=metrics,
                 step_seconds=Stats.of(times) if times else None,
+                short_label=short[gk],
             )
         )
     summaries.sort(key=lambda s: param_order(s.params, varying, s.label))

@@ -4,6 +4,8 @@ A configuration (the runs of one ``group_key``, seeds pooled) is named by the do
 keys whose value differs between the configurations shown together (``train.seed`` aside):
 ``optimizer.lr=0.01``, or ``clip_sgd(clip=coord, max_norm=0.5)`` when whole optimizers are
 swapped (a named section's keys are compared only among configurations with the same name).
+:func:`short_labels` gives the readable names of the report: the method names people use
+("GClip", "CClip", "Clip-AdaGrad-Norm (delayed)") with the hyperparameter that varies.
 :func:`resolve_baseline` finds the configuration a user names by label, group key, experiment
 name or ``key=value`` pairs.
 """
@@ -17,7 +19,16 @@ from typing import Any
 
 from tailclip.engine.statistics import format_float
 
-__all__ = ["config_labels", "flatten_config", "param_order", "resolve_baseline"]
+__all__ = [
+    "MAX_LABEL",
+    "abbreviate",
+    "config_labels",
+    "flatten_config",
+    "method_name",
+    "param_order",
+    "resolve_baseline",
+    "short_labels",
+]
 
 
 def flatten_config(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -70,7 +81,7 @@ def _varying_keys(configs: Sequence[Mapping[str, Any]]) -> tuple[list[str], Pool
     optimizer "vary". ``X.name`` keys come first, so configurations sort by name.
     """
     flats = [flatten_config(c) for c in configs]
-    keys = {k for flat in flats for k in flat} - {"train.seed"}
+    keys = {k for flat in flats for k in flat} - {"train.seed", "label"}
     varying: list[str] = []
     per_pool: PoolKeys = {}
     for key in sorted(keys, key=lambda k: (k.rpartition(".")[0] if k.endswith(".name") else k, k)):
@@ -207,3 +218,77 @@ def _same_value(actual: Any, wanted: str) -> bool:
         except ValueError:
             return False
     return False
+
+
+# ----------------------------------------------------------------------------- short labels
+
+MAX_LABEL = 40
+_PLAIN_NAMES = {
+    "sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "adagrad": "AdaGrad", "rmsprop": "RMSprop",
+    "acclip": "ACClip", "delta_gclip": "δ-GClip", "lamb": "LAMB", "lion": "Lion",
+}
+_CLIPPED_SGD = {None: "SGD", "global": "GClip", "coord": "CClip", "layer": "LClip"}
+_ADAPTIVE = {"clip_adam": "Adam", "clip_adagrad": "AdaGrad"}
+# Keys the method name already says (name, clip mode, norm and delayed variants).
+_NAMED_KEYS = {"optimizer.name", "optimizer.clip", "optimizer.norm", "optimizer.delay", "label"}
+_SHORT_KEYS = {"dim": "d", "max_norm": "c", "weight_decay": "wd", "momentum": "mom"}
+
+
+def method_name(optimizer: Mapping[str, Any]) -> str:
+    """The name papers use for an optimizer spec (``{name: clip_sgd, clip: global, ...}``).
+
+    ClipSGD is "SGD", "GClip", "CClip" or "LClip" by clip mode (Zhang et al. 2020); ClipAdam and
+    ClipAdaGrad are "Adam", "Adam-Norm", "Clip-Adam-Norm", ... with " (delayed)" for the
+    delayed step size (Chezhegov et al. 2025); a noise-injection wrapper is "AGNI (<base>)";
+    torch baselines keep their usual capitalisation; anything else its registered name.
+    """
+    name = str(optimizer.get("name"))
+    clip = optimizer.get("clip")
+    if name == "clip_sgd":
+        return _CLIPPED_SGD.get(clip, f"Clip-SGD ({clip})")
+    if name in _ADAPTIVE:
+        text = _ADAPTIVE[name] + ("-Norm" if optimizer.get("norm") else "")
+        if clip is not None:
+            text = "Clip-" + text + ("" if clip == "global" else f" ({clip})")
+        return text + (" (delayed)" if optimizer.get("delay") else "")
+    if name == "noise_injection":
+        base = optimizer.get("base_optimizer")
+        return f"AGNI ({method_name(base)})" if isinstance(base, Mapping) else "AGNI"
+    return _PLAIN_NAMES.get(name, name)
+
+
+def _key_name(key: str) -> str:
+    last = key.rsplit(".", 1)[-1]
+    return _SHORT_KEYS.get(last, last)
+
+
+def abbreviate(text: str, limit: int = MAX_LABEL) -> str:
+    """``text`` cut to ``limit`` characters, the cut marked with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip(" ,") + "…"
+
+
+def short_labels(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Readable names (<= 40 characters) of configurations ``{group_key: config}`` shown together.
+
+    A config's explicit ``label`` wins. Otherwise: the method name (:func:`method_name`), then
+    the hyperparameters that differ among the configurations of the same method, then the
+    other keys that differ between all of them (``GClip, lr 0.3``; ``GClip, alpha 1.3``;
+    ``CClip, d 100``). Keys the method name says are not repeated. Longer names are cut
+    (:func:`abbreviate`); the full configuration belongs in a tooltip.
+    """
+    flats = {gk: flatten_config(config) for gk, config in configs.items()}
+    methods = {gk: method_name(config.get("optimizer") or {}) for gk, config in configs.items()}
+    everywhere, _ = _varying_keys(list(configs.values()))
+    outside = [k for k in everywhere if not k.startswith("optimizer.") and k not in _NAMED_KEYS]
+    labels = {}
+    for gk, flat in flats.items():
+        explicit = configs[gk].get("label")
+        if explicit:
+            labels[gk] = abbreviate(str(explicit))
+            continue
+        peers = [configs[other] for other in configs if methods[other] == methods[gk]]
+        within, _ = _varying_keys(peers)
+        keys = [k for k in within if k.startswith("optimizer.") and k not in _NAMED_KEYS] + outside
+        parts = [methods[gk]] + [f"{_key_name(k)} {_format_param(flat.get(k))}" for k in keys if k in flat]
+        labels[gk] = abbreviate(", ".join(parts))
+    return labels

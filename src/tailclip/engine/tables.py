@@ -12,10 +12,17 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from tailclip.engine.consolidate import SummaryTable
-from tailclip.engine.statistics import Stats, base_key, format_float
+from tailclip.engine.consolidate import ConfigSummary, SummaryTable
+from tailclip.engine.statistics import Direction, Stats, base_key, format_float
 
-__all__ = ["HtmlTable", "escape", "summary_html", "summary_markdown"]
+__all__ = [
+    "HtmlTable",
+    "escape",
+    "experiment_table_html",
+    "label_html",
+    "summary_html",
+    "summary_markdown",
+]
 
 
 def escape(value: Any) -> str:
@@ -35,10 +42,13 @@ def num_attr(value: float | None) -> str:
 class HtmlTable:
     """A sortable HTML table: text cells left-aligned, numeric cells carry data-v for sorting."""
 
-    def __init__(self, headers: Sequence[tuple[str, bool]], css_id: str | None = None) -> None:
+    def __init__(
+        self, headers: Sequence[tuple[str, bool]], css_id: str | None = None, css_class: str = ""
+    ) -> None:
         self.headers = headers
         self.rows: list[tuple[str, list[str]]] = []
         self.css_id = css_id
+        self.css_class = css_class
 
     def add(self, cells: Sequence[tuple[str, float | None] | str], row_class: str = "") -> None:
         out = []
@@ -61,8 +71,61 @@ class HtmlTable:
             for row_class, cells in self.rows
         )
         ident = f' id="{self.css_id}"' if self.css_id else ""
-        return (f'<table class="sortable"{ident}><thead><tr>{head}</tr></thead>\n'
+        classes = " ".join(["sortable", self.css_class]).strip()
+        return (f'<table class="{classes}"{ident}><thead><tr>{head}</tr></thead>\n'
                 f"<tbody>\n{body}\n</tbody></table>")
+
+
+def label_html(summary: ConfigSummary) -> str:
+    """A configuration's short label (``<span class="label">``), its full label as the tooltip."""
+    short = summary.short_label or summary.label
+    return f'<span class="label" title="{escape(summary.label)}">{escape(short)}</span>'
+
+
+def experiment_table_html(configs: Sequence[ConfigSummary], keys: Sequence[str], baseline: str | None) -> str:
+    """One row per configuration, per headline metric its final (and best) value, mean ± sd over
+    seeds; the best configuration of each column in bold (lowest for a loss, highest for a score)."""
+    columns: list[tuple[str, str, Direction]] = []
+    for key in keys:
+        metrics = [c.metrics[key] for c in configs if key in c.metrics]
+        if not metrics:
+            continue
+        direction = metrics[0].direction
+        columns.append((key, "final", direction))
+        if direction is not None and any(m.best is not None for m in metrics):
+            columns.append((key, "best", direction))
+    headers = [("configuration", True), ("seeds", False)]
+    headers += [(f"{which} {key}", False) for key, which, _ in columns]
+    headers.append(("ms / step", False))
+    best_rows: dict[int, int] = {}
+    for j, (key, which, direction) in enumerate(columns):
+        means = [_mean(c, key, which) for c in configs]
+        finite = [(m, i) for i, m in enumerate(means) if m is not None and math.isfinite(m)]
+        if direction is not None and len(finite) > 1:
+            best_rows[j] = (min(finite) if direction == "min" else max(finite))[1]
+    table = HtmlTable(headers, css_class="experiment-table")
+    for i, config in enumerate(configs):
+        cells: list[tuple[str, float | None] | str] = [
+            label_html(config), (str(config.n_runs), config.n_runs)
+        ]
+        for j, (key, which, _) in enumerate(columns):
+            metric = config.metrics.get(key)
+            stats = None if metric is None else (metric.final if which == "final" else metric.best)
+            if stats is None:
+                cells.append(("—", None))
+                continue
+            text = escape(stats.mean_sd())
+            cells.append((f"<b>{text}</b>" if best_rows.get(j) == i else text, stats.mean))
+        ms = None if config.step_seconds is None else 1e3 * config.step_seconds.median
+        cells.append((escape(format_float(ms)), ms))
+        table.add(cells, row_class="baseline" if config.group_key == baseline else "")
+    return table.html()
+
+
+def _mean(config: ConfigSummary, key: str, which: str) -> float | None:
+    metric = config.metrics.get(key)
+    stats = None if metric is None else (metric.final if which == "final" else metric.best)
+    return None if stats is None else stats.mean
 
 
 def _stat_cells(stats: Stats | None) -> list[tuple[str, float | None] | str]:
@@ -95,7 +158,7 @@ def summary_html(table: SummaryTable) -> str:
             overhead_text += " (baseline)"
         runtime.add(
             [
-                escape(row["label"]),
+                label_html(table.config(row["group_key"])),
                 (str(row["n_runs"]), row["n_runs"]),
                 (str(row["n_failed"]), row["n_failed"]),
                 (str(row["n_unfinished"]), row["n_unfinished"]),
@@ -137,7 +200,7 @@ def _metric_table_html(table: SummaryTable, key: str) -> str | None:
         n_text = str(metric.final.n) + (f" ({metric.final.n_nonfinite} non-finite)"
                                         if metric.final.n_nonfinite else "")
         cells: list[tuple[str, float | None] | str] = [
-            escape(summary.label), (escape(n_text), metric.final.n)
+            label_html(summary), (escape(n_text), metric.final.n)
         ]
         cells += _stat_cells(metric.final)
         if metric.direction is not None:
