@@ -1,4 +1,4 @@
-"""The ``tailclip`` command line (typer + rich): run, sweep, report, tails, list, demo.
+"""The ``tailclip`` command line (typer + rich): run, sweep, report, export, tails, list, demo.
 
 * ``tailclip run CONFIG [--set k=v ...]``: train one config (its ``sweep`` section ignored).
 * ``tailclip sweep CONFIG [--set k=v ...] [--backend local|ray] [--workers N]``: every grid
@@ -7,6 +7,8 @@
 * ``tailclip tails CONFIG [--set k=v ...] [-o DIR] [--steps N] [--batch-size B] [--mean-batches M]
   [--noise-batches N] [--per-sample]``: the gradient noise of a config's model task (after ``N``
   training steps): verdict and tail index, ``noise_report.json``, PNGs, ``noise_section.html``.
+* ``tailclip export STORE [--tensorboard DIR] [--csv FILE] [--parquet FILE]``: the metrics as
+  TensorBoard event files (one folder per run, named by its label), CSV or Parquet.
 * ``tailclip list``: tasks, optimizers and built-in configs.
 * ``tailclip demo``: the built-in ``demo`` sweep and its table.
 
@@ -193,7 +195,8 @@ def results_table(store: ResultsStore, points: Sequence[SweepPoint], title: str 
         diverged = config.metrics.get("train/diverged")
         ms = _fmt(1000 * config.step_seconds.median) if config.step_seconds else "-"
         n = metric.final.n if metric is not None else 0
-        table.add_row(config.short_label, f"{n}/{total}", *cells, str(diverged.final.n if diverged else 0), ms)
+        n_diverged = str(diverged.final.n if diverged else 0)
+        table.add_row(config.short_label, f"{n}/{total}", *cells, n_diverged, ms)
     return table
 
 
@@ -332,6 +335,33 @@ def report(
     except ValueError as exc:
         _user_error(exc)
     _console().print(f"report: {path}")
+
+
+@app.command()
+def export(
+    store: Annotated[str, typer.Argument(help="A results store (the SQLite file of output.store).")],
+    tensorboard: Annotated[
+        str | None, typer.Option(help="Folder for TensorBoard event files: one subfolder per run.")
+    ] = None,
+    csv: Annotated[str | None, typer.Option(help="CSV file of every metric (long form).")] = None,
+    parquet: Annotated[str | None, typer.Option(help="Parquet file of every metric (long form).")] = None,
+) -> None:
+    """Export a store's metrics: TensorBoard event files, CSV or Parquet."""
+    if tensorboard is None and csv is None and parquet is None:
+        _user_error("export: nothing to write; allowed: --tensorboard DIR, --csv FILE, --parquet FILE")
+    if not Path(store).is_file():
+        _user_error(f"Invalid store: {store!r} does not exist; allowed: the path of a results store")
+    results = _open_store(store)
+    console = _console()
+    if tensorboard is not None:
+        from tailclip.engine.export import export_tensorboard  # tensorboard loads only for this
+
+        folders = export_tensorboard(results, tensorboard)
+        console.print(f"tensorboard: {len(folders)} runs in {tensorboard}", soft_wrap=True)
+    if csv is not None:
+        console.print(f"csv: {results.export_csv(csv)}", soft_wrap=True)
+    if parquet is not None:
+        console.print(f"parquet: {results.export_parquet(parquet)}", soft_wrap=True)
 
 
 _MIN_NOISE_SAMPLES = 20  # 2 k1 for the tail index with its default block length k1 = 10
