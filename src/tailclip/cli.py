@@ -279,7 +279,8 @@ def _sweep(
             _user_error(f"{RAY_HINT} ({exc})")
     store = _open_store(experiment.output.store)
     labels = {
-        p.config.run_id: f"{assignment_label(p.assignment)}, seed {p.config.train.seed}" for p in points
+        p.config.run_id: f"{p.config.label or assignment_label(p.assignment)}, seed {p.config.train.seed}"
+        for p in points
     }
     finished_before = {r.run_id for r in store.runs(status="finished", run_ids=list(labels))}
     todo = [c for c in configs if c.run_id not in finished_before]

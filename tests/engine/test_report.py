@@ -260,3 +260,66 @@ def test_demo_report_reads_in_headless_chromium(demo_report, tmp_path):
     for ident in ids:
         section = text[text.index(f'<section id="{ident}"'):]
         assert section.index('<span class="verdict pass">PASS</span>') < section.index("<figure")
+
+
+def _tiny_experiment(tmp_path: Path, name: str, overrides: list[str]):
+    from tailclip.engine.config import expand_sweep, load_config
+    from tailclip.engine.consolidate import load_runs
+    from tailclip.engine.headlines import experiments
+    from tailclip.engine.sweep import run_sweep_local
+
+    store_path = tmp_path / f"{name}.sqlite"
+    result = run_sweep_local(expand_sweep(load_config(name, overrides)), store_path, workers=1)
+    assert result.ok
+    data = load_runs(store_path)
+    (experiment,) = experiments(data, consolidate(data), lambda run_id, key: None)
+    return store_path, experiment
+
+
+def _lines(fig: Figure) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {line.get_label(): (np.asarray(line.get_xdata()), np.asarray(line.get_ydata()))
+            for ax in fig.axes for line in ax.get_lines()}
+
+
+def test_rates_headline_draws_error_against_step_with_the_rate_slope(tmp_path):
+    from tailclip.engine.headlines import HEADLINES
+    from tailclip.engine.plots import Styles
+
+    overrides = ["task.options.runs=50", "train.steps=200", "train.log_every=10"]
+    store_path, experiment = _tiny_experiment(tmp_path, "synthetic-rates", overrides)
+    fig, caption = HEADLINES["synthetic-rates"].draw(experiment, Styles())
+    lines = _lines(fig)
+    assert set(experiment.labels.values()) == {"GClip, alpha 1.3", "GClip, alpha 1.6", "GClip, alpha 2"}
+    for summary in experiment.configs:
+        alpha = experiment.option(summary, "alpha")
+        steps, values = experiment.series(summary, "train/avg_error/mean")
+        x, y = lines[experiment.labels[summary.group_key]]
+        assert np.array_equal(x, steps[steps > 0]) and np.allclose(y, values[steps > 0])
+        rate = -2 * (alpha - 1) / alpha
+        sx, sy = lines[f"slope {rate:.2f}"]
+        assert np.log(sy[-1] / sy[0]) / np.log(sx[-1] / sx[0]) == pytest.approx(rate)
+    assert fig.axes[0].get_xscale() == fig.axes[0].get_yscale() == "log"
+    text = write_report(store_path, tmp_path / "rates.html").read_text()
+    assert 'alt="headline figure of synthetic-rates"' in text and "Table 1" in caption
+
+
+def test_bias_headline_draws_the_floor_against_threshold_and_step_size(tmp_path):
+    from tailclip.engine.headlines import HEADLINES
+    from tailclip.engine.plots import Styles
+
+    overrides = ["task.options.runs=20", "train.steps=200", "task.options.average_start=100",
+                 "sweep.grid.optimizer.max_norm=[0.25, 2.0]", "sweep.grid.optimizer.lr=[0.1, 0.01]"]
+    _, experiment = _tiny_experiment(tmp_path, "synthetic-clipping-bias", overrides)
+    fig, _ = HEADLINES["synthetic-clipping-bias"].draw(experiment, Styles())
+    by_c, by_lr = fig.axes[:2]
+    assert by_c.get_xlabel() == "threshold c" and by_lr.get_xlabel() == "step size lr"
+    floors = {}
+    for summary in experiment.configs:
+        spec = experiment.optimizer(summary)
+        floors[(spec["max_norm"], spec["lr"])] = summary.metrics["eval/avg_error/mean"].final.mean
+    lines = {line.get_label(): line for line in by_c.get_lines()}
+    for lr in (0.1, 0.01):
+        line = lines[f"lr {lr:g}"]
+        assert list(line.get_xdata()) == [0.25, 2.0]
+        assert np.allclose(line.get_ydata(), [floors[(0.25, lr)], floors[(2.0, lr)]])
+    assert max(len(ax.get_lines()) for ax in fig.axes) <= 8

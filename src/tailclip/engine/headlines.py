@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from tailclip.engine.consolidate import ConfigSummary, RunSet, quantile_bands
+from tailclip.engine.consolidate import ConfigSummary, RunSet, SummaryTable, quantile_bands
 from tailclip.engine.labels import method_name
-from tailclip.engine.plots import MAX_LINES, Styles, legend_outside, use_log
+from tailclip.engine.plots import MAX_LINES, Styles, legend_outside, log_ticks, shade, thin, use_log
 from tailclip.engine.statistics import base_key, logged_quantiles, median_block_means
 
-__all__ = ["HEADLINES", "Experiment", "Headline", "headline_for"]
+__all__ = ["HEADLINES", "Experiment", "Headline", "builtin_description", "experiments", "headline_for"]
 
 
 @dataclass
@@ -190,7 +190,7 @@ def rates_figure(experiment: Experiment, styles: Styles) -> tuple[Figure, str] |
             continue
         alpha = float(experiment.option(summary, "alpha", math.nan))
         style = _style(experiment, styles, summary)
-        ax.plot(steps, values, lw=1.5, color=style["color"], label=experiment.labels[summary.group_key])
+        ax.plot(steps, values, lw=1.6, label=experiment.labels[summary.group_key], **style)
         rate = -2.0 * (alpha - 1.0) / alpha
         anchor = int(np.searchsorted(steps, steps[-1] / 100))
         tail = steps[anchor:]
@@ -231,6 +231,7 @@ def coordinate_figure(experiment: Experiment, styles: Styles) -> tuple[Figure, s
         _slope_line(ax, dims, errors[0], dims[0], slope, color, f"{method} theory slope {slope:.2g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    log_ticks(ax, sorted({p[0] for points in by_method.values() for p in points}))
     ax.set_xlabel("dimension d")
     ax.set_ylabel("(f(x̄_K) − f*) / d")
     ax.grid(alpha=0.3, which="both")
@@ -267,13 +268,13 @@ def bias_figure(experiment: Experiment, styles: Styles) -> tuple[Figure, str] | 
     for ax, xs, lines, name, other in panels:
         for i, line in enumerate(lines[:MAX_LINES]):
             points = [(x, floors.get((x, line) if other == "lr" else (line, x), math.nan)) for x in xs]
-            shade = 0.15 + 0.85 * (i + 1) / len(lines[:MAX_LINES])
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=4, lw=1.5,
-                    color=(*[c * shade + (1 - shade) for c in _rgb(color)],), label=f"{other} {line:g}")
+                    color=shade(color, i), linestyle=("-", "--")[(i // 4) % 2], label=f"{other} {line:g}")
         for value in noiseless:
             ax.axhline(value, color="0.3", lw=1.0, ls=":", label="no noise")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        log_ticks(ax, xs)
         ax.set_xlabel(name)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7.5, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -281,12 +282,6 @@ def bias_figure(experiment: Experiment, styles: Styles) -> tuple[Figure, str] | 
     caption = ("Koloskova et al.: clipped SGD with skewed noise stalls at a floor set by the threshold c, "
                "which a smaller step size does not remove; without noise the floor vanishes.")
     return fig, caption
-
-
-def _rgb(color: str) -> tuple[float, float, float]:
-    from matplotlib import colors
-
-    return colors.to_rgb(color)
 
 
 # ----------------------------------------------------------------------------- any other experiment
@@ -330,9 +325,9 @@ def validation_figure(experiment: Experiment, styles: Styles) -> tuple[Figure, s
                 middle = band.at(0.5)
             else:
                 middle = _mean_curve(experiment, summary, key, band.steps)
-            ax.plot(band.steps, middle, lw=1.5, label=experiment.labels[summary.group_key], **style)
-            ax.fill_between(band.steps, band.values[:, 0], band.values[:, -1], color=style["color"],
-                            alpha=0.15, lw=0)
+            steps, middle, low, high = thin(band.steps, middle, band.values[:, 0], band.values[:, -1])
+            ax.plot(steps, middle, lw=1.5, label=experiment.labels[summary.group_key], **style)
+            ax.fill_between(steps, low, high, color=style["color"], alpha=0.15, lw=0)
         if log:
             ax.set_yscale("log")
         ax.set_xlabel("step")
@@ -401,9 +396,30 @@ def builtin_description(name: str) -> str:
     return first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
 
 
-def ordered(summaries: Sequence[ConfigSummary], methods: Mapping[str, str]) -> list[ConfigSummary]:
+def _grouped(summaries: Sequence[ConfigSummary], methods: Mapping[str, str]) -> list[ConfigSummary]:
     """Configurations grouped by method, in first-seen order (the table and legend order)."""
     first: dict[str, int] = {}
     for i, s in enumerate(summaries):
         first.setdefault(methods[s.group_key], i)
     return sorted(summaries, key=lambda s: first[methods[s.group_key]])
+
+
+def experiments(
+    data: RunSet, table: SummaryTable, per_run: Callable[[str, str], np.ndarray | None]
+) -> list[Experiment]:
+    """One :class:`Experiment` per config name of ``table`` (in the store's order) over ``data``."""
+    methods = {gk: method_name(runs[0].config.get("optimizer") or {}) for gk, runs in data.groups.items()}
+    names = list(dict.fromkeys(str(r.config.get("name", r.name)) for r in data.runs))
+    views = []
+    for name in names:
+        members = _grouped([s for s in table.configs if s.name == name], methods)
+        if members:
+            views.append(Experiment(
+                name=name,
+                configs=members,
+                data=data.experiment(name),
+                labels={s.group_key: s.short_label for s in members},
+                methods={s.group_key: methods[s.group_key] for s in members},
+                per_run=per_run,
+            ))
+    return views

@@ -30,9 +30,12 @@ __all__ = [
     "Styles",
     "curves_figure",
     "legend_outside",
+    "log_ticks",
     "png_base64",
     "png_figure",
+    "shade",
     "survival_figure",
+    "thin",
     "use_log",
 ]
 
@@ -73,10 +76,27 @@ class Styles:
         if config not in variants:
             variants.append(config)
         index = variants.index(config)
-        rgb = np.array(mcolors.to_rgb(self.color(method)))
-        shade = (index // len(_DASHES)) * 0.35  # lighter after every 4 variants
-        color = tuple(rgb + (1.0 - rgb) * min(shade, 0.7))
-        return {"color": color, "linestyle": _DASHES[index % len(_DASHES)]}
+        return {"color": shade(self.color(method), index), "linestyle": _DASHES[(index // len(_SHADES)) % 4]}
+
+
+# Lightness steps of the variants of one method: the method's colour, lighter, darker, ...
+_SHADES = (0.0, 0.5, -0.45, 0.75)
+
+
+def shade(color: str, index: int) -> tuple[float, float, float]:
+    """``color`` made lighter (towards white) or darker (towards black) for variant ``index``."""
+    rgb = np.array(mcolors.to_rgb(color))
+    step = _SHADES[index % len(_SHADES)]
+    mixed = rgb + (1.0 - rgb) * step if step >= 0 else rgb * (1.0 + step)
+    return (float(mixed[0]), float(mixed[1]), float(mixed[2]))
+
+
+def log_ticks(ax: Any, values: Sequence[float]) -> None:
+    """Label a log x axis at exactly ``values`` (plain numbers), no minor labels."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xticks(list(values), [f"{v:g}" for v in values])
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def png_figure(fig: Figure, dpi: int = DPI) -> bytes:
@@ -111,6 +131,16 @@ def legend_outside(fig: Figure, ax: Any, *, below: bool = False, title: str | No
                    title_fontsize=8)
 
 
+def thin(steps: np.ndarray, *columns: np.ndarray, points: int = 1500) -> tuple[np.ndarray, ...]:
+    """Every k-th point (and the last) so that at most about ``points`` remain: a 600-pixel-wide
+    plot shows no difference, and drawing 10^4-point lines costs seconds."""
+    stride = max(1, len(steps) // points)
+    if stride == 1:
+        return (steps, *columns)
+    index = np.unique(np.append(np.arange(0, len(steps), stride), len(steps) - 1))
+    return (steps[index], *(c[index] for c in columns))
+
+
 def use_log(values: Sequence[np.ndarray], key: str) -> bool:
     """Log scale for a positive loss-like metric spanning more than a factor 50."""
     finite = np.concatenate([v[np.isfinite(v)].ravel() for v in values] or [np.zeros(0)])
@@ -139,10 +169,10 @@ def curves_figure(
             style = styles(methods[band.id], band.id)
             qs = band.quantiles
             mid = band.at(0.5) if 0.5 in qs else band.values.mean(axis=1)
-            ax.plot(band.steps, mid, lw=1.4, label=labels[band.id], **style)
+            steps, mid, low, high = thin(band.steps, mid, band.values[:, 0], band.values[:, -1])
+            ax.plot(steps, mid, lw=1.4, label=labels[band.id], **style)
             if len(qs) >= 2:
-                ax.fill_between(band.steps, band.values[:, 0], band.values[:, -1], color=style["color"],
-                                alpha=0.15, lw=0)
+                ax.fill_between(steps, low, high, color=style["color"], alpha=0.15, lw=0)
         if log:
             ax.set_yscale("log")
         ax.set_xlabel("step")

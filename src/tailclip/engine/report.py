@@ -39,8 +39,7 @@ from tailclip.engine.consolidate import (
     load_runs,
     quantile_bands,
 )
-from tailclip.engine.headlines import Experiment, builtin_description, headline_for, ordered
-from tailclip.engine.labels import method_name
+from tailclip.engine.headlines import Experiment, builtin_description, experiments, headline_for
 from tailclip.engine.plots import DPI, HEADLINE_DPI, Styles, curves_figure, png_base64, survival_figure
 from tailclip.engine.statistics import (
     QuantileBand,
@@ -360,7 +359,6 @@ def render_report(
     finished = everything.select(("finished",))
     table = consolidate(finished, baseline=baseline)
     configs = {gk: rs[0].config for gk, rs in finished.groups.items()}
-    methods = {gk: method_name(config.get("optimizer") or {}) for gk, config in configs.items()}
     labels_html = {s.group_key: label_html(s) for s in table.configs}
     for run in runs:
         labels_html.setdefault(run.group_key, _e(str(run.config.get("name", run.name))))
@@ -381,25 +379,12 @@ def render_report(
         sections.append(_section(ident, heading, body))
         nav.append((ident, heading))
     styles = Styles()
-    load_per_run = _per_run_loader(artifacts, store_dir)
-    for name in names:
-        members = [s for s in table.configs if s.name == name]
-        if not members:
-            continue
-        members = ordered(members, methods)
-        experiment = Experiment(
-            name=name,
-            configs=members,
-            data=finished.experiment(name),
-            labels={s.group_key: s.short_label for s in members},
-            methods={s.group_key: methods[s.group_key] for s in members},
-            per_run=load_per_run,
-        )
-        ids = {r for s in members for r in s.run_ids}
+    for experiment in experiments(finished, table, _per_run_loader(artifacts, store_dir)):
+        ids = {r for s in experiment.configs for r in s.run_ids}
         noise = _noise_html(runs_by_id, labels_html, [a for a in artifacts if a[0] in ids], store_dir)
-        mine = [c for c in claims or [] if c.get("experiment") == name]
+        mine = [c for c in claims or [] if c.get("experiment") == experiment.name]
         sections.append(_experiment_html(experiment, table, mine, styles, noise))
-        nav.append((_slug(name), name))
+        nav.append((_slug(experiment.name), experiment.name))
     if not table.configs:
         empty = '<p class="note">No finished runs yet.</p>'
         sections.append(_section("summary", "Summary across seeds", empty))
