@@ -122,7 +122,9 @@ def test_report_is_one_self_contained_file_with_all_sections(report_store, tmp_p
                 assert f">{cell.replace('±', '±')}</td>" in text
     assert "2.000× (baseline)" not in text and "1.000× (baseline)" in text
     assert ">2.000×</td>" in text  # coord takes twice the median time per step of global
-    assert "<h3>train/loss</h3>" in text and "best (min) mean ± sd" in text
+    # every metric x configuration in one table, with the direction of "best"
+    assert text.count('id="metrics-table"') == 1 and '<td class="text">eval/distance</td>' in text
+    assert '<td class="text">min</td>' in text and '<td class="text">—</td>' in text  # opt/* has no best
     # short labels in method names, the store-wide label and the full config in the tooltip
     assert '<span class="label" title="optimizer.clip=coord">CClip</span>' in text
     assert re.search(r'<span class="label" title="optimizer.clip=global\noptimizer: \{[^"]*&quot;clip&quot;: '
@@ -143,7 +145,7 @@ def test_report_is_one_self_contained_file_with_all_sections(report_store, tmp_p
     assert "ValueError: diverged badly</div>" in text
     for run_id in [*report_store["runs"], report_store["failed"]]:
         assert f'<span title="{run_id}">{run_id[:10]}</span>' in text
-    assert text.count('<table class="sortable"') >= 5 and "addEventListener('click'" in text
+    assert text.count('<table class="sortable') >= 5 and "addEventListener('click'" in text
 
 
 def test_report_of_an_empty_store_and_a_missing_store(tmp_path):

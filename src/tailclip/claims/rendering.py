@@ -59,12 +59,13 @@ def claims_markdown(results: Sequence[ClaimResult]) -> str:
 def claims_html(results: Sequence[ClaimResult]) -> str:
     """The claims table as an HTML table (sortable by the report's script)."""
     columns = ("claim", "paper", "experiment", "measured", "threshold", "result")
-    head = "".join(f"<th>{h}</th>" for h in columns)
+    head = "".join(f'<th class="text">{h}</th>' for h in columns)
     rows = []
     for r in results:
         cells = [r.name, r.paper, f"{r.experiment} ({r.size})", r.measured, r.threshold]
         verdict = "PASS" if r.passed else "FAIL"
-        rows.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + f"<td>{verdict}</td></tr>")
+        rows.append("<tr>" + "".join(f'<td class="text">{escape(c)}</td>' for c in cells)
+                    + f'<td class="text">{verdict}</td></tr>')
     return f"<table class=\"sortable\"><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 

@@ -13,13 +13,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from tailclip.engine.consolidate import ConfigSummary, SummaryTable
-from tailclip.engine.statistics import Direction, Stats, base_key, format_float
+from tailclip.engine.statistics import Direction, Stats, format_float
 
 __all__ = [
     "HtmlTable",
     "escape",
     "experiment_table_html",
     "label_html",
+    "metrics_html",
     "summary_html",
     "summary_markdown",
 ]
@@ -140,6 +141,7 @@ def _stat_cells(stats: Stats | None) -> list[tuple[str, float | None] | str]:
 
 
 def summary_html(table: SummaryTable) -> str:
+    """Runtime per step (with the overhead against the baseline) and :func:`metrics_html`."""
     parts = ["<h3>Runtime per step</h3>"]
     runtime = HtmlTable(
         [("configuration", True), ("runs", False), ("failed", False), ("unfinished", False),
@@ -172,48 +174,33 @@ def summary_html(table: SummaryTable) -> str:
     if table.baseline is None:
         parts.append('<p class="note">No baseline named: pass <code>baseline=</code> '
                      "(<code>--baseline</code>) to see the overhead ratio of median times per step.</p>")
-    primary, secondary = [], []
-    for key in table.keys:
-        block = _metric_table_html(table, key)
-        if block is None:
-            continue
-        headline = base_key(key) == key or key.endswith(("/q50", "/q99"))
-        main = key.startswith(("train/", "eval/")) and headline
-        (primary if main else secondary).append(f"<h3>{escape(key)}</h3>\n{block}")
-    parts += primary
-    if secondary:
-        parts.append(f"<details><summary>{len(secondary)} more metrics (optimizer statistics, "
-                     "other quantiles)</summary>\n" + "\n".join(secondary) + "</details>")
+    parts.append("<h3>Every metric</h3>")
+    parts.append(metrics_html(table))
     return "\n".join(parts)
 
 
-def _metric_table_html(table: SummaryTable, key: str) -> str | None:
-    headers = [("configuration", True), ("n", False), ("final mean ± sd", False), ("final median", False),
-               ("final 5%", False), ("final 95%", False)]
-    direction = None
-    rows = []
-    for summary in table.configs:
-        metric = summary.metrics.get(key)
-        if metric is None:
-            continue
-        direction = metric.direction
-        n_text = str(metric.final.n) + (f" ({metric.final.n_nonfinite} non-finite)"
-                                        if metric.final.n_nonfinite else "")
-        cells: list[tuple[str, float | None] | str] = [
-            label_html(summary), (escape(n_text), metric.final.n)
-        ]
-        cells += _stat_cells(metric.final)
-        if metric.direction is not None:
+def metrics_html(table: SummaryTable) -> str:
+    """One sortable table of every metric x configuration: final and best statistics over seeds
+    (mean ± sd, median, 5% and 95% quantiles, n); training and validation keys first."""
+    headers = [("metric", True), ("configuration", True), ("n", False), ("final mean ± sd", False),
+               ("final median", False), ("final 5%", False), ("final 95%", False), ("best", True),
+               ("best mean ± sd", False), ("best median", False), ("best 5%", False), ("best 95%", False)]
+    html_table = HtmlTable(headers, css_id="metrics-table")
+    main = [k for k in table.keys if k.startswith(("train/", "eval/"))]
+    for key in main + [k for k in table.keys if k not in main]:
+        for summary in table.configs:
+            metric = summary.metrics.get(key)
+            if metric is None:
+                continue
+            n_text = str(metric.final.n) + (f" ({metric.final.n_nonfinite} non-finite)"
+                                            if metric.final.n_nonfinite else "")
+            cells: list[tuple[str, float | None] | str] = [
+                escape(key), label_html(summary), (escape(n_text), metric.final.n)
+            ]
+            cells += _stat_cells(metric.final)
+            cells.append(escape(metric.direction or "—"))
             cells += _stat_cells(metric.best)
-        rows.append((cells, summary.group_key == table.baseline))
-    if not rows:
-        return None
-    if direction is not None:
-        headers += [(f"best ({direction}) mean ± sd", False), ("best median", False), ("best 5%", False),
-                    ("best 95%", False)]
-    html_table = HtmlTable(headers)
-    for cells, is_baseline in rows:
-        html_table.add(cells, row_class="baseline" if is_baseline else "")
+            html_table.add(cells, row_class="baseline" if summary.group_key == table.baseline else "")
     return html_table.html()
 
 
