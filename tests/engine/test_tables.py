@@ -347,3 +347,25 @@ def test_method_names_and_short_labels():
     long = short_labels({"a": config({"name": "clip_sgd", "clip": "global"}, noise="x" * 60),
                          "b": config({"name": "clip_sgd", "clip": "global"}, noise="y")})
     assert len(long["a"]) == 40 and long["a"].endswith("…") and long["b"] == "GClip, noise y"
+
+
+def test_a_grid_entry_label_names_the_run_and_leaves_its_id(tmp_path):
+    from tailclip.engine.config import ConfigError, sweep_points
+
+    base = {"name": "lab", "task": {"name": "noisy-quadratic"}, "train": {"steps": 3}}
+    grid = [
+        {"name": "sgd", "lr": 0.1, "label": "plain SGD"},
+        {"name": "clip_sgd", "lr": 0.1, "clip": "global"},
+    ]
+    points = sweep_points(parse_config({**base, "optimizer": {"name": "sgd", "lr": 0.1},
+                                        "sweep": {"grid": {"optimizer": grid}}}))
+    assert [p.config.label for p in points] == ["plain SGD", None]
+    unlabelled = parse_config({**base, "optimizer": {"name": "sgd", "lr": 0.1}})
+    assert points[0].config.run_id == unlabelled.run_id
+    assert group_key(points[0].config) == group_key(unlabelled)
+    store = ResultsStore(tmp_path / "s.sqlite")
+    for point in points:
+        add_run(store, point.config, {"train/loss": ([0], [1.0])})
+    assert [c.short_label for c in consolidate(store).configs] == ["GClip", "plain SGD"]
+    with pytest.raises(ConfigError, match="label"):
+        parse_config({**base, "optimizer": {"name": "sgd", "lr": 0.1}, "label": "x" * 41})

@@ -270,8 +270,6 @@ class ExperimentConfig(_Section):
     """A whole experiment. Build it with :func:`load_config` or :func:`parse_config`."""
 
     name: str = Field(min_length=1)
-    # Presentation only (report and table labels): not part of the run id (see config_hash).
-    label: str | None = Field(None, min_length=1, max_length=40)
     task: TaskConfig
     optimizer: OptimizerConfig
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -279,6 +277,8 @@ class ExperimentConfig(_Section):
     sweep: SweepConfig | None = None
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    # Presentation only (report and table labels): not part of the run id (see config_hash).
+    label: str | None = Field(None, min_length=1, max_length=40)
 
     _raw: dict[str, Any] | None = PrivateAttr(default=None)
     _source: str = PrivateAttr(default="<config>")
