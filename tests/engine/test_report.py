@@ -47,6 +47,10 @@ def report_store(tmp_path: Path) -> dict:
                 "opt/clip_factor": (steps, list(rng.uniform(size=21))),
                 "time/step_seconds": ([10, 20], [seconds, seconds]),
             }
+            alpha = 1.4 + 0.1 * seed
+            series["noise/alpha"] = ([10, 20], [alpha, alpha])
+            series["noise/alpha_low"] = ([10, 20], [alpha - 0.2, alpha - 0.2])
+            series["noise/alpha_high"] = ([10, 20], [alpha + 0.2, alpha + 0.2])
             for name, level in (("q10", 0.5), ("q50", 1.0), ("q90", 2.0), ("q99", 8.0)):
                 series[f"train/noise_norm/{name}"] = (steps, [level * (1 + 0.01 * s) for s in steps])
             config = quadratic_config(name="report", seed=seed, clip=clip)
@@ -106,12 +110,16 @@ def test_report_is_one_self_contained_file_with_all_sections(report_store, tmp_p
         "curves of opt/clip_factor",
         "curves of train/noise_norm",
         "survival of final train/loss",
-        "hist.png",
+        "tail index of report",
+        "noise histogram of GClip",
     ):
         assert alt in sizes, alt
         assert min(sizes[alt]) > 50
-    embedded = dict(images)["hist.png"]
-    assert base64.b64decode(embedded) == report_store["png"].read_bytes()
+    # the first seed's noise histogram is shown once, above the fold, as a compact PNG
+    embedded = base64.b64decode(dict(images)["noise histogram of GClip"])
+    assert png_size(embedded) == png_size(report_store["png"].read_bytes())
+    assert "figure: " + str(report_store["png"]) in text and "hist.png" not in dict(images)  # not twice
+    assert section.index("<h3>Gradient noise</h3>") < section.index("<details>")
     assert "train/noise_norm: logged quantiles over the task&#x27;s runs (10%, 50%, 90%)" in text
 
     for summary in consolidate(store, baseline="optimizer.clip=global").configs:

@@ -334,7 +334,7 @@ def consolidate(
     summaries.sort(key=lambda s: param_order(s.params, varying, s.label))
     baseline_key = None
     if baseline is not None:
-        baseline_key = resolve_baseline(baseline, labels, configs)
+        baseline_key = resolve_baseline(baseline, labels, configs, short)
         reference = next(s for s in summaries if s.group_key == baseline_key).step_seconds
         if reference is None or not reference.median > 0:
             raise ValueError(

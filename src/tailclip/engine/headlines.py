@@ -38,7 +38,15 @@ from tailclip.engine.labels import method_name
 from tailclip.engine.plots import MAX_LINES, Styles, legend_outside, log_ticks, shade, thin, use_log
 from tailclip.engine.statistics import base_key, logged_quantiles, median_block_means
 
-__all__ = ["HEADLINES", "Experiment", "Headline", "builtin_description", "experiments", "headline_for"]
+__all__ = [
+    "HEADLINES",
+    "Experiment",
+    "Headline",
+    "builtin_description",
+    "experiments",
+    "headline_for",
+    "tail_index_figure",
+]
 
 
 @dataclass
@@ -289,7 +297,7 @@ def bias_figure(experiment: Experiment, styles: Styles) -> tuple[Figure, str] | 
 
 def _validation_key(keys: set[str]) -> str | None:
     bases = {base_key(k) for k in keys}
-    for prefix in ("eval/accuracy", "eval/", "train/loss", "train/"):
+    for prefix in ("eval/accuracy", "eval/loss", "eval/", "train/loss", "train/"):
         found = sorted(
             k for k in bases if k.startswith(prefix) and not k.endswith(("/clipped", "clip_fraction"))
         )
@@ -352,6 +360,40 @@ def _mean_curve(experiment: Experiment, summary: ConfigSummary, key: str, steps:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a step where every seed diverged stays NaN
         return np.nanmean(np.stack(rows), axis=0)
+
+
+def tail_index_figure(experiment: Experiment, styles: Styles) -> tuple[Figure, str] | None:
+    """The tail index of the gradient noise the runs measured during training (``noise/alpha``,
+    its interval ``noise/alpha_low``..``noise/alpha_high``), mean over seeds, one line per
+    configuration; alpha = 2 (Gaussian) drawn for reference."""
+    shown = [s for s in experiment.configs if "noise/alpha" in s.metrics][:MAX_LINES]
+    if not shown:
+        return None
+    fig = Figure(figsize=(7.2, 2.8), layout="constrained")
+    ax = fig.add_subplot()
+    for summary in shown:
+        style = _style(experiment, styles, summary)
+        curves = {}
+        for key in ("noise/alpha", "noise/alpha_low", "noise/alpha_high"):
+            found = [experiment.data.series.get(r, {}).get(key) for r in summary.run_ids]
+            found = [f for f in found if f is not None]
+            if found:
+                steps = found[0][0]
+                rows = [f[1] for f in found if np.array_equal(f[0], steps)]
+                curves[key] = (steps, np.nanmean(np.stack(rows), axis=0))
+        steps, alpha = curves["noise/alpha"]
+        ax.plot(steps, alpha, marker="o", ms=3, lw=1.4, label=experiment.labels[summary.group_key], **style)
+        if "noise/alpha_low" in curves and "noise/alpha_high" in curves:
+            ax.fill_between(steps, curves["noise/alpha_low"][1], curves["noise/alpha_high"][1],
+                            color=style["color"], alpha=0.15, lw=0)
+    ax.axhline(2.0, color="0.4", lw=0.8, ls=":", label="Gaussian (alpha = 2)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("tail index alpha of the noise")
+    ax.grid(alpha=0.3)
+    legend_outside(fig, ax)
+    caption = ("Tail index of the gradient noise measured during training (mean over seeds, with its "
+               "interval): below 2 the noise is heavy-tailed.")
+    return fig, caption
 
 
 HEADLINES: dict[str, Headline] = {

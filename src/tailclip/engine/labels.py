@@ -167,17 +167,23 @@ def param_order(params: Mapping[str, Any], varying: Sequence[str], label: str) -
 
 
 def resolve_baseline(
-    baseline: str, labels: Mapping[str, str], configs: Mapping[str, Mapping[str, Any]]
+    baseline: str,
+    labels: Mapping[str, str],
+    configs: Mapping[str, Mapping[str, Any]],
+    short: Mapping[str, str] | None = None,
 ) -> str:
     """The group_key that ``baseline`` names.
 
     ``baseline`` may be a group_key or a unique prefix of one (>= 4 characters), a label
-    exactly as shown in the tables, a unique config ``name``, or ``key=value[,key=value...]``
-    over dotted config keys (``optimizer.name=adamw,optimizer.lr=1e-3``).
+    exactly as shown in the tables (the store-wide label, or the short label of ``short``),
+    a unique config ``name``, or ``key=value[,key=value...]`` over dotted config keys
+    (``optimizer.name=adamw,optimizer.lr=1e-3``).
     """
     if baseline in labels:
         return baseline
     matches = [gk for gk, label in labels.items() if label == baseline]
+    if not matches and short:
+        matches = [gk for gk, label in short.items() if label == baseline]
     if not matches and len(baseline) >= 4:
         matches = [gk for gk in labels if gk.startswith(baseline)]
     if not matches:

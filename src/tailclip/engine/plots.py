@@ -28,6 +28,7 @@ __all__ = [
     "HEADLINE_DPI",
     "MAX_LINES",
     "Styles",
+    "compact_png",
     "curves_figure",
     "legend_outside",
     "log_ticks",
@@ -100,17 +101,23 @@ def log_ticks(ax: Any, values: Sequence[float]) -> None:
 
 
 def png_figure(fig: Figure, dpi: int = DPI) -> bytes:
-    """``fig`` as a compact PNG: drawn at ``dpi``, reduced to a 96-colour palette, optimised."""
-    from PIL import Image
-
+    """``fig`` as a compact PNG: drawn at ``dpi``, then :func:`compact_png`."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
-    image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    return compact_png(buffer.getvalue())
+
+
+def compact_png(data: bytes) -> bytes:
+    """A PNG (or JPEG) of a plot as a 96-colour palette PNG, optimised; ``data`` itself when
+    that is not smaller. Plots have few colours, so the palette loses nothing visible."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data)).convert("RGB")
     out = io.BytesIO()
     image.quantize(colors=96, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
         out, format="PNG", optimize=True
     )
-    return out.getvalue()
+    return out.getvalue() if out.tell() < len(data) else data
 
 
 def png_base64(fig: Figure, dpi: int = DPI) -> str:

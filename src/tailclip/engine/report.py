@@ -39,8 +39,22 @@ from tailclip.engine.consolidate import (
     load_runs,
     quantile_bands,
 )
-from tailclip.engine.headlines import Experiment, builtin_description, experiments, headline_for
-from tailclip.engine.plots import DPI, HEADLINE_DPI, Styles, curves_figure, png_base64, survival_figure
+from tailclip.engine.headlines import (
+    Experiment,
+    builtin_description,
+    experiments,
+    headline_for,
+    tail_index_figure,
+)
+from tailclip.engine.plots import (
+    DPI,
+    HEADLINE_DPI,
+    Styles,
+    compact_png,
+    curves_figure,
+    png_base64,
+    survival_figure,
+)
 from tailclip.engine.statistics import (
     QuantileBand,
     base_key,
@@ -90,6 +104,7 @@ section.experiment { margin-top: 28px; }
 .verdict.pass { background: #dafbe1; color: #116329; } .verdict.fail { background: #ffebe9; color: #a40e26; }
 figure.headline { margin: 8px 0 12px; } figure.headline img { max-width: min(100%, 960px); }
 .label { white-space: nowrap; }
+figure.small img { max-width: min(100%, 480px); }
 .error { color: #a40e26; max-width: 420px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 """
 
@@ -147,7 +162,10 @@ def _noise_item(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in (".png", ".svg", ".jpg", ".jpeg"):
         mime = {".png": "image/png", ".svg": "image/svg+xml"}.get(suffix, "image/jpeg")
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        raw = path.read_bytes()
+        if suffix == ".png":
+            raw = compact_png(raw)
+        data = base64.b64encode(raw).decode("ascii")
         return f'<figure><img alt="{_e(path.name)}" src="data:{mime};base64,{data}"></figure>'
     if suffix == ".json":
         try:
@@ -245,6 +263,7 @@ def _experiment_html(
     claims: Sequence[Mapping[str, Any]],
     styles: Styles,
     noise: str,
+    first_histograms: str = "",
 ) -> str:
     """The section of one experiment: claims, headline figure, table, folded detail."""
     headline = headline_for(experiment)
@@ -258,15 +277,42 @@ def _experiment_html(
         fig, caption = drawn
         parts.append(_figure_html(fig, caption, f"headline figure of {experiment.name}", css="headline"))
     parts.append(experiment_table_html(experiment.configs, headline.metrics, table.baseline))
+    tails = tail_index_figure(experiment, styles)
+    if tails is not None or first_histograms:
+        parts.append("<h3>Gradient noise</h3>")
+        if tails is not None:
+            parts.append(_figure_html(tails[0], tails[1], f"tail index of {experiment.name}"))
+        if first_histograms:
+            parts.append(f'<div class="figures">{first_histograms}</div>')
     keys = [k for k in table.keys if any(k in c.metrics for c in experiment.configs)]
     sub = SummaryTable(configs=experiment.configs, keys=keys, varying=table.varying, baseline=table.baseline)
     detail = [summary_html(sub), '<div class="figures">', _curves_html(experiment, styles),
               _per_run_html(experiment, headline.metrics, styles), "</div>"]
     if noise:
-        detail.append(f"<h3>Noise diagnostics</h3>{noise}")
+        detail.append(f"<h3>Noise diagnostics of every run</h3>{noise}")
     parts.append(f"<details><summary>Per-metric detail: {len(keys)} metrics, runtime, curves</summary>\n"
                  + "\n".join(detail) + "</details>")
     return f'<section id="{_slug(experiment.name)}" class="experiment">\n' + "\n".join(parts) + "\n</section>"
+
+
+def _first_histograms(
+    experiment: Experiment, artifacts: Sequence[tuple[str, str, str]], store_dir: Path
+) -> str:
+    """The noise-norm histogram (against its Gaussian reference) of the first seed of each
+    configuration that recorded one (``noise/histogram`` artifacts)."""
+    by_run = {run_id: path for run_id, kind, path in artifacts if kind == "noise/histogram"}
+    parts = []
+    for summary in experiment.configs[:8]:
+        path = next((by_run[r] for r in summary.run_ids if r in by_run), None)
+        resolved = _resolve(path, store_dir) if path is not None else None
+        if resolved is not None and resolved.suffix.lower() == ".png":
+            data = base64.b64encode(compact_png(resolved.read_bytes())).decode("ascii")
+            label = experiment.labels[summary.group_key]
+            parts.append(f'<figure class="small"><img alt="noise histogram of {_e(label)}" '
+                         f'src="data:image/png;base64,{data}">'
+                         f"<figcaption>{_e(label)}: noise norms against the Gaussian reference "
+                         f"(seed {_e(summary.seeds[0])})</figcaption></figure>")
+    return "\n".join(parts)
 
 
 def _per_run_loader(artifacts: Sequence[tuple[str, str, str]], store_dir: Path):
@@ -283,17 +329,32 @@ def _per_run_loader(artifacts: Sequence[tuple[str, str, str]], store_dir: Path):
 
 
 def _noise_html(runs_by_id: Mapping[str, Any], labels: Mapping[str, str],
-                artifacts: Sequence[tuple[str, str, str]], store_dir: Path) -> str:
+                artifacts: Sequence[tuple[str, str, str]], store_dir: Path,
+                shown_above: Sequence[str] = ()) -> str:
+    """The ``noise/*`` artifacts: tables and text of every run; a figure only for the first run
+    of its configuration with that kind and not of a kind in ``shown_above`` (the others are
+    named by path, to keep the file small)."""
     parts = []
+    pictured: set[tuple[str, str]] = set()
     for run_id, kind, path in sorted(a for a in artifacts if a[1].startswith("noise/")):
         run = runs_by_id.get(run_id)
         who = labels.get(run.group_key, "") if run is not None else ""  # already HTML
         seed = f", seed {run.seed}" if run is not None and run.seed is not None else ""
         header = f"<h3>{_e(kind)} <span class='meta'>run {_e(run_id[:10])} ({who}{_e(seed)})</span></h3>"
         resolved = _resolve(path, store_dir)
-        body = _noise_item(resolved) if resolved else f'<p class="note">missing file: {_e(path)}</p>'
+        group = (run.group_key if run is not None else run_id, kind)
+        if resolved is None:
+            body = f'<p class="note">missing file: {_e(path)}</p>'
+        elif resolved.suffix.lower() in _IMAGES and (group in pictured or kind in shown_above):
+            body = f'<p class="note">figure: {_e(resolved)}</p>'
+        else:
+            pictured.add(group)
+            body = _noise_item(resolved)
         parts.append(header + "\n" + body)
     return "\n".join(parts)
+
+
+_IMAGES = (".png", ".svg", ".jpg", ".jpeg")
 
 
 def _when(timestamp: float | None) -> str:
@@ -381,9 +442,11 @@ def render_report(
     styles = Styles()
     for experiment in experiments(finished, table, _per_run_loader(artifacts, store_dir)):
         ids = {r for s in experiment.configs for r in s.run_ids}
-        noise = _noise_html(runs_by_id, labels_html, [a for a in artifacts if a[0] in ids], store_dir)
         mine = [c for c in claims or [] if c.get("experiment") == experiment.name]
-        sections.append(_experiment_html(experiment, table, mine, styles, noise))
+        histograms = _first_histograms(experiment, artifacts, store_dir)
+        above = ("noise/histogram",) if histograms else ()
+        noise = _noise_html(runs_by_id, labels_html, [a for a in artifacts if a[0] in ids], store_dir, above)
+        sections.append(_experiment_html(experiment, table, mine, styles, noise, histograms))
         nav.append((_slug(experiment.name), experiment.name))
     if not table.configs:
         empty = '<p class="note">No finished runs yet.</p>'
