@@ -4,6 +4,7 @@ checked as text and in headless Chromium (Debian's ``chromium``: ``apt-get insta
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import re
@@ -333,3 +334,25 @@ def test_bias_headline_draws_the_floor_against_threshold_and_step_size(tmp_path)
         assert list(line.get_xdata()) == [0.25, 2.0]
         assert np.allclose(line.get_ydata(), [floors[(0.25, lr)], floors[(2.0, lr)]])
     assert max(len(ax.get_lines()) for ax in fig.axes) <= 8
+
+
+def test_colours_follow_the_method_and_pngs_are_compact():
+    from tailclip.engine.plots import Styles, compact_png, png_figure, thin
+
+    first, second = Styles(), Styles()
+    # the same method has the same colour in every figure; its variants differ in shade or dash
+    assert first("GClip", "a")["color"] == second("GClip", "z")["color"]
+    assert first("GClip", "b") != first("GClip", "a")
+    assert first("SGD", "c")["color"] != first("GClip", "a")["color"]
+    assert Styles.color("some new method") == Styles.color("some new method")
+    fig = Figure(figsize=(6, 3))
+    ax = fig.add_subplot()
+    for i in range(6):
+        ax.plot(np.arange(100), np.sin(np.arange(100) / (i + 3)), label=str(i))
+    original = io.BytesIO()
+    fig.savefig(original, format="png", dpi=80)
+    compact = png_figure(fig)
+    assert png_size(compact) == png_size(original.getvalue()) and len(compact) < len(original.getvalue()) / 2
+    assert compact_png(compact) == compact  # nothing to gain: the input comes back
+    steps, values = thin(np.arange(10_001), np.arange(10_001.0), points=1000)
+    assert len(steps) <= 1002 and steps[0] == 0 and steps[-1] == 10_000 and np.array_equal(steps, values)
