@@ -61,7 +61,9 @@ def test_demo_runs_experiments_1_3_5_and_writes_report_and_table(demo) -> None:
     }
     assert (out / "report.html").stat().st_size > 10_000
     report = (out / "report.html").read_text(encoding="utf-8")
-    assert "High-probability view" in report and "sq_dist/q99" in report
+    for experiment in ("synthetic-remark1", "synthetic-adaptive-quantiles", "synthetic-coordinate-clipping"):
+        assert f'alt="headline figure of {experiment}"' in report
+    assert "Chezhegov et al.: 99% quantile" in report and "sq_dist/q99" in report
     saved = json.loads((out / "claims.json").read_text(encoding="utf-8"))
     assert [s["name"] for s in saved] == list(DEMO_CLAIMS) and all(s["passed"] for s in saved)
     assert "| adaptive-clipping-quantiles |" in (out / "claims.md").read_text(encoding="utf-8")
