@@ -105,6 +105,11 @@ def _slope_line(ax: Any, x: np.ndarray, y0: float, x0: float, slope: float, colo
     ax.plot(x, y0 * (x / x0) ** slope, color=color, lw=1.0, ls=(0, (4, 3)), alpha=0.8, label=label)
 
 
+def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
+    """``items`` in consecutive panels of at most ``size``."""
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
 def _alpha(experiment: Experiment) -> float:
     return float(experiment.option(experiment.configs[0], "alpha", math.nan))
 
@@ -126,20 +131,25 @@ def chezhegov_figure(experiment: Experiment, styles: Styles) -> tuple[Figure, st
             families.setdefault(method_name(plain), []).append(summary)
     if not families:
         return None
-    fig = Figure(figsize=(9.6, 3.4), layout="constrained")
-    axes = fig.subplots(1, len(families), sharey=True, squeeze=False)[0]
-    for ax, (family, members) in zip(axes, families.items(), strict=True):
-        for summary in members[: MAX_LINES // 2]:
+    per_panel = MAX_LINES // 2  # q99 and q50 of each configuration
+    panels = [(name, chunk) for name, members in families.items() for chunk in _chunks(members, per_panel)]
+    fig = Figure(figsize=(4.8 * min(len(panels), 2), 3.4 * math.ceil(len(panels) / 2)), layout="constrained")
+    axes = fig.subplots(math.ceil(len(panels) / 2), min(len(panels), 2), sharey=True, squeeze=False).ravel()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for ax, (family, members) in zip(axes, panels, strict=False):
+        for summary in members:
             band, style = bands[summary.group_key], _style(experiment, styles, summary)
-            ax.plot(band.steps, band.at(0.99), color=style["color"], lw=1.6,
-                    label=experiment.labels[summary.group_key])
-            ax.plot(band.steps, band.at(0.5), color=style["color"], lw=1.0, ls=":")
+            steps, q99, q50 = thin(band.steps, band.at(0.99), band.at(0.5))
+            ax.plot(steps, q99, color=style["color"], lw=1.6, label=experiment.labels[summary.group_key])
+            ax.plot(steps, q50, color=style["color"], lw=1.0, ls=":")
         ax.set_yscale("log")
         ax.set_title(f"{family} family", fontsize=10)
         ax.set_xlabel("step k")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(0.0, -0.2), ncol=2, frameon=False)
-    axes[0].set_ylabel("|x_k|²: quantile over runs")
+        legend_outside(ax, below=True)
+    for ax in axes[:: min(len(panels), 2)]:
+        ax.set_ylabel("|x_k|²: quantile over runs")
     runs = experiment.option(experiment.configs[0], "runs", "R")
     caption = (f"Chezhegov et al.: 99% quantile (solid) and median (dotted) of |x_k|² over {runs} "
                "independent runs against the step; clipping lowers the upper quantile.")
@@ -175,7 +185,7 @@ def remark1_figure(experiment: Experiment, styles: Styles) -> tuple[Figure, str]
     ax.set_xlabel("number of runs n")
     ax.set_ylabel("sample 2nd moment M(n)")
     ax.grid(alpha=0.3, which="both")
-    legend_outside(fig, ax)
+    legend_outside(ax)
     caption = (f"Zhang et al., Remark 1: median block mean of the final error f(x_K) over blocks of n runs "
                f"(alpha = {alpha:g}); SGD's keeps growing like n^(2/alpha - 1), GClip's levels off.")
     return fig, caption
@@ -184,10 +194,11 @@ def remark1_figure(experiment: Experiment, styles: Styles) -> tuple[Figure, str]
 def rates_figure(experiment: Experiment, styles: Styles) -> tuple[Figure, str] | None:
     """E f(xbar_k) - f* against k for each alpha, log-log, with the rate's slope."""
     key = "train/avg_error/mean"
-    fig = Figure(figsize=(7.2, 3.4), layout="constrained")
-    ax = fig.add_subplot()
+    chunks = _chunks(experiment.configs, MAX_LINES // 2)  # each with its slope line
+    fig = Figure(figsize=(7.2, 3.4 * len(chunks)), layout="constrained")
+    axes = fig.subplots(len(chunks), 1, squeeze=False)[:, 0]
     drawn = 0
-    for summary in experiment.configs[:MAX_LINES // 2]:
+    for ax, summary in ((ax, s) for ax, chunk in zip(axes, chunks, strict=True) for s in chunk):
         found = experiment.series(summary, key)
         if found is None:
             continue
@@ -206,12 +217,13 @@ def rates_figure(experiment: Experiment, styles: Styles) -> tuple[Figure, str] |
         drawn += 1
     if not drawn:
         return None
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("step k")
-    ax.set_ylabel("E f(x̄_k) − f*  (mean over runs)")
-    ax.grid(alpha=0.3, which="both")
-    legend_outside(fig, ax)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("step k")
+        ax.set_ylabel("E f(x̄_k) − f*  (mean over runs)")
+        ax.grid(alpha=0.3, which="both")
+        legend_outside(ax)
     caption = ("Zhang et al., Table 1: error of the averaged iterate against the step, per tail index alpha; "
                "dashed: the rate k^(-2(alpha-1)/alpha) from k = K/100.")
     return fig, caption
@@ -243,7 +255,7 @@ def coordinate_figure(experiment: Experiment, styles: Styles) -> tuple[Figure, s
     ax.set_xlabel("dimension d")
     ax.set_ylabel("(f(x̄_K) − f*) / d")
     ax.grid(alpha=0.3, which="both")
-    legend_outside(fig, ax)
+    legend_outside(ax)
     caption = (f"Zhang et al., Corollary 7 / Theorem 8: final error per coordinate against d "
                f"(alpha = {alpha:g}), each method at its theory threshold; CClip's is flat, GClip's grows "
                "like d^(2/alpha - 1).")
@@ -285,7 +297,7 @@ def bias_figure(experiment: Experiment, styles: Styles) -> tuple[Figure, str] | 
         log_ticks(ax, xs)
         ax.set_xlabel(name)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7.5, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        legend_outside(ax)
     by_c.set_ylabel("error floor f(x̄_K) − f*")
     caption = ("Koloskova et al.: clipped SGD with skewed noise stalls at a floor set by the threshold c, "
                "which a smaller step size does not remove; without noise the floor vanishes.")
@@ -341,7 +353,7 @@ def validation_figure(experiment: Experiment, styles: Styles) -> tuple[Figure, s
         ax.set_xlabel("step")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
-        legend_outside(fig, ax)
+        legend_outside(ax)
     n = max(len(s.run_ids) for s in shown)
     what = ("median over the task's runs, 10-90% band" if vectorized
             else f"mean over seeds (n = {n}), min-max band")
@@ -390,7 +402,7 @@ def tail_index_figure(experiment: Experiment, styles: Styles) -> tuple[Figure, s
     ax.set_xlabel("step")
     ax.set_ylabel("tail index alpha of the noise")
     ax.grid(alpha=0.3)
-    legend_outside(fig, ax)
+    legend_outside(ax)
     caption = ("Tail index of the gradient noise measured during training (mean over seeds, with its "
                "interval): below 2 the noise is heavy-tailed.")
     return fig, caption

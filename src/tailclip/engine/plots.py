@@ -125,17 +125,17 @@ def png_base64(fig: Figure, dpi: int = DPI) -> str:
     return base64.b64encode(png_figure(fig, dpi)).decode("ascii")
 
 
-def legend_outside(fig: Figure, ax: Any, *, below: bool = False, title: str | None = None) -> None:
-    """The legend of ``ax``'s labelled lines beside the axes (right), or below them."""
+def legend_outside(ax: Any, *, below: bool = False) -> None:
+    """The legend of ``ax``'s labelled lines beside the axes (right), or below them; the
+    constrained layout makes room for it."""
     handles, labels = ax.get_legend_handles_labels()
     if not handles:
         return
     if below:
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=8,
-                   frameon=False, title=title, title_fontsize=8)
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(0.0, -0.2), ncol=2, fontsize=7.5,
+                  frameon=False)
     else:
-        fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False, title=title,
-                   title_fontsize=8)
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 
 
 def thin(steps: np.ndarray, *columns: np.ndarray, points: int = 1500) -> tuple[np.ndarray, ...]:
@@ -185,7 +185,7 @@ def curves_figure(
         ax.set_xlabel("step")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
-        legend_outside(fig, ax)
+        legend_outside(ax)
     fig.suptitle(f"{key}: {what}", fontsize=9)
     return fig
 
@@ -213,5 +213,5 @@ def survival_figure(
     ax.set_xlabel(f"final {key}")
     ax.set_ylabel("P(X > x)")
     ax.grid(alpha=0.3, which="both")
-    legend_outside(fig, ax)
+    legend_outside(ax)
     return fig
