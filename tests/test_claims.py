@@ -24,8 +24,8 @@ from tailclip.claims import (
     ClaimResult,
     ExperimentRuns,
     claims_markdown,
-    loglog_slope,
     method_label,
+    power_law_exponent,
     print_claims,
     reproduce,
     run_claims,
@@ -61,7 +61,9 @@ def test_demo_runs_experiments_1_3_5_and_writes_report_and_table(demo) -> None:
     }
     assert (out / "report.html").stat().st_size > 10_000
     report = (out / "report.html").read_text(encoding="utf-8")
-    assert "High-probability view" in report and "sq_dist/q99" in report
+    for experiment in ("synthetic-remark1", "synthetic-adaptive-quantiles", "synthetic-coordinate-clipping"):
+        assert f'alt="headline figure of {experiment}"' in report
+    assert "Chezhegov et al.: 99% quantile" in report and "sq_dist/q99" in report
     saved = json.loads((out / "claims.json").read_text(encoding="utf-8"))
     assert [s["name"] for s in saved] == list(DEMO_CLAIMS) and all(s["passed"] for s in saved)
     assert "| adaptive-clipping-quantiles |" in (out / "claims.md").read_text(encoding="utf-8")
@@ -96,10 +98,10 @@ def test_every_experiment_is_a_builtin_config_of_the_vectorized_task() -> None:
     assert full.task.options["runs"] >= 1000 and full.train.steps == 10_000
 
 
-def test_loglog_slope_recovers_a_power_law() -> None:
+def test_power_law_exponent_recovers_a_power_law() -> None:
     x = np.array([10.0, 100.0, 1000.0])
-    assert loglog_slope(x, 3.0 * x**-0.75) == pytest.approx(-0.75, abs=1e-12)
-    assert np.isnan(loglog_slope([1.0, 2.0], [1.0, 0.0]))
+    assert power_law_exponent(x, 3.0 * x**-0.75) == pytest.approx(-0.75, abs=1e-12)
+    assert np.isnan(power_law_exponent([1.0, 2.0], [1.0, 0.0]))
 
 
 def test_method_labels_follow_the_paper() -> None:

@@ -1,4 +1,4 @@
-"""The ``tailclip`` command line (typer + rich): run, sweep, report, tails, list, demo.
+"""The ``tailclip`` command line (typer + rich): run, sweep, report, export, tails, list, demo.
 
 * ``tailclip run CONFIG [--set k=v ...] [--reclaim]``: train one config (its ``sweep`` section
   ignored).
@@ -10,6 +10,8 @@
 * ``tailclip tails CONFIG [--set k=v ...] [-o DIR] [--steps N] [--batch-size B] [--mean-batches M]
   [--noise-batches N] [--per-sample]``: the gradient noise of a config's model task (after ``N``
   training steps): verdict and tail index, ``noise_report.json``, PNGs, ``noise_section.html``.
+* ``tailclip export STORE [--tensorboard DIR] [--csv FILE] [--parquet FILE]``: the metrics as
+  TensorBoard event files (one folder per run, named by its label), CSV or Parquet.
 * ``tailclip list``: tasks, optimizers and built-in configs.
 * ``tailclip demo``: the built-in ``demo`` sweep and its table.
 
@@ -30,25 +32,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from tailclip.engine.config import ConfigError, ExperimentConfig
+from tailclip.engine.consolidate import consolidate, load_runs
 from tailclip.engine.grid import SweepPoint, sweep_points
 from tailclip.engine.lease import Heartbeat
 from tailclip.engine.optimizer_spec import BASELINE_OPTIMIZERS
+from tailclip.engine.progress import progress_bar
 from tailclip.engine.runner import run_one
-from tailclip.engine.store import ResultsStore, StoreError, make_owner
+from tailclip.engine.store import STATUSES, ResultsStore, StoreError, make_owner
 from tailclip.engine.sweep import SweepEvent, assignment_label, run_sweep_local
 from tailclip.engine.yaml_loading import builtin_configs, load_config
 from tailclip.optim import OPTIMIZERS
@@ -135,18 +130,7 @@ class _SweepDisplay:
         self.by_steps = all(s is not None for s in steps)
         self.steps: dict[str, int] = {}
         self.started = time.perf_counter()
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("runs {task.fields[runs]}"),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not self.terminal,
-        )
+        self.progress = progress_bar(console, counts="runs {task.fields[runs]}")
         total = sum(steps) if self.by_steps else self.runs_total  # type: ignore[arg-type]
         self.task = self.progress.add_task("sweep", total=total, runs=f"0/{self.runs_total}", rate="")
 
@@ -185,8 +169,7 @@ class _SweepDisplay:
 # ----------------------------------------------------------------------------- result tables
 
 
-def _primary_key(store: ResultsStore, run_ids: Sequence[str]) -> str:
-    keys = set(store.metric_keys(run_ids))
+def _primary_key(keys: set[str]) -> str:
     for key in ("eval/loss", "train/loss", "eval/loss/q50", "train/loss/q50"):
         if key in keys:
             return key
@@ -194,36 +177,28 @@ def _primary_key(store: ResultsStore, run_ids: Sequence[str]) -> str:
 
 
 def results_table(store: ResultsStore, points: Sequence[SweepPoint], title: str = "") -> Table:
-    """Per grid point (seeds pooled): the final value of the main loss, mean +- sd, median, max."""
-    run_ids = [p.config.run_id for p in points]
-    key = _primary_key(store, run_ids)
-    series = store.metrics(run_ids, keys=[key, "train/diverged", "time/step_seconds"])
-    groups: dict[str, list[str]] = {}
-    for point in points:
-        groups.setdefault(assignment_label(point.assignment), []).append(point.config.run_id)
-    table = Table(title=f"{title}\nfinal {key}, per configuration over seeds" if title else f"final {key}")
+    """Per configuration (seeds pooled, :func:`~tailclip.engine.consolidate.consolidate`): the final
+    value of the main loss, mean, sd, median, 95% quantile, diverged runs and ms per step."""
+    data = load_runs(store, run_ids=[p.config.run_id for p in points], statuses=STATUSES)
+    key = _primary_key({k for k in data.select(("finished",)).keys if not k.startswith("time/")})
+    summary = consolidate(data.select(("finished",)), keys=[key, "train/diverged"])
+    caption = f"final {key}, per configuration over seeds"
+    table = Table(title=f"{title}\n{caption}" if title else f"final {key}")
     table.add_column("configuration")
-    for name in ("n", "mean", "sd", "median", "max", "diverged", "ms/step"):
+    for name in ("n", "mean", "sd", "median", "95%", "diverged", "ms/step"):
         table.add_column(name, justify="right")
-    for label, ids in groups.items():
-        finals = np.array([series[i][key][1][-1] for i in ids if i in series and key in series[i]])
-        diverged = sum(1 for i in ids if "train/diverged" in series.get(i, {}))
-        times = [
-            np.median(series[i]["time/step_seconds"][1])
-            for i in ids
-            if "time/step_seconds" in series.get(i, {})
-        ]
+    for config in summary.configs:
+        total = config.n_runs + config.n_failed + config.n_unfinished
+        metric = config.metrics.get(key)
         cells = ["-"] * 4
-        if len(finals):
-            sd = float(np.std(finals, ddof=1)) if len(finals) > 1 else math.nan
-            cells = [
-                _fmt(float(np.mean(finals))),
-                _fmt(sd),
-                _fmt(float(np.median(finals))),
-                _fmt(float(finals.max())),
-            ]
-        ms = _fmt(1000 * float(np.median(times))) if times else "-"
-        table.add_row(label, f"{len(finals)}/{len(ids)}", *cells, str(diverged), ms)
+        if metric is not None:
+            final = metric.final
+            cells = [_fmt(final.mean), _fmt(final.sd), _fmt(final.median), _fmt(final.q95)]
+        diverged = config.metrics.get("train/diverged")
+        ms = _fmt(1000 * config.step_seconds.median) if config.step_seconds else "-"
+        n = metric.final.n if metric is not None else 0
+        n_diverged = str(diverged.final.n if diverged else 0)
+        table.add_row(config.short_label, f"{n}/{total}", *cells, n_diverged, ms)
     return table
 
 
@@ -267,21 +242,10 @@ def run(config: ConfigArgument, set_: SetOption = None, reclaim: ReclaimOption =
         holder = record.holder if record is not None else "gone"
         typer.echo(f"error: run {run_id} is {holder}", err=True)
         raise typer.Exit(1)
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn(f"[bold]{run_id}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps"),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not console.is_terminal,
-    )
+    progress = progress_bar(console, counts="{task.completed}/{task.total} steps")
     started = time.perf_counter()
     with progress, Heartbeat(store, owner, store.lease_seconds / 4):
-        task = progress.add_task("run", total=experiment.train.steps, rate="")
+        task = progress.add_task(run_id, total=experiment.train.steps, rate="")
         last = [0.0]
 
         def on_step(step: int, total: int) -> None:
@@ -325,7 +289,8 @@ def _sweep(
             _user_error(f"{RAY_HINT} ({exc})")
     store = _open_store(experiment.output.store)
     labels = {
-        p.config.run_id: f"{assignment_label(p.assignment)}, seed {p.config.train.seed}" for p in points
+        p.config.run_id: f"{p.config.label or assignment_label(p.assignment)}, seed {p.config.train.seed}"
+        for p in points
     }
     finished_before = {r.run_id for r in store.runs(status="finished", run_ids=list(labels))}
     todo = [c for c in configs if c.run_id not in finished_before]
@@ -385,6 +350,33 @@ def report(
     except ValueError as exc:
         _user_error(exc)
     _console().print(f"report: {path}")
+
+
+@app.command()
+def export(
+    store: Annotated[str, typer.Argument(help="A results store (the SQLite file of output.store).")],
+    tensorboard: Annotated[
+        str | None, typer.Option(help="Folder for TensorBoard event files: one subfolder per run.")
+    ] = None,
+    csv: Annotated[str | None, typer.Option(help="CSV file of every metric (long form).")] = None,
+    parquet: Annotated[str | None, typer.Option(help="Parquet file of every metric (long form).")] = None,
+) -> None:
+    """Export a store's metrics: TensorBoard event files, CSV or Parquet."""
+    if tensorboard is None and csv is None and parquet is None:
+        _user_error("export: nothing to write; allowed: --tensorboard DIR, --csv FILE, --parquet FILE")
+    if not Path(store).is_file():
+        _user_error(f"Invalid store: {store!r} does not exist; allowed: the path of a results store")
+    results = _open_store(store)
+    console = _console()
+    if tensorboard is not None:
+        from tailclip.engine.export import export_tensorboard  # tensorboard loads only for this
+
+        folders = export_tensorboard(results, tensorboard)
+        console.print(f"tensorboard: {len(folders)} runs in {tensorboard}", soft_wrap=True)
+    if csv is not None:
+        console.print(f"csv: {results.export_csv(csv)}", soft_wrap=True)
+    if parquet is not None:
+        console.print(f"parquet: {results.export_parquet(parquet)}", soft_wrap=True)
 
 
 _MIN_NOISE_SAMPLES = 20  # 2 k1 for the tail index with its default block length k1 = 10
@@ -447,17 +439,7 @@ def tails(
         _user_error(f"--steps: got {steps}; allowed: 0 <= steps <= train.steps ({experiment.train.steps})")
     out_dir = Path(output) if output else Path(experiment.output.store).parent / "tails" / experiment.name
     console = _console()
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not console.is_terminal,
-    )
+    progress = progress_bar(console)
     bars: dict[str, Any] = {}
 
     def advance(name: str, description: str) -> Callable[[int, int], None]:

@@ -6,9 +6,11 @@ Two runs per page:
   (console output and uncaught errors) is returned, since the report never logs.
 * ``probe``: a copy of the page with a script injected first in ``<head>``: it records
   uncaught errors, ``console.error`` calls and resource loads; after the load event it counts
-  the ``<img>`` elements that decoded (``naturalWidth > 0``), clicks a header of a sortable
-  table twice and reads the column order back, then writes the findings as JSON into the
-  DOM, which ``--dump-dom`` prints.
+  the ``<img>`` elements that decoded (``naturalWidth > 0``), opens every ``<details>`` and
+  records the text of every ``.label``, whether each ``section.experiment`` has a decoded
+  headline figure, and the images wider than the page; clicks a header of a sortable table
+  twice and reads the column order back, then writes the findings as JSON into the DOM,
+  which ``--dump-dom`` prints.
 
 DNS is mapped to nothing (``--host-resolver-rules``), so a page that reached for the network
 would log a failed load.
@@ -56,6 +58,20 @@ _PROBE = r"""
         sortable: document.querySelectorAll('table.sortable').length,
         sort: null
       };
+      // layout checks with every <details> open: labels, headline figures, figure widths
+      Array.prototype.forEach.call(document.querySelectorAll('details'), function (d) { d.open = true; });
+      var page = document.documentElement.clientWidth;
+      out.pageWidth = page;
+      out.labels = Array.prototype.map.call(document.querySelectorAll('.label'), function (e) {
+        return e.textContent;
+      });
+      out.sections = Array.prototype.map.call(document.querySelectorAll('section.experiment'), function (s) {
+        var img = s.querySelector('figure.headline img');
+        return {id: s.id, headline: !!img && img.complete && img.naturalWidth > 0};
+      });
+      out.tooWide = images.filter(function (i) {
+        return i.getBoundingClientRect().right > page + 0.5;
+      }).map(function (i) { return i.alt; });
       var table = document.getElementById('__SORT_TABLE__');
       if (table) {
         var headers = table.tHead.rows[0].cells, col = -1;
@@ -135,7 +151,9 @@ def screenshot(html: Path, png: Path, tmp: Path, *, width: int = 1280, height: i
     return console_lines(result.stderr)
 
 
-def probe(html: Path, tmp: Path, *, sort_table: str, sort_column: str) -> dict[str, Any]:
+def probe(
+    html: Path, tmp: Path, *, sort_table: str, sort_column: str, width: int = 1280, height: int = 2000
+) -> dict[str, Any]:
     """Load a probed copy of ``html`` (see the module docstring) and return the probe's findings."""
     text = html.read_text(encoding="utf-8")
     script = _PROBE.replace("__SORT_TABLE__", sort_table).replace("__SORT_COLUMN__", sort_column)
@@ -148,6 +166,7 @@ def probe(html: Path, tmp: Path, *, sort_table: str, sort_column: str) -> dict[s
             find_chromium(),
             *_flags(tmp / "profile-probe"),
             "--virtual-time-budget=5000",
+            f"--window-size={width},{height}",
             "--dump-dom",
             probed.resolve().as_uri(),
         ]

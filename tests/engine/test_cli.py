@@ -222,3 +222,38 @@ def test_console_script_is_installed() -> None:
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
     assert all(command in result.stdout for command in ("run", "sweep", "list", "demo"))
+
+
+def test_export_tensorboard_reads_back_with_tensorboard(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    store_path = tmp_path / "s.sqlite"
+    sweep = {"grid": {"optimizer.clip": ["global", "coord"]}, "seeds": [0, 1]}
+    data = {**config_data(store_path), "sweep": sweep}
+    assert runner.invoke(app, ["sweep", str(write(tmp_path, data))]).exit_code == 0
+    out = tmp_path / "tb"
+    args = ["export", str(store_path), "--tensorboard", str(out), "--csv", str(tmp_path / "m.csv")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "tensorboard: 4 runs" in result.stdout and (tmp_path / "m.csv").is_file()
+    store = ResultsStore(store_path)
+    series = store.metrics()
+    folders = sorted(p.parent for p in out.rglob("events.out.tfevents.*"))
+    assert [f.relative_to(out).as_posix() for f in folders] == [
+        f"cli/{label}, seed {seed}" for label in ("CClip", "GClip") for seed in (0, 1)
+    ]
+    for run in store.runs():
+        label = "GClip" if run.config["optimizer"]["clip"] == "global" else "CClip"
+        folder = out / "cli" / f"{label}, seed {run.seed}"
+        events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+        events.Reload()
+        assert set(events.Tags()["scalars"]) == set(series[run.run_id])
+        for key, (steps, values) in series[run.run_id].items():
+            scalars = events.Scalars(key)
+            assert [s.step for s in scalars] == steps.tolist()
+            assert np.allclose([s.value for s in scalars], values, rtol=1e-6, equal_nan=True)
+    nothing = runner.invoke(app, ["export", str(store_path)])
+    assert nothing.exit_code == 2 and "nothing to write" in nothing.stderr
+    args = ["export", str(tmp_path / "nope.sqlite"), "--tensorboard", str(tmp_path / "x")]
+    missing = runner.invoke(app, args)
+    assert missing.exit_code == 2 and "Invalid store" in missing.stderr and not (tmp_path / "x").exists()

@@ -296,12 +296,16 @@ def test_final_noise_report_is_stored_and_shown_by_the_html_report(
         0 < report["tail_index"]["low"] <= report["tail_index"]["alpha"] <= report["tail_index"]["high"] <= 2
     )
     html = write_report(store, tmp_path / "report.html").read_text()
-    match = re.search(r'<section id="noise">(.*?)</section>', html, re.S)
-    assert match is not None
+    # above the fold: the tail index over training and the noise histogram; in the folded
+    # detail: every artifact, the histogram named (shown above), hill/moments/training embedded
+    above = re.search(r"<h3>Gradient noise</h3>(.*?)<details>", html, re.S)
+    match = re.search(r"<h3>Noise diagnostics of every run</h3>(.*?)</details>", html, re.S)
+    assert above is not None and match is not None
+    assert 'alt="tail index of ' in above.group(1) and 'alt="noise histogram of ' in above.group(1)
     noise = match.group(1)
     for kind in REPORT_KINDS:
         assert f"{kind} <span" in noise
-    assert noise.count('src="data:image/png;base64,') == 4
+    assert noise.count('src="data:image/png;base64,') == 3
     assert "tail_index" in noise and report["verdict"]["label"] in noise
 
 

@@ -4,6 +4,7 @@ checked as text and in headless Chromium (Debian's ``chromium``: ``apt-get insta
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import re
@@ -17,9 +18,9 @@ from _browser import console_lines, probe, screenshot
 from _results import add_run, quadratic_config
 from matplotlib.figure import Figure
 
+from tailclip.engine.consolidate import consolidate
 from tailclip.engine.report import report_command, write_report
 from tailclip.engine.store import ResultsStore
-from tailclip.engine.tables import consolidate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -47,6 +48,10 @@ def report_store(tmp_path: Path) -> dict:
                 "opt/clip_factor": (steps, list(rng.uniform(size=21))),
                 "time/step_seconds": ([10, 20], [seconds, seconds]),
             }
+            alpha = 1.4 + 0.1 * seed
+            series["noise/alpha"] = ([10, 20], [alpha, alpha])
+            series["noise/alpha_low"] = ([10, 20], [alpha - 0.2, alpha - 0.2])
+            series["noise/alpha_high"] = ([10, 20], [alpha + 0.2, alpha + 0.2])
             for name, level in (("q10", 0.5), ("q50", 1.0), ("q90", 2.0), ("q99", 8.0)):
                 series[f"train/noise_norm/{name}"] = (steps, [level * (1 + 0.01 * s) for s in steps])
             config = quadratic_config(name="report", seed=seed, clip=clip)
@@ -86,32 +91,39 @@ def test_report_is_one_self_contained_file_with_all_sections(report_store, tmp_p
     references = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", text)
     assert references and all(r.startswith(("data:", "#")) for r in references), references
     assert not re.search(r"<link|@import|url\(|https?://", text)
-    for ident in ("summary", "curves", "quantiles", "final-values", "noise", "runs"):
-        assert f'<section id="{ident}">' in text and f'href="#{ident}"' in text
+    # one section per experiment, then the runs
+    assert '<section id="exp-report" class="experiment">' in text and 'href="#exp-report"' in text
+    assert '<section id="runs">' in text and 'href="#runs"' in text
+    section = text[text.index('<section id="exp-report"'):text.index('<section id="runs">')]
+    # claims of other experiments stay out; the headline figure comes before the table and the detail
+    assert section.index("headline figure of report") < section.index("experiment-table") < section.index(
+        "<details><summary>Per-metric detail"
+    )
 
     images = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([^"]+)">', text)
     assert len(images) == text.count("<img")
     sizes = {alt: png_size(base64.b64decode(data)) for alt, data in images}
     for alt in (
+        "headline figure of report",
         "curves of train/loss",
         "curves of eval/loss",
         "curves of eval/distance",
         "curves of opt/clip_factor",
         "curves of train/noise_norm",
-        "quantile bands of train/loss",
-        "quantile bands of eval/loss",
-        "quantile bands of train/noise_norm",
         "survival of final train/loss",
-        "hist.png",
+        "tail index of report",
+        "noise histogram of GClip",
     ):
         assert alt in sizes, alt
         assert min(sizes[alt]) > 50
-    embedded = dict(images)["hist.png"]
-    assert base64.b64decode(embedded) == report_store["png"].read_bytes()
+    # the first seed's noise histogram is shown once, above the fold, as a compact PNG
+    embedded = base64.b64decode(dict(images)["noise histogram of GClip"])
+    assert png_size(embedded) == png_size(report_store["png"].read_bytes())
+    assert "figure: " + str(report_store["png"]) in text and "hist.png" not in dict(images)  # not twice
+    assert section.index("<h3>Gradient noise</h3>") < section.index("<details>")
     assert "train/noise_norm: logged quantiles over the task&#x27;s runs (10%, 50%, 90%)" in text
 
-    table = consolidate(store, baseline="optimizer.clip=global")
-    for summary in table.configs:
+    for summary in consolidate(store, baseline="optimizer.clip=global").configs:
         for key in ("train/loss", "eval/loss", "eval/distance"):
             metric = summary.metrics[key]
             cells = [metric.final.mean_sd(), metric.best.mean_sd()]
@@ -119,7 +131,19 @@ def test_report_is_one_self_contained_file_with_all_sections(report_store, tmp_p
                 assert f">{cell.replace('±', '±')}</td>" in text
     assert "2.000× (baseline)" not in text and "1.000× (baseline)" in text
     assert ">2.000×</td>" in text  # coord takes twice the median time per step of global
-    assert "<h3>train/loss</h3>" in text and "best (min) mean ± sd" in text
+    # every metric x configuration in one table, with the direction of "best"
+    assert text.count('id="metrics-table"') == 1 and '<td class="text">eval/distance</td>' in text
+    assert '<td class="text">min</td>' in text and '<td class="text">—</td>' in text  # opt/* has no best
+    # short labels in method names, the store-wide label and the full config in the tooltip
+    assert '<span class="label" title="optimizer.clip=coord">CClip</span>' in text
+    assert re.search(r'<span class="label" title="optimizer.clip=global\noptimizer: \{[^"]*&quot;clip&quot;: '
+                     r'&quot;global&quot;[^"]*">GClip</span>', text)
+    # the experiment table: final and best per headline metric, the lower final loss in bold
+    table = consolidate(store, baseline="optimizer.clip=global")
+    finals = {c.short_label: c.metrics["eval/loss"].final for c in table.configs}
+    winner = min(finals, key=lambda label: finals[label].mean)
+    loser = ({"GClip", "CClip"} - {winner}).pop()
+    assert f"<b>{finals[winner].mean_sd()}</b>" in text and f"<b>{finals[loser].mean_sd()}</b>" not in text
 
     # noise diagnostics: embedded figure, JSON as a table, the missing file named
     assert ">tail_index</td>" in text and 'data-v="1.4375">1.438</td>' in text and ">t</td>" in text
@@ -130,7 +154,7 @@ def test_report_is_one_self_contained_file_with_all_sections(report_store, tmp_p
     assert "ValueError: diverged badly</div>" in text
     for run_id in [*report_store["runs"], report_store["failed"]]:
         assert f'<span title="{run_id}">{run_id[:10]}</span>' in text
-    assert text.count('<table class="sortable"') >= 5 and "addEventListener('click'" in text
+    assert text.count('<table class="sortable') >= 5 and "addEventListener('click'" in text
 
 
 def test_report_of_an_empty_store_and_a_missing_store(tmp_path):
@@ -146,7 +170,7 @@ def test_report_handles_nonfinite_and_single_seed(tmp_path):
     store = ResultsStore(tmp_path / "s.sqlite")
     add_run(store, quadratic_config(seed=0), {"train/loss": ([0, 1, 2], [1.0, math.nan, math.inf])})
     text = write_report(store.path, tmp_path / "r.html").read_text()
-    assert "1 (1 non-finite)" in text and 'id="quantiles"' not in text  # one seed: no high-probability view
+    assert "1 (1 non-finite)" in text
 
 
 def test_report_in_headless_chromium(report_store, tmp_path):
@@ -164,8 +188,11 @@ def test_report_in_headless_chromium(report_store, tmp_path):
 
     found = probe(html, tmp_path, sort_table="runs-table", sort_column="seed")
     assert found["errors"] == []
-    assert found["images"] == html.read_text().count("<img") > 8
+    assert found["images"] == html.read_text().count("<img") >= 8
     assert found["decoded"] == found["images"]
+    assert found["labels"] and max(len(label) for label in found["labels"]) <= 40
+    assert found["sections"] == [{"id": "exp-report", "headline": True}]
+    assert found["tooWide"] == []
     assert found["resources"] == []
     assert found["sortable"] >= 5
     sort = found["sort"]
@@ -210,3 +237,123 @@ def test_report_command_line(report_store, tmp_path):
     args = ["report", str(store.path), "-o", str(tmp_path / "y.html"), "--baseline", "lr=9"]
     bad = runner.invoke(app, args)
     assert bad.exit_code == 2 and "Invalid baseline: 'lr=9' matches no configuration" in bad.output
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from rich.console import Console
+
+    from tailclip.claims import run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    run_demo(out, workers=1, console=Console(record=True, width=200))
+    return out / "report.html"
+
+
+@pytest.mark.slow
+def test_demo_report_reads_in_headless_chromium(demo_report, tmp_path):
+    """The demo's report: one section per experiment with its headline figure, short labels,
+    nothing wider than the page, no console error, at most 1.5 MB."""
+    text = demo_report.read_text(encoding="utf-8")
+    assert demo_report.stat().st_size <= 1.5e6
+    shot = tmp_path / "demo.png"
+    assert screenshot(demo_report, shot, tmp_path, width=1280, height=4000) == []
+    found = probe(demo_report, tmp_path, sort_table="runs-table", sort_column="seed")
+    assert found["errors"] == [] and found["resources"] == []
+    assert found["decoded"] == found["images"] == text.count("<img")
+    ids = ["exp-synthetic-remark1", "exp-synthetic-adaptive-quantiles", "exp-synthetic-coordinate-clipping"]
+    assert found["sections"] == [{"id": ident, "headline": True} for ident in ids]
+    assert found["tooWide"] == []
+    labels = found["labels"]
+    assert max(len(label) for label in labels) <= 40
+    assert {"SGD", "GClip", "Clip-AdaGrad-Norm (delayed)", "CClip, d 1000"} <= set(labels)
+    # each section opens with its claim's verdict
+    for ident in ids:
+        section = text[text.index(f'<section id="{ident}"'):]
+        assert section.index('<span class="verdict pass">PASS</span>') < section.index("<figure")
+
+
+def _tiny_experiment(tmp_path: Path, name: str, overrides: list[str]):
+    from tailclip.engine.consolidate import load_runs
+    from tailclip.engine.grid import expand_sweep
+    from tailclip.engine.headlines import experiments
+    from tailclip.engine.sweep import run_sweep_local
+    from tailclip.engine.yaml_loading import load_config
+
+    store_path = tmp_path / f"{name}.sqlite"
+    result = run_sweep_local(expand_sweep(load_config(name, overrides)), store_path, workers=1)
+    assert result.ok
+    data = load_runs(store_path)
+    (experiment,) = experiments(data, consolidate(data), lambda run_id, key: None)
+    return store_path, experiment
+
+
+def _lines(fig: Figure) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {line.get_label(): (np.asarray(line.get_xdata()), np.asarray(line.get_ydata()))
+            for ax in fig.axes for line in ax.get_lines()}
+
+
+def test_rates_headline_draws_error_against_step_with_the_rate_slope(tmp_path):
+    from tailclip.engine.headlines import HEADLINES
+    from tailclip.engine.plots import Styles
+
+    overrides = ["task.options.runs=50", "train.steps=200", "train.log_every=10"]
+    store_path, experiment = _tiny_experiment(tmp_path, "synthetic-rates", overrides)
+    fig, caption = HEADLINES["synthetic-rates"].draw(experiment, Styles())
+    lines = _lines(fig)
+    assert set(experiment.labels.values()) == {"GClip, alpha 1.3", "GClip, alpha 1.6", "GClip, alpha 2"}
+    for summary in experiment.configs:
+        alpha = experiment.option(summary, "alpha")
+        steps, values = experiment.series(summary, "train/avg_error/mean")
+        x, y = lines[experiment.labels[summary.group_key]]
+        assert np.array_equal(x, steps[steps > 0]) and np.allclose(y, values[steps > 0])
+        rate = -2 * (alpha - 1) / alpha
+        sx, sy = lines[f"slope {rate:.2f}"]
+        assert np.log(sy[-1] / sy[0]) / np.log(sx[-1] / sx[0]) == pytest.approx(rate)
+    assert fig.axes[0].get_xscale() == fig.axes[0].get_yscale() == "log"
+    text = write_report(store_path, tmp_path / "rates.html").read_text()
+    assert 'alt="headline figure of synthetic-rates"' in text and "Table 1" in caption
+
+
+def test_bias_headline_draws_the_floor_against_threshold_and_step_size(tmp_path):
+    from tailclip.engine.headlines import HEADLINES
+    from tailclip.engine.plots import Styles
+
+    overrides = ["task.options.runs=20", "train.steps=200", "task.options.average_start=100",
+                 "sweep.grid.optimizer.max_norm=[0.25, 2.0]", "sweep.grid.optimizer.lr=[0.1, 0.01]"]
+    _, experiment = _tiny_experiment(tmp_path, "synthetic-clipping-bias", overrides)
+    fig, _ = HEADLINES["synthetic-clipping-bias"].draw(experiment, Styles())
+    by_c, by_lr = fig.axes[:2]
+    assert by_c.get_xlabel() == "threshold c" and by_lr.get_xlabel() == "step size lr"
+    floors = {}
+    for summary in experiment.configs:
+        spec = experiment.optimizer(summary)
+        floors[(spec["max_norm"], spec["lr"])] = summary.metrics["eval/avg_error/mean"].final.mean
+    lines = {line.get_label(): line for line in by_c.get_lines()}
+    for lr in (0.1, 0.01):
+        line = lines[f"lr {lr:g}"]
+        assert list(line.get_xdata()) == [0.25, 2.0]
+        assert np.allclose(line.get_ydata(), [floors[(0.25, lr)], floors[(2.0, lr)]])
+    assert max(len(ax.get_lines()) for ax in fig.axes) <= 8
+
+
+def test_colours_follow_the_method_and_pngs_are_compact():
+    from tailclip.engine.plots import Styles, compact_png, png_figure, thin
+
+    first, second = Styles(), Styles()
+    # the same method has the same colour in every figure; its variants differ in shade or dash
+    assert first("GClip", "a")["color"] == second("GClip", "z")["color"]
+    assert first("GClip", "b") != first("GClip", "a")
+    assert first("SGD", "c")["color"] != first("GClip", "a")["color"]
+    assert Styles.color("some new method") == Styles.color("some new method")
+    fig = Figure(figsize=(6, 3))
+    ax = fig.add_subplot()
+    for i in range(6):
+        ax.plot(np.arange(100), np.sin(np.arange(100) / (i + 3)), label=str(i))
+    original = io.BytesIO()
+    fig.savefig(original, format="png", dpi=80)
+    compact = png_figure(fig)
+    assert png_size(compact) == png_size(original.getvalue()) and len(compact) < len(original.getvalue()) / 2
+    assert compact_png(compact) == compact  # nothing to gain: the input comes back
+    steps, values = thin(np.arange(10_001), np.arange(10_001.0), points=1000)
+    assert len(steps) <= 1002 and steps[0] == 0 and steps[-1] == 10_000 and np.array_equal(steps, values)

@@ -11,11 +11,13 @@ import pytest
 from _results import add_run, quadratic_config
 
 from tailclip.engine.config import parse_config
+from tailclip.engine.consolidate import consolidate, quantile_bands
 from tailclip.engine.grid import expand_sweep
 from tailclip.engine.identity import group_key
+from tailclip.engine.statistics import best_direction
 from tailclip.engine.store import ResultsStore
 from tailclip.engine.sweep import run_sweep_local
-from tailclip.engine.tables import best_direction, consolidate, quantile_bands
+from tailclip.engine.tables import summary_markdown
 
 STEPS = list(range(10))
 
@@ -194,7 +196,7 @@ def test_csv_and_markdown(grid_store):
         assert (got["group_key"], got["key"], got["which"]) == (want["group_key"], want["key"], want["which"])
         for field in ("mean", "sd", "median", "q05", "q95", "step_seconds_median", "overhead"):
             assert float(got[field]) == want[field]
-    markdown = table.to_markdown()
+    markdown = summary_markdown(table)
     summary = table.config(data[0.01][0]["group"])
     final = summary.metrics["train/loss"].final
     assert "| optimizer.lr=0.01 | train/loss | 5 | " + final.mean_sd() in markdown
@@ -312,3 +314,61 @@ def test_labels_when_a_sweep_swaps_whole_optimizers(tmp_path):
     assert consolidate(store, baseline="optimizer.name=clip_sgd,optimizer.clip=coord").baseline == (
         table.configs[1].group_key
     )
+
+
+def test_method_names_and_short_labels():
+    from tailclip.engine.labels import method_name, short_labels
+
+    names = {
+        "SGD": {"name": "clip_sgd", "clip": None},
+        "GClip": {"name": "clip_sgd", "clip": "global", "max_norm": 1.0},
+        "CClip": {"name": "clip_sgd", "clip": "coord"},
+        "AdamW": {"name": "adamw"},
+        "Clip-AdaGrad-Norm (delayed)": {
+            "name": "clip_adagrad", "norm": True, "clip": "global", "delay": True
+        },
+        "Adam-Norm": {"name": "clip_adam", "norm": True, "clip": None},
+        "AGNI (AdamW)": {"name": "noise_injection", "base_optimizer": {"name": "adamw"}},
+    }
+    for expected, spec in names.items():
+        assert method_name(spec) == expected
+
+    def config(optimizer, **options):
+        return {"name": "e", "task": {"name": "t", "options": {"dim": 10, **options}}, "optimizer": optimizer}
+
+    labels = short_labels({
+        "a": config({"name": "clip_sgd", "lr": 0.3, "clip": "global", "max_norm": 1.0}),
+        "b": config({"name": "clip_sgd", "lr": 0.1, "clip": "global", "max_norm": 1.0}),
+        "c": config({"name": "sgd", "lr": 0.1}),
+        "d": {**config({"name": "sgd", "lr": 0.1}, dim=100), "label": "plain SGD"},
+    })
+    # lr varies among the GClip configs only; dim varies across the experiment; a label wins
+    assert labels == {
+        "a": "GClip, lr 0.3, d 10", "b": "GClip, lr 0.1, d 10", "c": "SGD, d 10", "d": "plain SGD"
+    }
+    long = short_labels({"a": config({"name": "clip_sgd", "clip": "global"}, noise="x" * 60),
+                         "b": config({"name": "clip_sgd", "clip": "global"}, noise="y")})
+    assert len(long["a"]) == 40 and long["a"].endswith("…") and long["b"] == "GClip, noise y"
+
+
+def test_a_grid_entry_label_names_the_run_and_leaves_its_id(tmp_path):
+    from tailclip.engine.config import ConfigError
+    from tailclip.engine.grid import sweep_points
+
+    base = {"name": "lab", "task": {"name": "noisy-quadratic"}, "train": {"steps": 3}}
+    grid = [
+        {"name": "sgd", "lr": 0.1, "label": "plain SGD"},
+        {"name": "clip_sgd", "lr": 0.1, "clip": "global"},
+    ]
+    points = sweep_points(parse_config({**base, "optimizer": {"name": "sgd", "lr": 0.1},
+                                        "sweep": {"grid": {"optimizer": grid}}}))
+    assert [p.config.label for p in points] == ["plain SGD", None]
+    unlabelled = parse_config({**base, "optimizer": {"name": "sgd", "lr": 0.1}})
+    assert points[0].config.run_id == unlabelled.run_id
+    assert group_key(points[0].config) == group_key(unlabelled)
+    store = ResultsStore(tmp_path / "s.sqlite")
+    for point in points:
+        add_run(store, point.config, {"train/loss": ([0], [1.0])})
+    assert [c.short_label for c in consolidate(store).configs] == ["GClip", "plain SGD"]
+    with pytest.raises(ConfigError, match="label"):
+        parse_config({**base, "optimizer": {"name": "sgd", "lr": 0.1}, "label": "x" * 41})

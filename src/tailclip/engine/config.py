@@ -198,6 +198,8 @@ class ExperimentConfig(_Section):
     sweep: SweepConfig | None = None
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    # Presentation only (report and table labels): not part of the run id (see identity.config_hash).
+    label: str | None = Field(None, min_length=1, max_length=40)
 
     _raw: dict[str, Any] | None = PrivateAttr(default=None)
     _source: str = PrivateAttr(default="<config>")

@@ -69,8 +69,14 @@ def sweep_points(config: ExperimentConfig) -> list[SweepPoint]:
     for values in itertools.product(*(sweep.grid[k] for k in keys)):
         assignment = dict(zip(keys, values))
         point = copy.deepcopy(base)
+        labels = []
         for key, value in assignment.items():
-            set_dotted(point, key.split("."), copy.deepcopy(value), source, f"sweep.grid.{key}")
+            value = copy.deepcopy(value)
+            if isinstance(value, dict) and "label" in value:  # a grid entry's label names the point
+                labels.append(value.pop("label"))
+            set_dotted(point, key.split("."), value, source, f"sweep.grid.{key}")
+        if labels:
+            point["label"] = ", ".join(str(label) for label in labels)
         try:
             first = parse_config(_with_seed(point, seeds[0]), source)
         except ConfigError as exc:

@@ -2,7 +2,8 @@
 
 :func:`config_hash` is the sha256 (16 hex characters) of the canonical JSON of the run's
 config, :func:`run_config_dict`: the resolved config without ``sweep`` (a run does not depend
-on the grid it came from) and ``output`` (where results go is not what is run). Resolution
+on the grid it came from) and ``output`` (where results go is not what is run); ``label``
+(presentation only) is left out of the hash. Resolution
 fills in every default, so equal experiments written differently get the same identity.
 :func:`group_key` is the same hash without ``train.seed``; it groups the seeds of one
 configuration.
@@ -33,13 +34,19 @@ def _digest(data: Any) -> str:
     return hashlib.sha256(_canonical(data).encode()).hexdigest()[:16]
 
 
+def _identity(config: ExperimentConfig) -> dict[str, Any]:
+    data = run_config_dict(config)
+    data.pop("label", None)  # a label names a run, it does not change it
+    return data
+
+
 def config_hash(config: ExperimentConfig) -> str:
-    """Run identity: sha256 of the canonical JSON of :func:`run_config_dict`, 16 hex characters."""
-    return _digest(run_config_dict(config))
+    """Run identity: sha256 of the canonical JSON of :func:`run_config_dict` (``label`` aside), 16 hex."""
+    return _digest(_identity(config))
 
 
 def group_key(config: ExperimentConfig) -> str:
     """Like :func:`config_hash` without ``train.seed``: equal for the seeds of one configuration."""
-    data = run_config_dict(config)
+    data = _identity(config)
     data["train"].pop("seed", None)
     return _digest(data)

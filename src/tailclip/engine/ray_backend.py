@@ -39,8 +39,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from tailclip.engine.config import ExperimentConfig, parse_config
 from tailclip.engine.lease import Heartbeat
+from tailclip.engine.progress import progress_bar
 from tailclip.engine.runner import artifact_dir, checkpoint_path
 from tailclip.engine.store import ResultsStore, make_owner
 from tailclip.engine.sweep import SweepEvent, SweepResult
@@ -362,28 +365,7 @@ class _Display:
     """Rich progress (runs done / total, steps/s of the runs in flight, ETA); silent off a terminal."""
 
     def __init__(self, total: int) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        console = Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not console.is_terminal,
-            transient=False,
-        )
+        self.progress = progress_bar(Console(stderr=True))
         self.total_task = self.progress.add_task("ray sweep", total=total, rate="")
         self.runs: dict[str, Any] = {}
         self.failed = 0

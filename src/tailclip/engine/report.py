@@ -1,34 +1,30 @@
-"""One self-contained HTML report of a results store.
+"""One self-contained HTML report of a results store, one section per experiment.
 
 ``write_report(store, "report.html")`` writes a single file that opens offline: no network,
-no external script, style sheet, font or image. Its sections:
+no external script, style sheet, font or image. Per experiment (config name), in this order:
 
-* Summary: runtime per step and overhead against a baseline configuration, then per metric
-  the final and best values across seeds (mean +- sd, median, 5%/95% quantiles, n), as
-  computed by ``tailclip.engine.tables.consolidate``. Every table sorts by clicking a header
-  (a few lines of inline JavaScript).
-* Curves: per metric, the median over seeds against the step with a 10-90% band.
-* High-probability view: per metric, the 10/50/90/99% quantiles against the step, one panel
-  per quantile and one line per configuration (the figures of Chezhegov et al.), across seeds
-  or from the quantiles a vectorized task logged over its R runs.
-* Final values across runs: the empirical survival function P(X > x) of the per-run final
-  values that vectorized tasks save (``per_run/<key>`` artifacts), log-log: a straight tail is
-  a power law.
-* Noise diagnostics: what runs recorded under artifact kinds ``noise/*`` (PNG/SVG figures are
-  embedded, JSON is shown as a table or as text).
-* Runs: status, seed, steps, wall time, time per step, host, error.
+* its claims and their verdicts (``claims=``: what :mod:`tailclip.claims` measured);
+* its headline figure, drawn as its paper draws it (:mod:`tailclip.engine.headlines`);
+* its table: one row per configuration named by what varies within the experiment
+  (:func:`tailclip.engine.labels.short_labels`, full configuration in the tooltip), the
+  headline metrics' final and best values (mean ± sd over seeds), the best in bold;
+* folded (``<details>``): the per-metric detail: every metric's final/best statistics
+  (median, 5%/95% quantiles, n) and runtime with the overhead against ``baseline``, each
+  metric against the step (median with its 10-90% band), the survival function of the
+  per-run final values of the headline metrics, and the noise diagnostics the runs recorded.
 
-Figures are drawn with matplotlib's Agg canvas and embedded as base64 PNG.
+Then every run (status, seed, steps, times, host, error), folded. Every table sorts by
+clicking a header (a few lines of inline JavaScript). The store is read once
+(:func:`tailclip.engine.consolidate.load_runs`); figures are compact palette PNGs
+(:mod:`tailclip.engine.plots`) with one colour per method across the whole report.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as _dt
-import html
-import io
 import json
-import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,253 +32,55 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from tailclip.engine.store import ResultsStore
-from tailclip.engine.tables import (
-    QuantileBand,
-    Stats,
+from tailclip.engine._page import CSS as _CSS
+from tailclip.engine._page import JS as _JS
+from tailclip.engine.consolidate import (
+    ConfigSummary,
     SummaryTable,
-    base_key,
-    best_direction,
     consolidate,
+    load_runs,
+    quantile_bands,
+)
+from tailclip.engine.headlines import (
+    Experiment,
+    builtin_description,
+    experiments,
+    headline_for,
+    tail_index_figure,
+)
+from tailclip.engine.plots import (
+    DPI,
+    HEADLINE_DPI,
+    Styles,
+    compact_png,
+    curves_figure,
+    png_base64,
+    survival_figure,
+)
+from tailclip.engine.statistics import (
+    QuantileBand,
+    base_key,
     format_float,
     logged_quantiles,
-    quantile_bands,
     run_step_seconds,
 )
+from tailclip.engine.store import STATUSES, ResultsStore
+from tailclip.engine.tables import HtmlTable, experiment_table_html, label_html, summary_html
+from tailclip.engine.tables import escape as _e
 
 __all__ = ["render_report", "report_command", "write_report"]
 
-HIGH_PROBABILITY_QUANTILES = (0.1, 0.5, 0.9, 0.99)
-_MAX_LEGEND = 20
 _MAX_TEXT = 20_000
 
-_CSS = """
-:root { --fg: #1b1f24; --muted: #57606a; --line: #d0d7de; --head: #f6f8fa; --accent: #0a5bd3; }
-* { box-sizing: border-box; }
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
-       color: var(--fg); margin: 0 auto; padding: 24px 32px 64px; max-width: 1500px; }
-h1 { font-size: 24px; margin: 0 0 4px; }
-h2 { font-size: 19px; margin: 36px 0 8px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
-h3 { font-size: 15px; margin: 22px 0 6px; }
-.meta, .note { color: var(--muted); }
-nav a { margin-right: 14px; color: var(--accent); text-decoration: none; }
-table { border-collapse: collapse; margin: 6px 0 14px; font-variant-numeric: tabular-nums; }
-th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: right; vertical-align: top; }
-th { background: var(--head); cursor: pointer; user-select: none; white-space: nowrap; }
-th[aria-sort="ascending"]::after { content: " \\25B2"; font-size: 10px; }
-th[aria-sort="descending"]::after { content: " \\25BC"; font-size: 10px; }
-td.text, th.text { text-align: left; }
-td.text:first-child { white-space: nowrap; }
-tr.baseline td { background: #eef5ff; }
-.status { border-radius: 10px; padding: 1px 8px; font-size: 12px; }
-.status.finished { background: #dafbe1; } .status.failed { background: #ffebe9; }
-.status.running { background: #fff8c5; } .status.pending { background: #eaeef2; }
-.figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 16px; }
-.figures.wide { grid-template-columns: 1fr; }
-figure { margin: 0; } figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
-figcaption { color: var(--muted); font-size: 12px; }
-pre { background: var(--head); padding: 8px; overflow: auto; max-height: 360px; }
-details { margin: 8px 0; } summary { cursor: pointer; color: var(--accent); }
-.error { color: #a40e26; max-width: 420px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-"""
-
-# Click (or Enter on) a header to sort by that column; numbers come from data-v, text otherwise.
-_JS = """
-(function () {
-  function value(row, col) {
-    var cell = row.cells[col], v = cell ? cell.getAttribute('data-v') : null;
-    if (v !== null && v !== '' && !isNaN(parseFloat(v))) { return parseFloat(v); }
-    return cell ? cell.textContent.trim().toLowerCase() : '';
-  }
-  function sortBy(table, th, col) {
-    var ascending = th.getAttribute('aria-sort') !== 'ascending';
-    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (h) { h.removeAttribute('aria-sort'); });
-    th.setAttribute('aria-sort', ascending ? 'ascending' : 'descending');
-    var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (a, b) {
-      var x = value(a, col), y = value(b, col), c;
-      if (typeof x === typeof y) { c = x < y ? -1 : (x > y ? 1 : 0); }
-      else { c = typeof x === 'number' ? -1 : 1; }
-      return ascending ? c : -c;
-    });
-    rows.forEach(function (r) { body.appendChild(r); });
-  }
-  Array.prototype.forEach.call(document.querySelectorAll('table.sortable'), function (table) {
-    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
-      th.tabIndex = 0;
-      th.title = 'Sort by ' + th.textContent;
-      th.addEventListener('click', function () { sortBy(table, th, col); });
-      th.addEventListener('keydown', function (e) {
-        if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); sortBy(table, th, col); }
-      });
-    });
-  });
-})();
-"""
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _num_attr(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return repr(float(value))
-
-
-class _Table:
-    """A sortable HTML table: text cells left-aligned, numeric cells carry data-v for sorting."""
-
-    def __init__(self, headers: Sequence[tuple[str, bool]], css_id: str | None = None) -> None:
-        self.headers = headers
-        self.rows: list[tuple[str, list[str]]] = []
-        self.css_id = css_id
-
-    def add(self, cells: Sequence[tuple[str, float | None] | str], row_class: str = "") -> None:
-        out = []
-        for (_, is_text), cell in zip(self.headers, cells, strict=True):
-            if isinstance(cell, tuple):
-                shown, number = cell
-                out.append(f'<td data-v="{_num_attr(number)}">{shown}</td>')
-            else:
-                out.append(f'<td class="text">{cell}</td>' if is_text else f"<td>{cell}</td>")
-        self.rows.append((row_class, out))
-
-    def html(self) -> str:
-        head = "".join(
-            f'<th class="text" scope="col">{_e(h)}</th>' if is_text else f'<th scope="col">{_e(h)}</th>'
-            for h, is_text in self.headers
-        )
-        body = "\n".join(
-            (f'<tr class="{row_class}">' if row_class else "<tr>") + "".join(cells) + "</tr>"
-            for row_class, cells in self.rows
-        )
-        ident = f' id="{self.css_id}"' if self.css_id else ""
-        return (f'<table class="sortable"{ident}><thead><tr>{head}</tr></thead>\n'
-                f"<tbody>\n{body}\n</tbody></table>")
-
-
-def _stat_cells(stats: Stats | None) -> list[tuple[str, float | None] | str]:
-    if stats is None:
-        return [("—", None)] * 4
-    return [
-        (_e(stats.mean_sd()), stats.mean),
-        (_e(format_float(stats.median)), stats.median),
-        (_e(format_float(stats.q05)), stats.q05),
-        (_e(format_float(stats.q95)), stats.q95),
-    ]
-
-
-def _png(fig: Figure) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _figure_html(fig: Figure, caption: str, alt: str) -> str:
-    data = _png(fig)
+def _figure_html(fig: Figure, caption: str, alt: str, css: str = "") -> str:
+    cls = f' class="{css}"' if css else ""
+    data = png_base64(fig, HEADLINE_DPI if css == "headline" else DPI)
     return (
-        f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+        f'<figure{cls}><img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
         f"<figcaption>{_e(caption)}</figcaption></figure>"
     )
-
-
-def _palette(labels: Sequence[str]) -> dict[str, Any]:
-    """One color per configuration label, in table order, the same in every figure."""
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
-    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
-
-
-def _in_order(labels: Iterable[str], palette: Mapping[str, Any]) -> list[str]:
-    rank = {label: i for i, label in enumerate(palette)}
-    return sorted(labels, key=lambda label: (rank.get(label, len(rank)), label))
-
-
-def _color(palette: Mapping[str, Any], label: str) -> Any:
-    return palette.get(label, "0.4")
-
-
-def _use_log(values: Iterable[np.ndarray], key: str) -> bool:
-    finite = np.concatenate([v[np.isfinite(v)].ravel() for v in values] or [np.zeros(0)])
-    if finite.size == 0 or np.any(finite <= 0) or best_direction(key) != "min" or key.startswith("opt/"):
-        return False
-    return float(finite.max()) / float(finite.min()) > 50.0
-
-
-def _legend(ax: Any, n: int) -> None:
-    if 1 <= n <= _MAX_LEGEND:
-        ax.legend(fontsize=7, loc="best", framealpha=0.85)
-
-
-def _ordered_bands(bands: Mapping[str, QuantileBand], palette: Mapping[str, Any]) -> list[QuantileBand]:
-    by_label = {band.label: band for band in bands.values()}
-    return [by_label[label] for label in _in_order(by_label, palette)]
-
-
-def _curves_figure(key: str, bands: Mapping[str, QuantileBand], palette: Mapping[str, Any]) -> Figure:
-    fig = Figure(figsize=(6.4, 3.8))
-    ax = fig.add_subplot()
-    for band in _ordered_bands(bands, palette):
-        color = _color(palette, band.label)
-        qs = band.quantiles
-        mid = band.values[:, qs.index(0.5)] if 0.5 in qs else band.values.mean(axis=1)
-        ax.plot(band.steps, mid, color=color, lw=1.4, label=f"{band.label} (n={band.n})")
-        if len(qs) >= 2 and band.values.shape[0] > 0:
-            ax.fill_between(band.steps, band.values[:, 0], band.values[:, -1], color=color, alpha=0.18, lw=0)
-    if _use_log([b.values for b in bands.values()], key):
-        ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel(key)
-    ax.grid(alpha=0.3)
-    _legend(ax, len(bands))
-    return fig
-
-
-def _quantile_figure(key: str, bands: Mapping[str, QuantileBand], palette: Mapping[str, Any]) -> Figure:
-    quantiles = next(iter(bands.values())).quantiles
-    fig = Figure(figsize=(3.3 * len(quantiles) + 0.6, 3.4), layout="constrained")
-    axes = fig.subplots(1, len(quantiles), sharey=True, squeeze=False)[0]
-    log = _use_log([b.values for b in bands.values()], key)
-    ordered = _ordered_bands(bands, palette)
-    for j, (ax, q) in enumerate(zip(axes, quantiles, strict=True)):
-        for band in ordered:
-            color = _color(palette, band.label)
-            ax.plot(band.steps, band.values[:, j], color=color, lw=1.3, label=band.label)
-        ax.set_title(f"{100 * q:g}% quantile", fontsize=10)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if log:
-            ax.set_yscale("log")
-    axes[0].set_ylabel(key)
-    _legend(axes[-1], len(bands))
-    return fig
-
-
-def _survival_figure(key: str, samples: Mapping[str, np.ndarray], palette: Mapping[str, Any]) -> Figure:
-    fig = Figure(figsize=(6.4, 3.8))
-    ax = fig.add_subplot()
-    log = True
-    for label in _in_order(samples, palette):
-        values, color = samples[label], _color(palette, label)
-        finite = np.sort(values[np.isfinite(values)])
-        if finite.size == 0:
-            continue
-        survival = 1.0 - np.arange(finite.size) / finite.size
-        log = log and bool(np.all(finite > 0))
-        ax.step(finite, survival, where="post", color=color, lw=1.3, label=f"{label} (R={finite.size})")
-    if log:
-        ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(f"final {key}")
-    ax.set_ylabel("P(X > x)")
-    ax.grid(alpha=0.3, which="both")
-    _legend(ax, len(samples))
-    return fig
 
 
 def _resolve(path: str, store_dir: Path) -> Path | None:
@@ -295,7 +93,10 @@ def _noise_item(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in (".png", ".svg", ".jpg", ".jpeg"):
         mime = {".png": "image/png", ".svg": "image/svg+xml"}.get(suffix, "image/jpeg")
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        raw = path.read_bytes()
+        if suffix == ".png":
+            raw = compact_png(raw)
+        data = base64.b64encode(raw).decode("ascii")
         return f'<figure><img alt="{_e(path.name)}" src="data:{mime};base64,{data}"></figure>'
     if suffix == ".json":
         try:
@@ -303,7 +104,7 @@ def _noise_item(path: Path) -> str:
         except (ValueError, UnicodeDecodeError) as error:
             return f'<p class="note">{_e(path.name)}: unreadable JSON ({_e(error)})</p>'
         if isinstance(content, dict) and all(not isinstance(v, dict | list) for v in content.values()):
-            table = _Table([("field", True), ("value", False)])
+            table = HtmlTable([("field", True), ("value", False)])
             for field, value in content.items():
                 is_number = isinstance(value, int | float) and not isinstance(value, bool)
                 number = float(value) if is_number else None
@@ -317,177 +118,174 @@ def _noise_item(path: Path) -> str:
     return f'<p class="note">{_e(path.name)} ({path.stat().st_size} bytes, not shown)</p>'
 
 
-def _section(ident: str, title: str, body: str) -> str:
-    return f'<section id="{ident}"><h2>{_e(title)}</h2>\n{body}\n</section>'
-
-
-def _summary_html(table: SummaryTable) -> str:
-    parts = ["<h3>Runtime per step</h3>"]
-    runtime = _Table(
-        [("configuration", True), ("runs", False), ("failed", False), ("unfinished", False),
-         ("ms / step (median)", False), ("ms / step (mean ± sd)", False), ("overhead", False)],
-        css_id="runtime-table",
-    )
-    for row in table.runtime_rows():
-        median = row["step_seconds_median"]
-        mean, sd = row["step_seconds_mean"], row["step_seconds_sd"]
-        mean_sd = "—" if mean is None else format_float(1e3 * mean) + (
-            "" if sd is None or math.isnan(sd) else f" ± {format_float(1e3 * sd)}"
-        )
-        overhead = row["overhead"]
-        overhead_text = "—" if overhead is None else f"{overhead:.3f}×"
-        if row["baseline"]:
-            overhead_text += " (baseline)"
-        runtime.add(
-            [
-                _e(row["label"]),
-                (str(row["n_runs"]), row["n_runs"]),
-                (str(row["n_failed"]), row["n_failed"]),
-                (str(row["n_unfinished"]), row["n_unfinished"]),
-                (_e(format_float(None if median is None else 1e3 * median)), median),
-                (_e(mean_sd), mean),
-                (_e(overhead_text), overhead),
-            ],
-            row_class="baseline" if row["baseline"] else "",
-        )
-    parts.append(runtime.html())
-    if table.baseline is None:
-        parts.append('<p class="note">No baseline named: pass <code>baseline=</code> '
-                     "(<code>--baseline</code>) to see the overhead ratio of median times per step.</p>")
-    primary, secondary = [], []
-    for key in table.keys:
-        block = _metric_table_html(table, key)
-        if block is None:
-            continue
-        headline = base_key(key) == key or key.endswith(("/q50", "/q99"))
-        main = key.startswith(("train/", "eval/")) and headline
-        (primary if main else secondary).append(f"<h3>{_e(key)}</h3>\n{block}")
-    parts += primary
-    if secondary:
-        parts.append(f"<details><summary>{len(secondary)} more metrics (optimizer statistics, "
-                     "other quantiles)</summary>\n" + "\n".join(secondary) + "</details>")
-    return "\n".join(parts)
-
-
-def _metric_table_html(table: SummaryTable, key: str) -> str | None:
-    headers = [("configuration", True), ("n", False), ("final mean ± sd", False), ("final median", False),
-               ("final 5%", False), ("final 95%", False)]
-    direction = None
-    rows = []
-    for summary in table.configs:
-        metric = summary.metrics.get(key)
-        if metric is None:
-            continue
-        direction = metric.direction
-        n_text = str(metric.final.n) + (f" ({metric.final.n_nonfinite} non-finite)"
-                                        if metric.final.n_nonfinite else "")
-        cells: list[tuple[str, float | None] | str] = [_e(summary.label), (_e(n_text), metric.final.n)]
-        cells += _stat_cells(metric.final)
-        if metric.direction is not None:
-            cells += _stat_cells(metric.best)
-        rows.append((cells, summary.group_key == table.baseline))
-    if not rows:
-        return None
-    if direction is not None:
-        headers += [(f"best ({direction}) mean ± sd", False), ("best median", False), ("best 5%", False),
-                    ("best 95%", False)]
-    html_table = _Table(headers)
-    for cells, is_baseline in rows:
-        html_table.add(cells, row_class="baseline" if is_baseline else "")
-    return html_table.html()
+def _slug(name: str) -> str:
+    return "exp-" + (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unnamed")
 
 
 def _curve_keys(keys: Iterable[str]) -> list[str]:
     """Base keys to plot (quantile and mean suffixes folded into their base), time/* left out."""
     seen: dict[str, None] = {}
-    for key in keys:
+    for key in sorted(keys):
         if not key.startswith("time/"):
             seen.setdefault(base_key(key), None)
     return list(seen)
 
 
-def _bands_for(store: ResultsStore, key: str, quantiles: Sequence[float]) -> dict[str, QuantileBand]:
-    try:
-        return quantile_bands(store, key, quantiles)
-    except ValueError:
-        return {}
-
-
-def _vectorized_levels(all_keys: Iterable[str], key: str) -> tuple[float, ...]:
-    return tuple(logged_quantiles(all_keys, key))
-
-
-def _figures_html(
-    store: ResultsStore, table: SummaryTable, all_keys: set[str], palette: Mapping[str, Any]
-) -> tuple[str, str]:
-    curve_figs, hp_figs = [], []
-    for key in _curve_keys(table.keys):
-        levels = _vectorized_levels(all_keys, key) if key not in all_keys else ()
+def _curves_html(experiment: Experiment, styles: Styles) -> str:
+    """Each metric of the experiment against the step: one figure per key, bands computed once."""
+    figures = []
+    keys = experiment.keys
+    for key in _curve_keys(keys):
+        levels = tuple(logged_quantiles(keys, key)) if key not in keys else ()
         if levels:
-            band_levels = tuple(q for q in levels if q in (0.1, 0.5, 0.9)) or levels
-            bands = _bands_for(store, key, band_levels)
-            shown = ", ".join(f"{100 * q:g}%" for q in band_levels)
+            quantiles = tuple(q for q in levels if q in (0.1, 0.5, 0.9)) or levels
+            shown = ", ".join(f"{100 * q:g}%" for q in quantiles)
             what = f"logged quantiles over the task's runs ({shown})"
         else:
-            bands = _bands_for(store, key, (0.1, 0.5, 0.9))
+            quantiles = (0.1, 0.5, 0.9)
             what = "median over seeds with the 10-90% band"
-        if not bands:
+        try:
+            bands = quantile_bands(experiment.data, key, quantiles)
+        except ValueError:
             continue
-        figure = _curves_figure(key, bands, palette)
-        curve_figs.append(_figure_html(figure, f"{key}: {what}", f"curves of {key}"))
-        if not key.startswith(("train/", "eval/")):
+        ordered_bands: list[QuantileBand] = [
+            bands[s.group_key] for s in experiment.configs if s.group_key in bands
+        ]
+        if not ordered_bands:
             continue
-        hp_levels = levels or HIGH_PROBABILITY_QUANTILES
-        if not levels and max(b.n for b in bands.values()) < 2:
-            continue
-        hp = _bands_for(store, key, hp_levels)
-        if hp:
-            source = "the task's vectorized runs" if levels else "runs (seeds)"
-            n_text = ", ".join(sorted({str(b.n) for b in hp.values()}))
-            hp_figs.append(_figure_html(_quantile_figure(key, hp, palette),
-                                        f"{key}: quantiles across {source}; n = {n_text} per configuration",
-                                        f"quantile bands of {key}"))
-    return "\n".join(curve_figs), "\n".join(hp_figs)
-
-
-def _per_run_html(
-    runs_by_id: Mapping[str, Any],
-    labels: Mapping[str, str],
-    artifacts: Sequence[tuple[str, str, str]],
-    store_dir: Path,
-    palette: Mapping[str, Any],
-) -> str:
-    samples: dict[str, dict[str, list[np.ndarray]]] = {}
-    for run_id, kind, path in artifacts:
-        if not kind.startswith("per_run/") or run_id not in runs_by_id:
-            continue
-        resolved = _resolve(path, store_dir)
-        if resolved is None or resolved.suffix != ".npy":
-            continue
-        label = labels.get(runs_by_id[run_id].group_key, run_id[:10])
-        values = np.asarray(np.load(resolved, allow_pickle=False), dtype=np.float64).ravel()
-        samples.setdefault(kind[len("per_run/"):], {}).setdefault(label, []).append(values)
-    figures = []
-    for key, per_label in samples.items():
-        merged = {label: np.concatenate(parts) for label, parts in per_label.items()}
-        figures.append(_figure_html(_survival_figure(key, merged, palette),
-                                    f"final {key}: empirical survival function over all runs and seeds",
-                                    f"survival of final {key}"))
+        fig = curves_figure(key, ordered_bands, styles, experiment.methods, experiment.labels, what=what)
+        figures.append(_figure_html(fig, f"{key}: {what}", f"curves of {key}"))
     return "\n".join(figures)
 
 
-def _noise_html(runs_by_id: Mapping[str, Any], labels: Mapping[str, str],
-                artifacts: Sequence[tuple[str, str, str]], store_dir: Path) -> str:
+def _per_run_html(experiment: Experiment, keys: Sequence[str], styles: Styles) -> str:
+    """Survival functions of the per-run final values of the headline metrics (vectorized tasks)."""
+    figures = []
+    for key in dict.fromkeys(base_key(k) for k in keys):
+        samples = {}
+        for summary in experiment.configs:
+            parts = [experiment.per_run(r, key) for r in summary.run_ids]
+            parts = [p for p in parts if p is not None]
+            if parts:
+                samples[summary.group_key] = np.concatenate(parts)
+        if samples:
+            fig = survival_figure(key, samples, styles, experiment.methods, experiment.labels)
+            caption = f"final {key}: empirical survival function over all runs and seeds"
+            figures.append(_figure_html(fig, caption, f"survival of final {key}"))
+    return "\n".join(figures)
+
+
+def _claims_html(claims: Sequence[Mapping[str, Any]]) -> str:
+    items = []
+    for claim in claims:
+        verdict = "pass" if claim.get("passed") else "fail"
+        items.append(
+            f'<li><span class="verdict {verdict}">{verdict.upper()}</span><b>{_e(claim.get("name", ""))}</b> '
+            f'({_e(claim.get("paper", ""))}): {_e(claim.get("statement", ""))}.<br>'
+            f'<span class="note">measured: {_e(claim.get("measured", ""))}; '
+            f'threshold: {_e(claim.get("threshold", ""))}</span></li>'
+        )
+    return f'<ul class="claims">{"".join(items)}</ul>' if items else ""
+
+
+def _experiment_html(
+    experiment: Experiment,
+    table: SummaryTable,
+    claims: Sequence[Mapping[str, Any]],
+    styles: Styles,
+    noise: str,
+    first_histograms: str = "",
+) -> str:
+    """The section of one experiment: claims, headline figure, table, folded detail."""
+    headline = headline_for(experiment)
+    parts = [f"<h2>{_e(experiment.name)}</h2>"]
+    description = builtin_description(experiment.name)
+    if description:
+        parts.append(f'<p class="note">{_e(description)}</p>')
+    parts.append(_claims_html(claims))
+    drawn = headline.draw(experiment, styles)
+    if drawn is not None:
+        fig, caption = drawn
+        parts.append(_figure_html(fig, caption, f"headline figure of {experiment.name}", css="headline"))
+    parts.append(experiment_table_html(experiment.configs, headline.metrics, table.baseline))
+    tails = tail_index_figure(experiment, styles)
+    if tails is not None or first_histograms:
+        parts.append("<h3>Gradient noise</h3>")
+        if tails is not None:
+            parts.append(_figure_html(tails[0], tails[1], f"tail index of {experiment.name}"))
+        if first_histograms:
+            parts.append(f'<div class="figures">{first_histograms}</div>')
+    keys = [k for k in table.keys if any(k in c.metrics for c in experiment.configs)]
+    sub = SummaryTable(configs=experiment.configs, keys=keys, varying=table.varying, baseline=table.baseline)
+    detail = [summary_html(sub), '<div class="figures">', _curves_html(experiment, styles),
+              _per_run_html(experiment, headline.metrics, styles), "</div>"]
+    if noise:
+        detail.append(f"<h3>Noise diagnostics of every run</h3>{noise}")
+    parts.append(f"<details><summary>Per-metric detail: {len(keys)} metrics, runtime, curves</summary>\n"
+                 + "\n".join(detail) + "</details>")
+    return f'<section id="{_slug(experiment.name)}" class="experiment">\n' + "\n".join(parts) + "\n</section>"
+
+
+def _first_histograms(
+    experiment: Experiment, artifacts: Sequence[tuple[str, str, str]], store_dir: Path
+) -> str:
+    """The noise-norm histogram (against its Gaussian reference) of the first seed of each
+    configuration that recorded one (``noise/histogram`` artifacts)."""
+    by_run = {run_id: path for run_id, kind, path in artifacts if kind == "noise/histogram"}
     parts = []
+    for summary in experiment.configs[:8]:
+        path = next((by_run[r] for r in summary.run_ids if r in by_run), None)
+        resolved = _resolve(path, store_dir) if path is not None else None
+        if resolved is not None and resolved.suffix.lower() == ".png":
+            data = base64.b64encode(compact_png(resolved.read_bytes())).decode("ascii")
+            label = experiment.labels[summary.group_key]
+            parts.append(f'<figure class="small"><img alt="noise histogram of {_e(label)}" '
+                         f'src="data:image/png;base64,{data}">'
+                         f"<figcaption>{_e(label)}: noise norms against the Gaussian reference "
+                         f"(seed {_e(summary.seeds[0])})</figcaption></figure>")
+    return "\n".join(parts)
+
+
+def _per_run_loader(artifacts: Sequence[tuple[str, str, str]], store_dir: Path):
+    paths = {(run_id, kind): path for run_id, kind, path in artifacts if kind.startswith("per_run/")}
+
+    def load(run_id: str, key: str) -> np.ndarray | None:
+        path = paths.get((run_id, f"per_run/{key}"))
+        resolved = _resolve(path, store_dir) if path is not None else None
+        if resolved is None or resolved.suffix != ".npy":
+            return None
+        return np.asarray(np.load(resolved, allow_pickle=False), dtype=np.float64).ravel()
+
+    return load
+
+
+def _noise_html(runs_by_id: Mapping[str, Any], labels: Mapping[str, str],
+                artifacts: Sequence[tuple[str, str, str]], store_dir: Path,
+                shown_above: Sequence[str] = ()) -> str:
+    """The ``noise/*`` artifacts: tables and text of every run; a figure only for the first run
+    of its configuration with that kind and not of a kind in ``shown_above`` (the others are
+    named by path, to keep the file small)."""
+    parts = []
+    pictured: set[tuple[str, str]] = set()
     for run_id, kind, path in sorted(a for a in artifacts if a[1].startswith("noise/")):
         run = runs_by_id.get(run_id)
-        who = labels.get(run.group_key, "") if run is not None else ""
+        who = labels.get(run.group_key, "") if run is not None else ""  # already HTML
         seed = f", seed {run.seed}" if run is not None and run.seed is not None else ""
-        header = f"<h3>{_e(kind)} <span class='meta'>run {_e(run_id[:10])} ({_e(who)}{_e(seed)})</span></h3>"
+        header = f"<h3>{_e(kind)} <span class='meta'>run {_e(run_id[:10])} ({who}{_e(seed)})</span></h3>"
         resolved = _resolve(path, store_dir)
-        body = _noise_item(resolved) if resolved else f'<p class="note">missing file: {_e(path)}</p>'
+        group = (run.group_key if run is not None else run_id, kind)
+        if resolved is None:
+            body = f'<p class="note">missing file: {_e(path)}</p>'
+        elif resolved.suffix.lower() in _IMAGES and (group in pictured or kind in shown_above):
+            body = f'<p class="note">figure: {_e(resolved)}</p>'
+        else:
+            pictured.add(group)
+            body = _noise_item(resolved)
         parts.append(header + "\n" + body)
     return "\n".join(parts)
+
+
+_IMAGES = (".png", ".svg", ".jpg", ".jpeg")
 
 
 def _when(timestamp: float | None) -> str:
@@ -497,7 +295,8 @@ def _when(timestamp: float | None) -> str:
 
 
 def _runs_html(runs: Sequence[Any], labels: Mapping[str, str], series: Mapping[str, Any]) -> str:
-    table = _Table(
+    """Every run: id, configuration, seed, status, steps, times, host, start, error."""
+    table = HtmlTable(
         [("run", True), ("configuration", True), ("seed", False), ("status", True), ("steps", False),
          ("wall time (s)", False), ("ms / step", False), ("host", True), ("started", True), ("error", True)],
         css_id="runs-table",
@@ -509,7 +308,7 @@ def _runs_html(runs: Sequence[Any], labels: Mapping[str, str], series: Mapping[s
         table.add(
             [
                 f'<span title="{_e(run.run_id)}">{_e(run.run_id[:10])}</span>',
-                _e(labels.get(run.group_key, run.name)),
+                labels.get(run.group_key, _e(run.name)),
                 (_e(run.seed), run.seed),
                 f'<span class="status {_e(run.status)}">{_e(run.status)}</span>',
                 (_e(run.steps if run.steps is not None else "—"), run.steps),
@@ -523,6 +322,13 @@ def _runs_html(runs: Sequence[Any], labels: Mapping[str, str], series: Mapping[s
     return table.html()
 
 
+def _title_of(summary: ConfigSummary, config: Mapping[str, Any]) -> str:
+    """The full configuration of a label's tooltip: optimizer and task options as JSON."""
+    optimizer = json.dumps(config.get("optimizer"), sort_keys=True, default=str)
+    options = json.dumps((config.get("task") or {}).get("options", {}), sort_keys=True, default=str)
+    return f"{summary.label}\noptimizer: {optimizer}\ntask options: {options}"
+
+
 def render_report(
     store: ResultsStore | str | Path,
     *,
@@ -530,27 +336,31 @@ def render_report(
     baseline: str | None = None,
     store_label: str | None = None,
     extra_sections: list[tuple[str, str]] | None = None,
+    claims: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """The report of ``store`` as one HTML string (see the module docstring).
 
-    ``extra_sections`` are ``(heading, html body)`` pairs placed first (e.g. the claims table).
+    ``extra_sections`` are ``(heading, html body)`` pairs placed first; ``claims`` are claim
+    results as mappings (``name``, ``paper``, ``experiment``, ``statement``, ``measured``,
+    ``threshold``, ``passed``), each shown in the section of its ``experiment``.
     """
     store = store if isinstance(store, ResultsStore) else ResultsStore(store, read_only=True)
     store_dir = Path(store.path).resolve().parent
-    runs = store.runs()
-    table = consolidate(store, baseline=baseline)
-    all_series = store.metrics(run_ids=[r.run_id for r in runs]) if runs else {}
-    all_keys = {k for per_run in all_series.values() for k in per_run}
-    labels = {s.group_key: s.label for s in table.configs}
+    everything = load_runs(store, statuses=STATUSES)
+    runs, all_series = everything.runs, everything.series
+    finished = everything.select(("finished",))
+    table = consolidate(finished, baseline=baseline)
+    configs = {gk: rs[0].config for gk, rs in finished.groups.items()}
+    labels_html = {s.group_key: label_html(s) for s in table.configs}
     for run in runs:
-        labels.setdefault(run.group_key, str(run.config.get("name", run.name)))
+        labels_html.setdefault(run.group_key, _e(str(run.config.get("name", run.name))))
     runs_by_id = {r.run_id: r for r in runs}
     artifacts = [(a[0], a[1], a[2]) for a in store.artifacts()]
     counts: dict[str, int] = {}
     for run in runs:
         counts[run.status] = counts.get(run.status, 0) + 1
-    names = sorted({str(r.config.get("name", r.name)) for r in runs})
-    title = title or (f"tailclip report: {', '.join(names)}" if names else "tailclip report")
+    names = list(dict.fromkeys(str(r.config.get("name", r.name)) for r in runs))
+    title = title or (f"tailclip report: {', '.join(sorted(names))}" if names else "tailclip report")
     status_text = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no runs"
     generated = _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
 
@@ -560,33 +370,28 @@ def render_report(
         ident = f"extra-{index}"
         sections.append(_section(ident, heading, body))
         nav.append((ident, heading))
-    if table.configs:
-        sections.append(_section("summary", "Summary across seeds", _summary_html(table)))
-        nav.append(("summary", "Summary"))
-        palette = _palette([c.label for c in table.configs])
-        curves, hp = _figures_html(store, table, all_keys, palette)
-        if curves:
-            sections.append(_section("curves", "Curves", f'<div class="figures">{curves}</div>'))
-            nav.append(("curves", "Curves"))
-        if hp:
-            note = ('<p class="note">Quantiles of the metric at each step: a method with good '
-                    "high-probability convergence keeps its upper quantiles low.</p>")
-            body = f'{note}<div class="figures wide">{hp}</div>'
-            sections.append(_section("quantiles", "High-probability view", body))
-            nav.append(("quantiles", "High-probability"))
-        per_run = _per_run_html(runs_by_id, labels, artifacts, store_dir, palette)
-        if per_run:
-            body = f'<div class="figures">{per_run}</div>'
-            sections.append(_section("final-values", "Final values across runs", body))
-            nav.append(("final-values", "Final values"))
-    else:
+    styles = Styles()
+    for experiment in experiments(finished, table, _per_run_loader(artifacts, store_dir)):
+        ids = {r for s in experiment.configs for r in s.run_ids}
+        mine = [c for c in claims or [] if c.get("experiment") == experiment.name]
+        histograms = _first_histograms(experiment, artifacts, store_dir)
+        above = ("noise/histogram",) if histograms else ()
+        noise = _noise_html(runs_by_id, labels_html, [a for a in artifacts if a[0] in ids], store_dir, above)
+        sections.append(_experiment_html(experiment, table, mine, styles, noise, histograms))
+        nav.append((_slug(experiment.name), experiment.name))
+    if not table.configs:
         empty = '<p class="note">No finished runs yet.</p>'
         sections.append(_section("summary", "Summary across seeds", empty))
-    noise = _noise_html(runs_by_id, labels, artifacts, store_dir)
-    if noise:
-        sections.append(_section("noise", "Noise diagnostics", noise))
-        nav.append(("noise", "Noise diagnostics"))
-    runs_body = _runs_html(runs, labels, all_series) if runs else "<p>No runs.</p>"
+    for summary in table.configs:
+        labels_html[summary.group_key] = (
+            f'<span class="label" title="{_e(_title_of(summary, configs[summary.group_key]))}">'
+            f"{_e(summary.short_label)}</span>"
+        )
+    if runs:
+        runs_body = (f"<details><summary>{len(runs)} runs ({_e(status_text)})</summary>\n"
+                     f"{_runs_html(runs, labels_html, all_series)}</details>")
+    else:
+        runs_body = "<p>No runs.</p>"
     sections.append(_section("runs", "Runs", runs_body))
     nav.append(("runs", "Runs"))
 
@@ -609,6 +414,10 @@ def render_report(
     )
 
 
+def _section(ident: str, title: str, body: str) -> str:
+    return f'<section id="{ident}"><h2>{_e(title)}</h2>\n{body}\n</section>'
+
+
 def write_report(
     store_path: ResultsStore | str | Path,
     output_html: str | Path,
@@ -616,11 +425,12 @@ def write_report(
     title: str | None = None,
     baseline: str | None = None,
     extra_sections: list[tuple[str, str]] | None = None,
+    claims: Sequence[Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write the self-contained HTML report of the store at ``store_path`` to ``output_html``."""
     store = store_path if isinstance(store_path, ResultsStore) else ResultsStore(store_path, read_only=True)
     output = Path(output_html)
-    text = render_report(store, title=title, baseline=baseline, extra_sections=extra_sections)
+    text = render_report(store, title=title, baseline=baseline, extra_sections=extra_sections, claims=claims)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
     return output
