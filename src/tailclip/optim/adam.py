@@ -317,7 +317,9 @@ def _torch_clip_adam(
         updates, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms)
     torch_adam(
         params, updates, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
-        foreach=foreach and not fused, capturable=capturable, fused=fused,
+        # torch's foreach path takes a Tensor lr only when capturable: the loop path takes it
+        foreach=foreach and not fused and (capturable or not isinstance(lr, Tensor)),
+        capturable=capturable, fused=fused,
         grad_scale=None if grad_scale is None else grad_scale.to(torch.float32),
         decoupled_weight_decay=True, amsgrad=amsgrad, beta1=beta1, beta2=beta2, lr=lr,
         weight_decay=weight_decay, eps=eps, maximize=maximize,
