@@ -206,10 +206,20 @@ def _fused_clip_sgd(
             updates, norms = coupled_decay(updates, params, weight_decay, True), None
         updates, stats = clip_tensors_unchecked(updates, clip, max_norm, True, norms)
         fused_decay, fused_maximize = 0.0, False
-    torch_sgd(
-        params, updates, momentum_buffers, fused=True, weight_decay=fused_decay, momentum=momentum,
-        lr=lr, dampening=dampening, nesterov=nesterov, maximize=fused_maximize,
-    )
+    # torch's kernel starts buffers (m_1 = u_1) only when all of a call's are new: one call for
+    # the tensors whose buffer exists, one for those whose buffer starts now
+    new = [i for i, b in enumerate(momentum_buffers) if b is None]
+    for index in ([i for i, b in enumerate(momentum_buffers) if b is not None], new):
+        if not index:
+            continue
+        buffers = [momentum_buffers[i] for i in index]
+        torch_sgd(
+            [params[i] for i in index], [updates[i] for i in index], buffers, fused=True,
+            weight_decay=fused_decay, momentum=momentum, lr=lr, dampening=dampening,
+            nesterov=nesterov, maximize=fused_maximize,
+        )
+        for i, buf in zip(index, buffers):
+            momentum_buffers[i] = buf
     return stats
 
 
