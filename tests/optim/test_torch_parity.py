@@ -131,3 +131,15 @@ def test_global_clipping_matches_clip_grad_norm_then_torch(
     tol = {"rtol": 1e-6, "atol": 1e-9} if fused_adamw else {"rtol": 1e-13, "atol": 1e-15}
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, **tol)
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
+def test_tensor_lr_and_betas_match_adamw(foreach: bool) -> None:
+    """Tensor ``lr`` and betas (what ``torch.compile`` users pass): AdamW's numbers. torch's own
+    foreach path refuses a Tensor ``lr`` without ``capturable``; ClipAdam takes its loop path."""
+    def hyper() -> dict[str, Any]:
+        return {"lr": torch.tensor(0.01), "betas": (torch.tensor(0.8), torch.tensor(0.99)), "amsgrad": True}
+
+    expected = _run(lambda ps: torch.optim.AdamW(ps, **hyper(), foreach=False))
+    got = _run(lambda ps: ClipAdam(ps, **hyper(), weight_decay=1e-2, clip=None, foreach=foreach))
+    assert all(torch.equal(e, g) for e, g in zip(expected, got))
