@@ -91,7 +91,7 @@ ERROR_CASES = [
     ),
     pytest.param(mutated(optimizer={"clip": "bad"}), "optimizer.clip", "'global', 'layer'", id="clip-mode"),
     pytest.param(
-        {**mutated(), "optimizer": {"name": "clip_sgd"}}, "optimizer.lr", "missing required", id="no-lr"
+        {**mutated(), "optimizer": {"name": "nsgd"}}, "optimizer.lr", "missing required", id="no-lr"
     ),
     pytest.param(
         mutated(optimizer={"max_norm": {"policy": "autoclip", "percentile": 1000}}),
@@ -454,7 +454,7 @@ def test_hyperparameters_come_from_the_signature_with_real_types() -> None:
     from tailclip.optim import ClipAdam, ClipSGD
 
     sgd = hyperparameters(ClipSGD)
-    assert "params" not in sgd and sgd["lr"].required and sgd["lr"].takes_float
+    assert "params" not in sgd and sgd["lr"].default == 1e-3 and sgd["lr"].takes_float  # torch's SGD default
     assert sgd["max_norm"].takes_policy and sgd["max_norm"].takes_float and not sgd["clip"].takes_float
     assert hyperparameters(ClipAdam)["betas"].float_items
     torch_sgd = hyperparameters(torch.optim.SGD)

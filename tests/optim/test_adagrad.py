@@ -34,9 +34,15 @@ BATTERY_CASES = [
     _case("weight-decay", lr=0.1, clip="global", max_norm=1.0, weight_decay=0.01),
     _case("autoclip", lr=0.1, clip="global", max_norm=AutoClip(percentile=50.0)),
     _case("zclip-norm", lr=0.1, norm=True, clip="global", max_norm=ZClip(warmup=3)),
+    _case("lr-decay-maximize", lr=0.1, clip="global", max_norm=1.0, lr_decay=0.1, maximize=True,
+          initial_accumulator_value=0.1),
+    _case("fused-layer", lr=0.1, clip="layer", max_norm=0.5, weight_decay=0.01, fused=True),
 ]
 INVALID_COMBINATIONS = [
     ({"delay": True, "b0": 0.0}, "b0"),
+    ({"fused": True, "norm": True}, "fused"),
+    ({"b0": 0.5, "initial_accumulator_value": 0.1}, "initial_accumulator_value"),
+    ({"eps": 0.0}, "eps"),
     ({"clip": "coord", "max_norm": ZClip()}, "max_norm"),
 ]
 VECTORIZED_CASES = [

@@ -40,12 +40,18 @@ BATTERY_CASES = [
     _case("fused-global", lr=1e-2, clip="global", max_norm=1.0, weight_decay=0.01, fused=True,
           writes_grad=True),
     _case("fused-layer", lr=1e-2, clip="layer", max_norm=0.5, fused=True),
+    _case("amsgrad-maximize", lr=1e-2, clip="global", max_norm=1.0, amsgrad=True, maximize=True,
+          weight_decay=0.01),
+    _case("fused-amsgrad", lr=1e-2, clip="coord", max_norm=0.5, amsgrad=True, fused=True),
 ]
 INVALID_COMBINATIONS = [
     ({"delay": True, "v0": 0.0}, "v0"),
     ({"clip": None, "max_norm": AutoClip()}, "max_norm"),
     ({"fused": True, "norm": True}, "fused"),
     ({"fused": True, "delay": True, "v0": 0.1}, "fused"),
+    ({"amsgrad": True, "norm": True}, "amsgrad"),
+    ({"capturable": True, "delay": True, "v0": 0.1}, "capturable"),
+    ({"eps": 0.0}, "eps"),
 ]
 VECTORIZED_CASES = [
     {"lr": 0.05, "clip": None},

@@ -33,8 +33,16 @@ BATTERY_CASES = [
     _case("weight-decay", lr=0.1, momentum=0.5, clip="global", max_norm=2.0, weight_decay=0.01),
     _case("autoclip", lr=0.1, clip="global", max_norm=AutoClip(percentile=50.0)),
     _case("zclip", lr=0.1, momentum=0.9, clip="global", max_norm=ZClip(warmup=3)),
+    _case("nesterov-maximize", lr=0.1, momentum=0.9, nesterov=True, clip="layer", max_norm=0.5,
+          weight_decay=0.01, maximize=True),
+    _case("dampening-momentum-target", lr=0.1, momentum=0.9, dampening=0.3, clip="global",
+          clip_target="momentum"),
+    _case("fused-global", lr=0.1, momentum=0.9, dampening=0.2, clip="global", max_norm=1.0, fused=True),
 ]
 INVALID_COMBINATIONS = [
+    ({"nesterov": True}, "nesterov"),
+    ({"momentum": 0.9, "dampening": 0.5, "nesterov": True}, "nesterov"),
+    ({"fused": True, "clip_target": "momentum"}, "fused"),
     ({"clip": "layer", "max_norm": AutoClip()}, "max_norm"),
 ]
 VECTORIZED_CASES = [

@@ -11,6 +11,7 @@ update itself is a functional core in each optimizer's module, called by
 from __future__ import annotations
 
 import copy
+import math
 from abc import abstractmethod
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -22,38 +23,87 @@ from torch.optim import Optimizer
 from tailclip.clip import ClipStats, ThresholdPolicy, check_clip_mode, check_max_norm, tensor_norms
 
 NONFINITE_POLICIES = ("raise", "skip")
+# Version of the ``state_dict`` layout, saved under ``STATE_FORMAT_KEY``. Format 1 (no key: tailclip
+# before the torch.optim options) lacks the options added since; loading fills them with the
+# values that reproduce format 1's behaviour (each class's ``FORMAT_1_OPTIONS``).
+STATE_FORMAT = 2
+STATE_FORMAT_KEY = "tailclip_state_format"
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
-def check_lr(lr: float) -> None:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+def check_lr(lr: float | Tensor) -> None:
+    """A finite ``lr >= 0``: a number or a one-element floating-point tensor (what
+    ``torch.compile`` users pass so that a scheduler's change does not recompile)."""
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1 or not lr.is_floating_point():
+            raise ValueError(
+                f"Invalid learning rate: a tensor of shape {tuple(lr.shape)} and dtype {lr.dtype}; "
+                "allowed: a one-element floating-point tensor"
+            )
+        value = float(lr.detach().reshape(()).cpu())
+    elif isinstance(lr, bool) or not isinstance(lr, (int, float)):
         raise ValueError(f"Invalid learning rate: {lr!r}; allowed: a number >= 0")
-    if not 0.0 <= lr:
-        raise ValueError(f"Invalid learning rate: {lr}; allowed: lr >= 0")
+    else:
+        value = lr
+    if not 0.0 <= value < math.inf:
+        raise ValueError(f"Invalid learning rate: {value}; allowed: 0 <= lr < inf")
+
+
+def check_flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"Invalid {name}: {value!r}; allowed: True or False")
 
 
 def check_unit_interval(name: str, value: float) -> None:
     """``value`` in [0, 1): betas, momentum, EMA factors."""
-    if not 0.0 <= value < 1.0:
+    if not 0.0 <= _number(name, value) < 1.0:
         raise ValueError(f"Invalid {name}: {value}; allowed: 0 <= {name} < 1")
 
 
-def check_betas(betas: tuple[float, float]) -> None:
-    if len(betas) != 2:
+def check_betas(betas: tuple[float | Tensor, float | Tensor]) -> None:
+    """Each beta in [0, 1): numbers, or one-element tensors (as ``torch.optim.Adam`` takes)."""
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"Invalid betas: {betas!r}; allowed: a pair (beta1, beta2)")
     for i, beta in enumerate(betas):
-        if not 0.0 <= beta < 1.0:
+        value = beta
+        if isinstance(beta, Tensor) and beta.numel() == 1:
+            value = float(beta.detach().reshape(()).cpu())
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
             raise ValueError(f"Invalid beta parameter at index {i}: {beta}; allowed: [0, 1)")
 
 
 def check_nonnegative(name: str, value: float) -> None:
-    if not value >= 0.0:
-        raise ValueError(f"Invalid {name}: {value}; allowed: {name} >= 0")
+    """A finite ``value >= 0``."""
+    if not 0.0 <= _number(name, value) < math.inf:
+        raise ValueError(f"Invalid {name}: {value}; allowed: 0 <= {name} < inf")
 
 
 def check_positive(name: str, value: float) -> None:
-    if not value > 0.0:
-        raise ValueError(f"Invalid {name}: {value}; allowed: {name} > 0")
+    """A finite ``value > 0``."""
+    if not 0.0 < _number(name, value) < math.inf:
+        raise ValueError(f"Invalid {name}: {value}; allowed: 0 < {name} < inf")
+
+
+def _number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"Invalid {name}: {value!r}; allowed: a number")
+    return value
+
+
+def unsupported(name: str, value: object, reason: str) -> None:
+    """The one-line error of an option that has no meaning for a rule (or in a combination)."""
+    raise ValueError(f"Invalid {name}: {value!r}; {reason}")
+
+
+def check_real_params(params: Tensor | Iterable[Any], owner: str) -> None:
+    """Reject complex parameters when a group is added (torch would fail at the step)."""
+    for p in [params] if isinstance(params, Tensor) else params:
+        p = p[1] if isinstance(p, tuple) else p  # named parameters
+        if isinstance(p, Tensor) and p.is_complex():
+            raise ValueError(
+                f"Invalid params: {owner} got a {p.dtype} parameter; allowed: real floating point "
+                "(float32, float64, bfloat16, float16)"
+            )
 
 
 def check_clipping(clip: object, max_norm: object) -> None:
@@ -98,6 +148,7 @@ class ClipOptimizer(Optimizer):
     """
 
     GROUP_STATE_KEYS: tuple[str, ...] = ()
+    FORMAT_1_OPTIONS: dict[str, Any] = {}
 
     def __init__(
         self,
@@ -118,6 +169,10 @@ class ClipOptimizer(Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """``torch.optim`` semantics; the group (given or inherited values) is validated (an
         invalid one is not added), and a threshold policy already serving a group is copied."""
+        if isinstance(param_group, dict):
+            if not isinstance(param_group.get("params"), (Tensor, set, type(None))):
+                param_group = {**param_group, "params": list(param_group["params"])}  # read a generator once
+            check_real_params(param_group.get("params") or [], type(self).__name__)
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
@@ -217,6 +272,7 @@ class ClipOptimizer(Optimizer):
     def state_dict(self) -> dict[str, Any]:
         """``torch.optim`` state dict; adaptive threshold policies are saved as their state."""
         state = super().state_dict()
+        state[STATE_FORMAT_KEY] = STATE_FORMAT
         for group in state["param_groups"]:
             policy = group.get("max_norm")
             if isinstance(policy, ThresholdPolicy):
@@ -229,6 +285,17 @@ class ClipOptimizer(Optimizer):
         ``torch.optim`` deep-copies the saved groups, so each group gets its own policy object
         back afterwards (the one the optimizer was built with) with the saved state loaded.
         """
+        version = state_dict.get(STATE_FORMAT_KEY, 1)
+        if version not in (1, STATE_FORMAT):
+            raise ValueError(
+                f"Invalid state_dict: {STATE_FORMAT_KEY}={version!r}; allowed: 1 or {STATE_FORMAT}"
+            )
+        if version == 1:
+            state_dict = {
+                **state_dict,
+                "param_groups": [{**self.FORMAT_1_OPTIONS, **g} for g in state_dict["param_groups"]],
+            }
+        state_dict = {k: v for k, v in state_dict.items() if k != STATE_FORMAT_KEY}
         group_states = []
         for saved_group, group in zip(state_dict["param_groups"], self.param_groups):
             entry = state_dict["state"].get(saved_group["params"][0], {}) if saved_group["params"] else {}

@@ -4,7 +4,8 @@ Clipping itself (thresholds, factors, clipped copies) is :mod:`tailclip.clip`; t
 the plumbing around it, written once: :func:`cpu_blocks` (run an update's op sequence block
 by block on the CPU), :func:`add_scaled_` (``x += s t`` for a 0-dim tensor ``s``, one
 multi-tensor call per device and dtype), :func:`per_tensor` (0-dim factors cast to each
-tensor's dtype and device) and :func:`coupled_decay` (``g + wd x``). Each is pure torch with
+tensor's dtype and device), :func:`coupled_decay` (``g + wd x``) and :func:`signed` (``-g`` for
+``maximize``). Each is pure torch with
 no host synchronisation; the per-tensor forms also run under ``torch.func.vmap``.
 """
 
@@ -22,6 +23,7 @@ __all__ = [
     "cpu_blocks",
     "device_dtype_buckets",
     "per_tensor",
+    "signed",
 ]
 
 # Elements per block of :func:`cpu_blocks`: 1 MiB per float32 stream, so the few tensors an update
@@ -96,3 +98,13 @@ def coupled_decay(
     if foreach:
         return list(torch._foreach_add(grads, params, alpha=weight_decay))
     return [g.add(p, alpha=weight_decay) for g, p in zip(grads, params, strict=True)]
+
+
+def signed(grads: list[Tensor], maximize: bool, foreach: bool) -> list[Tensor]:
+    """``-g_k`` as new tensors when ``maximize`` (ascent, as ``torch.optim``'s ``maximize``), else
+    ``grads``. Negation is exact, so negating first gives torch's numbers bit for bit."""
+    if not maximize:
+        return grads
+    if foreach:
+        return list(torch._foreach_neg(grads))
+    return [torch.neg(g) for g in grads]

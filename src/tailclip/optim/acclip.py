@@ -30,8 +30,16 @@ import torch
 from torch import Tensor
 
 from tailclip.clip import ClipStats, tensor_norms
-from tailclip.optim._base import ClipOptimizer, check_betas, check_lr, check_nonnegative, check_positive
-from tailclip.optim._kernels import cpu_blocks
+from tailclip.optim._base import (
+    ClipOptimizer,
+    check_betas,
+    check_flag,
+    check_lr,
+    check_nonnegative,
+    check_positive,
+    unsupported,
+)
+from tailclip.optim._kernels import cpu_blocks, signed
 from tailclip.optim._registry import VectorizedRule, register_optimizer
 
 
@@ -49,6 +57,7 @@ def acclip(
     weight_decay: float,
     foreach: bool,
     norms: Tensor | None = None,
+    maximize: bool = False,
 ) -> ClipStats:
     """Functional ACClip; updates ``params``, ``exp_avgs`` (``m``) and ``tau_alphas`` in place.
 
@@ -60,6 +69,7 @@ def acclip(
     ``min(tau_k / (|m_k| + eps), 1) m_k``. Their ratio ``clip_factor`` is a summary only: it
     compares the clipped momentum with the current gradient and may exceed 1.
     """
+    grads = signed(grads, maximize, foreach)
     if norms is None:
         norms = tensor_norms(grads, foreach)
     grad_norm = torch.linalg.vector_norm(norms)
@@ -153,6 +163,8 @@ class ACClip(ClipOptimizer):
         alpha: moment exponent of the threshold estimate, in (0, 2]; the paper's tail index
             range is (1, 2] and it found ``alpha = 1`` best.
         weight_decay: decoupled decay factor (>= 0), as ``torch.optim.AdamW``.
+        maximize: ascend: ``-g_k`` takes the gradient's place.
+        fused: no fused kernel: ``True`` is rejected (accepted for torch.optim signatures).
         foreach: multi-tensor path (default) or a per-tensor loop with the same results.
         nonfinite: ``"raise"`` or ``"skip"`` a step whose gradient holds NaN/Inf.
 
@@ -164,6 +176,8 @@ class ACClip(ClipOptimizer):
     Good for Attention Models?", NeurIPS 2020.
     """
 
+    FORMAT_1_OPTIONS = {"maximize": False}
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -173,14 +187,20 @@ class ACClip(ClipOptimizer):
         alpha: float = 1.0,
         weight_decay: float = 1e-5,
         *,
-        foreach: bool = True,
+        maximize: bool = False,
+        foreach: bool | None = True,
+        fused: bool | None = False,
         nonfinite: str = "raise",
     ) -> None:
+        if fused:
+            unsupported("fused", fused, f"{type(self).__name__} has no fused kernel; allowed: False or None")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, alpha=alpha, weight_decay=weight_decay)
-        super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
+        super().__init__(params, {**defaults, "maximize": maximize}, foreach=foreach is not False,
+                         nonfinite=nonfinite)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_lr(group["lr"])
+        check_flag("maximize", group["maximize"])
         check_betas(group["betas"])
         check_positive("eps", group["eps"])
         _check_alpha(group["alpha"])
@@ -201,6 +221,7 @@ class ACClip(ClipOptimizer):
             [self.state[p]["tau_alpha"] for p in params],
             lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"], alpha=group["alpha"],
             weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
+            maximize=group["maximize"],
         )
 
 
@@ -216,7 +237,8 @@ def _run_core(hp: Mapping[str, Any], shared: Mapping[str, Tensor], lr: float, th
         return acclip(
             [x], [g], [exp_avg], [tau_alpha],
             lr=lr, beta1=beta1, beta2=beta2, eps=hp["eps"], alpha=hp["alpha"],
-            weight_decay=hp["weight_decay"], foreach=False,
+            weight_decay=hp["weight_decay"],
+            foreach=False, maximize=hp["maximize"],
         )
 
     return core

@@ -9,17 +9,22 @@ Heavy-Tailed")::
     norm=True (AdaGrad-Norm, one scalar per param group; Ward, Wu, Bottou 2019):
         b_t^2 = b_{t-1}^2 + ||u_t||^2          (||.|| over the whole group)
 
-    not delayed:  x_{t+1} = x_t - lr u_t / (b_t + eps)
-    delayed:      x_{t+1} = x_t - lr u_t / (b_{t-1} + eps), then b is updated
+    not delayed:  x_{t+1} = x_t - lr_t u_t / (b_t + eps)
+    delayed:      x_{t+1} = x_t - lr_t u_t / (b_{t-1} + eps), then b is updated
+    lr_t = lr / (1 + (t - 1) lr_decay)      (torch's lr_decay; lr_t = lr by default)
+
+With ``maximize`` the gradient is ``-g_t`` (``u_t = clip(-g_t + wd x_t)``).
 
 The delayed step size does not depend on the current sample, but the step is still taken
 along the *current* clipped gradient ``u_t`` (a published implementation stepped along the
 previous gradient: tailclip does not). Delayed needs ``b0 > 0``.
 
 Without clipping, with ``norm=False``, not delayed, it is exactly ``torch.optim.Adagrad`` with
-``initial_accumulator_value=b0**2`` (no ``lr_decay``): the foreach and the per-tensor paths
-perform the operations of torch's ``_multi_tensor_adagrad`` and ``_single_tensor_adagrad``
-in the same order, so the results match bit for bit.
+the same options (``initial_accumulator_value``, or ``b0**2``): the foreach and the
+per-tensor paths perform the operations of torch's ``_multi_tensor_adagrad`` and
+``_single_tensor_adagrad`` in the same order, so the results match bit for bit; ``fused``
+runs torch's fused kernel on ``u_t``. With clipping, ``u_t`` takes the gradient's place in
+torch's update.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.adagrad import adagrad as torch_adagrad
 
 from tailclip.clip import (
     ClipMode,
@@ -38,8 +44,15 @@ from tailclip.clip import (
     clip_tensors_unchecked,
     tensor_norms,
 )
-from tailclip.optim._base import ClipOptimizer, check_clipping, check_lr, check_nonnegative
-from tailclip.optim._kernels import add_scaled_, coupled_decay, cpu_blocks, per_tensor
+from tailclip.optim._base import (
+    ClipOptimizer,
+    check_clipping,
+    check_flag,
+    check_lr,
+    check_nonnegative,
+    unsupported,
+)
+from tailclip.optim._kernels import add_scaled_, coupled_decay, cpu_blocks, per_tensor, signed
 from tailclip.optim._registry import VectorizedRule, register_optimizer
 
 
@@ -58,6 +71,9 @@ def clip_adagrad(
     weight_decay: float,
     foreach: bool,
     norms: Tensor | None = None,
+    lr_decay: float = 0.0,
+    maximize: bool = False,
+    fused: bool = False,
 ) -> ClipStats:
     """Functional ClipAdaGrad; updates ``params``, ``sums`` and ``steps`` in place.
 
@@ -65,29 +81,71 @@ def clip_adagrad(
     parameter (its shape and dtype), with ``norm=True`` a one-element list holding the group's
     0-dim accumulator. ``steps`` are the per-parameter step counters (0-dim tensors).
     ``norms`` are the per-tensor norms of ``grads`` if already known (used only without weight
-    decay, when they are the norms of the tensors being clipped).
+    decay, when they are the norms of the tensors being clipped). ``fused=True`` (per
+    coordinate, not delayed) hands ``u_t`` to torch's fused Adagrad (with ``clip=None`` the raw
+    gradient, with torch's ``maximize`` and ``weight_decay``); it increments ``steps`` itself.
     """
+    if fused:
+        return _fused_clip_adagrad(
+            params, grads, sums, steps, lr=lr, clip=clip, max_norm=max_norm, eps=eps,
+            weight_decay=weight_decay, lr_decay=lr_decay, maximize=maximize, norms=norms,
+        )
     if foreach:
         torch._foreach_add_(steps, torch.tensor(1.0), alpha=1.0)
     else:
         for step in steps:
             step.add_(1)
+    grads = signed(grads, maximize, foreach)
     if weight_decay != 0:
         grads = coupled_decay(grads, params, weight_decay, foreach)
         norms = None
+    # -lr_t per tensor, as torch: -lr / (1 + (t - 1) lr_decay); exactly -lr without decay
+    minus_lrs = [-lr if lr_decay == 0 else -lr / (1 + (s.item() - 1) * lr_decay) for s in steps]
     if foreach and not norm and clip in ("global", "layer"):
         # the factors go into the update's first op: no clipped copy of every gradient
         norms = tensor_norms(grads, foreach) if norms is None else norms
         coefs, stats = clip_coefficients(norms, clip, max_norm)
-        _adagrad_step_foreach(params, grads, sums, lr, delay, eps, per_tensor(coefs, grads))
+        _adagrad_step_foreach(params, grads, sums, minus_lrs, delay, eps, per_tensor(coefs, grads))
         return stats
     clipped, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms)
     if norm:
-        _adagrad_norm_step(params, clipped, sums[0], stats.clipped_norm, lr, delay, eps, foreach)
+        _adagrad_norm_step(params, clipped, sums[0], stats.clipped_norm, minus_lrs[0], delay, eps, foreach)
     elif foreach:
-        _adagrad_step_foreach(params, clipped, sums, lr, delay, eps)
+        _adagrad_step_foreach(params, clipped, sums, minus_lrs, delay, eps)
     else:
-        _adagrad_step_loop(params, clipped, sums, lr, delay, eps)
+        _adagrad_step_loop(params, clipped, sums, minus_lrs, delay, eps)
+    return stats
+
+
+def _fused_clip_adagrad(
+    params: list[Tensor],
+    grads: list[Tensor],
+    sums: list[Tensor],
+    steps: list[Tensor],
+    *,
+    lr: float | Tensor,
+    clip: ClipMode,
+    max_norm: float | Tensor | ThresholdPolicy,
+    eps: float,
+    weight_decay: float,
+    lr_decay: float,
+    maximize: bool,
+    norms: Tensor | None,
+) -> ClipStats:
+    """torch's fused Adagrad (``torch.optim.adagrad.adagrad``) on ``u_t``."""
+    if clip is None:
+        updates, stats = clip_tensors_unchecked(grads, None, max_norm, True, norms)
+        fused_decay, fused_maximize = weight_decay, maximize
+    else:
+        updates = signed(grads, maximize, True)
+        if weight_decay != 0:
+            updates, norms = coupled_decay(updates, params, weight_decay, True), None
+        updates, stats = clip_tensors_unchecked(updates, clip, max_norm, True, norms)
+        fused_decay, fused_maximize = 0.0, False
+    torch_adagrad(
+        params, updates, sums, steps, fused=True, lr=lr, weight_decay=fused_decay,
+        lr_decay=lr_decay, eps=eps, maximize=fused_maximize,
+    )
     return stats
 
 
@@ -95,7 +153,7 @@ def _adagrad_step_foreach(
     params: list[Tensor],
     clipped: list[Tensor],
     sums: list[Tensor],
-    lr: float,
+    minus_lrs: list[float | Tensor],
     delay: bool,
     eps: float,
     scales: list[Tensor] | None = None,
@@ -114,21 +172,22 @@ def _adagrad_step_foreach(
         torch._foreach_add_(std, eps)
         if delay:
             torch._foreach_addcmul_(state_sums, u, u, value=1)
-        numerator = torch._foreach_mul(u, -lr)
+        numerator = torch._foreach_mul(u, [minus_lrs[i] for i in index])
         torch._foreach_addcdiv_(p, numerator, std)
 
 
 def _adagrad_step_loop(
-    params: list[Tensor], clipped: list[Tensor], sums: list[Tensor], lr: float, delay: bool, eps: float
+    params: list[Tensor], clipped: list[Tensor], sums: list[Tensor], minus_lrs: list[float | Tensor],
+    delay: bool, eps: float,
 ) -> None:
     """Per-coordinate step, in the operation order of torch's ``_single_tensor_adagrad``."""
-    for param, u, state_sum in zip(params, clipped, sums, strict=True):
+    for param, u, state_sum, minus_lr in zip(params, clipped, sums, minus_lrs, strict=True):
         if not delay:
             state_sum.addcmul_(u, u, value=1)
         std = state_sum.sqrt().add_(eps)
         if delay:
             state_sum.addcmul_(u, u, value=1)
-        param.addcdiv_(u, std, value=-lr)
+        param.addcdiv_(u, std, value=minus_lr)
 
 
 def _adagrad_norm_step(
@@ -136,7 +195,7 @@ def _adagrad_norm_step(
     clipped: list[Tensor],
     norm_sq_sum: Tensor,
     clipped_norm: Tensor,
-    lr: float,
+    minus_lr: float | Tensor,
     delay: bool,
     eps: float,
     foreach: bool,
@@ -145,7 +204,7 @@ def _adagrad_norm_step(
     squared_norm = clipped_norm.to(norm_sq_sum.device, norm_sq_sum.dtype).square()
     if not delay:
         norm_sq_sum.add_(squared_norm)
-    minus_step = -lr / (norm_sq_sum.sqrt() + eps)
+    minus_step = minus_lr / (norm_sq_sum.sqrt() + eps)
     if delay:
         norm_sq_sum.add_(squared_norm)
     add_scaled_(params, clipped, minus_step, foreach)
@@ -156,7 +215,7 @@ class ClipAdaGrad(ClipOptimizer):
 
     Args:
         params: parameters or param groups.
-        lr: step size (>= 0).
+        lr: step size (>= 0; a number or a one-element tensor), default ``1e-2`` as ``Adagrad``.
         norm: ``False``: per-coordinate accumulator (AdaGrad); ``True``: one scalar ``b`` per
             param group (AdaGrad-Norm) fed with the group norm of the clipped gradient.
         delay: divide by the previous accumulator ``b_{t-1}`` (the step size does not depend
@@ -165,19 +224,24 @@ class ClipAdaGrad(ClipOptimizer):
             clamp) or ``None`` (default).
         max_norm: threshold ``tau > 0``, or an adaptive :class:`~tailclip.clip.ThresholdPolicy`
             (``clip="global"`` only). Ignored when ``clip=None``.
-        b0: initial accumulator ``b_0 >= 0`` (the accumulator starts at ``b0**2``, torch's
-            ``initial_accumulator_value``).
-        eps: added to ``b`` in the denominator (>= 0, as ``torch.optim.Adagrad``).
+        b0: initial accumulator ``b_0 >= 0`` (the accumulator starts at ``b0**2``).
+        eps: added to ``b`` in the denominator, default 1e-10 as ``torch.optim.Adagrad``; > 0,
+            or 0 with a positive initial accumulator (torch allows 0 with a zero accumulator,
+            which writes ``0 / 0 = NaN`` on an all-zero gradient: rejected here).
         weight_decay: coupled L2 factor, ``g_t + wd x_t`` before clipping (as ``Adagrad``).
+        lr_decay: ``lr_t = lr / (1 + (t - 1) lr_decay)`` (>= 0, as ``Adagrad``).
+        initial_accumulator_value: torch's name for the accumulator's start ``b_0^2`` (>= 0);
+            give it or ``b0``, not both.
+        maximize: ascend, ``u_t = clip(-g_t + wd x_t)``.
         foreach: multi-tensor path (default) or a per-tensor loop with the same results.
+        fused: torch's fused Adagrad kernel on ``u_t`` (``norm=False``, not delayed).
         nonfinite: ``"raise"`` or ``"skip"`` a step whose gradient holds NaN/Inf.
 
-    State: every parameter stepped has ``"step"`` (float32 CPU tensor, as ``Adagrad``); with
-    ``norm=False`` also ``"sum"`` (``b_t^2`` per coordinate, as ``Adagrad``). With ``norm=True``
-    the group's scalar accumulator ``b_t^2`` is ``"norm_sq_sum"`` (0-dim, float32, or float64
-    for float64 groups), stored once, in the state of ``group["params"][0]``, so
-    ``state_dict`` saves it once per group. ``lr_decay`` is not offered: schedule ``lr`` with a
-    ``torch.optim.lr_scheduler`` instead.
+    State: every parameter stepped has ``"step"`` (float32 CPU tensor, as ``Adagrad``; on the
+    parameter's device with ``fused``); with ``norm=False`` also ``"sum"`` (``b_t^2`` per
+    coordinate, as ``Adagrad``). With ``norm=True`` the group's scalar accumulator ``b_t^2`` is
+    ``"norm_sq_sum"`` (0-dim, float32, or float64 for float64 groups), stored once, in the
+    state of ``group["params"][0]``, so ``state_dict`` saves it once per group.
 
     References: Duchi, Hazan, Singer, "Adaptive Subgradient Methods for Online Learning and
     Stochastic Optimization", JMLR 2011 (AdaGrad); Ward, Wu, Bottou, "AdaGrad Stepsizes: Sharp
@@ -187,11 +251,12 @@ class ClipAdaGrad(ClipOptimizer):
     """
 
     GROUP_STATE_KEYS = ("norm_sq_sum",)
+    FORMAT_1_OPTIONS = {"lr_decay": 0.0, "initial_accumulator_value": None, "maximize": False, "fused": False}
 
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float,
+        lr: float | Tensor = 1e-2,
         norm: bool = False,
         delay: bool = False,
         clip: ClipMode = None,
@@ -199,37 +264,53 @@ class ClipAdaGrad(ClipOptimizer):
         b0: float = 0.0,
         eps: float = 1e-10,
         weight_decay: float = 0.0,
+        lr_decay: float = 0.0,
+        initial_accumulator_value: float | None = None,
         *,
-        foreach: bool = True,
+        maximize: bool = False,
+        foreach: bool | None = True,
+        fused: bool | None = False,
         nonfinite: str = "raise",
     ) -> None:
         defaults = dict(
             lr=lr, norm=norm, delay=delay, clip=clip, max_norm=max_norm,
-            b0=b0, eps=eps, weight_decay=weight_decay,
+            b0=b0, eps=eps, weight_decay=weight_decay, lr_decay=lr_decay,
+            initial_accumulator_value=initial_accumulator_value, maximize=maximize, fused=bool(fused),
         )
-        super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
+        super().__init__(params, defaults, foreach=foreach is not False, nonfinite=nonfinite)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_lr(group["lr"])
-        for name in ("norm", "delay"):
-            if not isinstance(group[name], bool):
-                raise ValueError(f"Invalid {name}: {group[name]!r}; allowed: True or False")
+        for name in ("norm", "delay", "maximize", "fused"):
+            check_flag(name, group[name])
         check_clipping(group["clip"], group["max_norm"])
         b0 = group["b0"]
         check_nonnegative("b0", b0)
-        if group["delay"] and not b0 > 0:
+        initial = group["initial_accumulator_value"]
+        if initial is not None:
+            check_nonnegative("initial_accumulator_value", initial)
+            if b0 != 0:
+                unsupported("initial_accumulator_value", initial, "allowed: it or b0, not both")
+        if group["delay"] and not _initial_sum(group) > 0:
             raise ValueError(f"Invalid b0: {b0} with delay=True; allowed: b0 > 0")
         check_nonnegative("eps", group["eps"])
+        if group["eps"] == 0 and not _initial_sum(group) > 0:
+            raise ValueError("Invalid eps: 0 with a zero initial accumulator; allowed: eps > 0, or b0 > 0 "
+                             "(an all-zero gradient would divide 0 by 0)")
         check_nonnegative("weight_decay", group["weight_decay"])
+        check_nonnegative("lr_decay", group["lr_decay"])
+        if group["fused"] and (group["norm"] or group["delay"]):
+            unsupported("fused", True, "allowed only with norm=False, delay=False")
 
     def _update_group(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
     ) -> ClipStats:
-        b0_sq = group["b0"] ** 2
+        b0_sq = _initial_sum(group)
         for p in params:
             state = self.state[p]
             if "step" not in state:
-                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                device = p.device if group["fused"] else "cpu"
+                state["step"] = torch.tensor(0.0, dtype=torch.float32, device=device)
             if not group["norm"] and "sum" not in state:
                 state["sum"] = torch.full_like(p, b0_sq, memory_format=torch.preserve_format)
         if group["norm"]:
@@ -246,13 +327,20 @@ class ClipAdaGrad(ClipOptimizer):
             lr=group["lr"], norm=group["norm"], delay=group["delay"], clip=group["clip"],
             max_norm=group["max_norm"], eps=group["eps"],
             weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
+            lr_decay=group["lr_decay"], maximize=group["maximize"], fused=group["fused"],
         )
+
+
+def _initial_sum(hp: Mapping[str, Any]) -> float:
+    """The accumulator's start ``b_0^2``: ``initial_accumulator_value`` if given, else ``b0**2``."""
+    initial = hp.get("initial_accumulator_value")
+    return hp["b0"] ** 2 if initial is None else initial
 
 
 def _init_runs(x: Tensor, hp: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Per run: the accumulator ``b0^2`` (per coordinate, or with ``norm=True`` one scalar per
     run, float64 for float64 iterates, else float32); shared: the step counter."""
-    b0_sq = hp["b0"] ** 2
+    b0_sq = _initial_sum(hp)
     if hp["norm"]:
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         state = {"norm_sq_sum": torch.full((x.shape[0],), b0_sq, dtype=dtype, device=x.device)}
@@ -267,6 +355,7 @@ def _run_core(hp: Mapping[str, Any], shared: Mapping[str, Tensor], lr: float, th
             [x], [g], [accumulator], [shared["step"]],
             lr=lr, norm=hp["norm"], delay=hp["delay"], clip=hp["clip"], max_norm=threshold,
             eps=hp["eps"], weight_decay=hp["weight_decay"], foreach=False,
+            lr_decay=hp["lr_decay"], maximize=hp["maximize"],
         )
 
     return core

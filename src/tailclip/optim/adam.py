@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import _device_dtype_check_for_fused
+from torch.optim.adam import adam as torch_adam
+from torch.optim.optimizer import _device_dtype_check_for_fused, _get_capturable_supported_devices
 
 from tailclip.clip import (
     ClipMode,
@@ -42,8 +43,16 @@ from tailclip.clip import (
     clip_threshold,
     tensor_norms,
 )
-from tailclip.optim._base import ClipOptimizer, check_betas, check_clipping, check_lr, check_nonnegative
-from tailclip.optim._kernels import cpu_blocks, device_dtype_buckets, per_tensor
+from tailclip.optim._base import (
+    ClipOptimizer,
+    check_betas,
+    check_clipping,
+    check_flag,
+    check_lr,
+    check_nonnegative,
+    unsupported,
+)
+from tailclip.optim._kernels import cpu_blocks, device_dtype_buckets, per_tensor, signed
 from tailclip.optim._registry import VectorizedRule, register_optimizer
 
 # Adam-Norm's scalar second moment of a group and its update count live in the state of the
@@ -73,6 +82,10 @@ def clip_adam(
     group_exp_avg_sq: Tensor | None = None,
     group_step: Tensor | None = None,
     norms: Tensor | None = None,
+    amsgrad: bool = False,
+    maximize: bool = False,
+    capturable: bool = False,
+    max_exp_avg_sqs: list[Tensor] | None = None,
 ) -> ClipStats:
     """Functional ClipAdam; updates ``params`` and the moment buffers in place.
 
@@ -89,13 +102,22 @@ def clip_adam(
     Returns the clipping statistics of the group. The arguments are not checked here:
     :class:`ClipAdam` checks them once per param group (``fused`` with ``norm`` or ``delay``
     is rejected there).
+
+    Plain Adam (``norm=False``, not delayed) with ``amsgrad``, ``capturable``, ``fused`` or a
+    Tensor ``lr``/beta runs torch's own AdamW kernels (``torch.optim.adam.adam``, decoupled
+    decay) on the clipped gradient ``u_t`` (``max_exp_avg_sqs``: AMSGrad's running maximum of
+    ``v``; the step then divides by ``sqrt(max_{s<=t} v_s)``). ``maximize`` clips ``-g_t``.
     """
-    if fused:
-        return _fused_clip_adam(
-            params, grads, exp_avgs, exp_avg_sqs, state_steps,
-            lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-            clip=clip, max_norm=max_norm, foreach=foreach, norms=norms,
+    torch_route = fused or amsgrad or capturable or any(isinstance(h, Tensor) for h in (lr, beta1, beta2))
+    if torch_route and not (norm or delay):
+        return _torch_clip_adam(
+            params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs or [], state_steps,
+            lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, clip=clip,
+            max_norm=max_norm, foreach=foreach, fused=fused, amsgrad=amsgrad, maximize=maximize,
+            capturable=capturable, norms=norms,
         )
+    lr = float(lr) if isinstance(lr, Tensor) else lr  # Adam-Norm and the delayed step: a host read
+    grads = signed(grads, maximize, foreach)
     scales = None
     if foreach and clip in ("global", "layer"):
         # the factors go into the update's first op: no clipped copy of every gradient
@@ -253,33 +275,38 @@ def _multi_tensor_clip_adam(
             torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, step_size)
 
 
-def _fused_clip_adam(
+def _torch_clip_adam(
     params: list[Tensor],
     grads: list[Tensor],
     exp_avgs: list[Tensor],
     exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor],
     state_steps: list[Tensor],
     *,
-    lr: float,
-    beta1: float,
-    beta2: float,
+    lr: float | Tensor,
+    beta1: float | Tensor,
+    beta2: float | Tensor,
     eps: float,
     weight_decay: float,
     clip: ClipMode,
     max_norm: float | Tensor | ThresholdPolicy,
     foreach: bool,
+    fused: bool,
+    amsgrad: bool,
+    maximize: bool,
+    capturable: bool,
     norms: Tensor | None,
 ) -> ClipStats:
-    """``torch._fused_adamw_`` per (device, dtype), one kernel reading each gradient once.
+    """torch's AdamW (``torch.optim.adam.adam``) on the clipped gradient.
 
-    The kernel divides the gradients by ``grad_scale``; global clipping passes
-    ``grad_scale = 1 / min(1, tau / ||g||) = max(1, ||g|| / tau)`` (float32) instead of
-    rescaling the gradients in a separate pass. The kernel writes the divided gradient back
-    into ``grads``, so after the step ``.grad`` holds the clipped gradient (as after
-    ``clip_grad_norm_``). Layer and coordinate clipping pass a clipped copy.
+    With ``fused=True`` and global clipping, the clip factor is the kernel's ``grad_scale``:
+    ``1 / min(1, tau / ||g||) = max(1, ||g|| / tau)`` (float32), instead of a rescaling pass;
+    the kernel writes the divided gradient back into ``grads``, so after the step ``.grad``
+    holds the clipped gradient (as after ``clip_grad_norm_``). ``maximize`` is the kernel's
+    (``clip(-g) = -clip(g)``).
     """
     grad_scale = None
-    if clip == "global":
+    if fused and clip == "global":
         if norms is None:
             norms = tensor_norms(grads, foreach)
         grad_norm = torch.linalg.vector_norm(norms)
@@ -288,49 +315,56 @@ def _fused_clip_adam(
         updates = grads
     else:
         updates, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms)
-    for index in device_dtype_buckets(params):
-        device = params[index[0]].device
-        device_steps = [state_steps[i] for i in index]
-        torch._foreach_add_(device_steps, 1)
-        torch._fused_adamw_(
-            [params[i] for i in index],
-            [updates[i] for i in index],
-            [exp_avgs[i] for i in index],
-            [exp_avg_sqs[i] for i in index],
-            [],
-            device_steps,
-            amsgrad=False,
-            lr=lr,
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=weight_decay,
-            eps=eps,
-            maximize=False,
-            grad_scale=None if grad_scale is None else grad_scale.to(device, torch.float32),
-            found_inf=None,
-        )
+    torch_adam(
+        params, updates, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
+        # torch's foreach path takes a Tensor lr only when capturable: the loop path takes it
+        foreach=foreach and not fused and (capturable or not isinstance(lr, Tensor)),
+        capturable=capturable, fused=fused,
+        grad_scale=None if grad_scale is None else grad_scale.to(torch.float32),
+        decoupled_weight_decay=True, amsgrad=amsgrad, beta1=beta1, beta2=beta2, lr=lr,
+        weight_decay=weight_decay, eps=eps, maximize=maximize,
+    )
     return stats
 
 
 def _check_hyperparameters(
     lr: float, betas: tuple[float, float], eps: float, weight_decay: float, norm: bool,
     delay: bool, clip: ClipMode, max_norm: float | ThresholdPolicy, v0: float, fused: bool,
+    amsgrad: bool, maximize: bool, capturable: bool,
 ) -> None:
     check_lr(lr)
     check_betas(betas)
     check_nonnegative("eps", eps)
+    if eps == 0 and not v0 > 0:
+        raise ValueError("Invalid eps: 0 with v0 = 0; allowed: eps > 0, or v0 > 0 (an all-zero gradient "
+                         "would divide 0 by 0)")
     check_nonnegative("weight_decay", weight_decay)
     check_clipping(clip, max_norm)
     check_nonnegative("v0", v0)
+    for name, flag in (("norm", norm), ("delay", delay), ("fused", fused), ("amsgrad", amsgrad),
+                       ("maximize", maximize), ("capturable", capturable)):
+        check_flag(name, flag)
     if delay and not v0 > 0:
         raise ValueError(f"Invalid v0: {v0}; allowed: v0 > 0 when delay=True")
     if fused and (norm or delay):
         raise ValueError(
             f"Invalid fused: True with norm={norm}, delay={delay}; allowed: only with norm=False, delay=False"
         )
+    for name, flag in (("amsgrad", amsgrad), ("capturable", capturable)):
+        if flag and (norm or delay):
+            unsupported(name, True, f"it has no meaning with norm={norm}, delay={delay}; allowed: only "
+                        "with norm=False, delay=False")
+    if fused and capturable:
+        unsupported("capturable", True, "allowed: fused or capturable, not both (as torch.optim.AdamW)")
+    if isinstance(betas[0], Tensor) or isinstance(betas[1], Tensor):
+        if norm or delay:
+            unsupported("betas", betas, "Tensor betas need norm=False, delay=False")
 
 
-_HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "norm", "delay", "clip", "max_norm", "v0", "fused")
+_HYPERPARAMETERS = (
+    "lr", "betas", "eps", "weight_decay", "norm", "delay", "clip", "max_norm", "v0", "fused",
+    "amsgrad", "maximize", "capturable",
+)
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -348,11 +382,19 @@ class ClipAdam(ClipOptimizer):
     update count are stored in the state of the group's first parameter
     ``group["params"][0]`` under ``"group_exp_avg_sq"`` and ``"group_step"``.
 
+    Without clipping (``clip=None``, the default), ``norm=False`` and no delay it is
+    ``torch.optim.AdamW`` with the same options, bit for bit, except the default
+    ``weight_decay``: 0 here (Adam, and the papers' Adam-Norm), 0.01 in ``AdamW``; replacing
+    ``AdamW(params)`` means ``ClipAdam(params, weight_decay=0.01)``. With clipping, the clipped
+    gradient ``u_t`` takes the gradient's place in AdamW's update.
+
     Args:
         params: parameters or param groups.
-        lr: step size (>= 0).
-        betas: ``(b1, b2)``, each in [0, 1).
-        eps: added to ``sqrt(v)`` (>= 0).
+        lr: step size (>= 0; a number or a one-element tensor).
+        betas: ``(b1, b2)``, each in [0, 1) (numbers, or tensors with ``norm=False``, no delay).
+        eps: added to ``sqrt(v)``; > 0, or 0 with ``v0 > 0`` (then ``v > 0`` always). torch
+            allows 0 with ``v = 0``, which writes ``0 / 0 = NaN`` on an all-zero gradient:
+            rejected here.
         weight_decay: decoupled decay, ``x <- x (1 - lr wd)`` before the update (>= 0).
         norm: ``True`` for Adam-Norm (one scalar second moment per group).
         delay: ``True`` for the delayed step size ``lr / (sqrt(v_{t-1}) + eps)`` without bias
@@ -366,19 +408,25 @@ class ClipAdam(ClipOptimizer):
         fused: ``torch._fused_adamw_`` (``norm=False``, not delayed; takes precedence over
             ``foreach``). With ``clip="global"`` the clip factor is the kernel's
             ``grad_scale``, and ``.grad`` holds the clipped gradient after the step.
+        amsgrad: divide by ``sqrt(max_{s<=t} vhat_s)`` (torch's AMSGrad; ``norm=False``, no delay).
+        maximize: ascend: ``u_t = clip(-g_t)``.
+        capturable: torch's CUDA-graph-capturable path (state ``step`` on the parameter's
+            device; parameters on a device torch supports for it, e.g. CUDA).
         nonfinite: ``"raise"`` or ``"skip"`` a step whose gradient holds NaN/Inf.
 
     References: Chezhegov et al., "Clipping Improves Adam-Norm and AdaGrad-Norm when the Noise
-    Is Heavy-Tailed"; Kingma and Ba, ICLR 2015; Loshchilov and Hutter, ICLR 2019.
+    Is Heavy-Tailed"; Kingma and Ba, ICLR 2015; Loshchilov and Hutter, ICLR 2019; Reddi, Kale,
+    Kumar, "On the Convergence of Adam and Beyond", ICLR 2018 (AMSGrad).
     """
 
     GROUP_STATE_KEYS = (GROUP_EXP_AVG_SQ, GROUP_STEP)
+    FORMAT_1_OPTIONS = {"amsgrad": False, "maximize": False, "capturable": False}
 
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         norm: bool = False,
@@ -387,28 +435,39 @@ class ClipAdam(ClipOptimizer):
         max_norm: float | ThresholdPolicy = 1.0,
         v0: float = 0.0,
         *,
-        foreach: bool = True,
-        fused: bool = False,
+        amsgrad: bool = False,
+        maximize: bool = False,
+        capturable: bool = False,
+        foreach: bool | None = True,
+        fused: bool | None = False,
         nonfinite: str = "raise",
     ) -> None:
         defaults = dict(
-            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, norm=bool(norm),
-            delay=bool(delay), clip=clip, max_norm=max_norm, v0=v0, fused=bool(fused),
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, norm=norm,
+            delay=delay, clip=clip, max_norm=max_norm, v0=v0, fused=bool(fused),
+            amsgrad=amsgrad, maximize=maximize, capturable=capturable,
         )
-        super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
+        super().__init__(params, defaults, foreach=foreach is not False, nonfinite=nonfinite)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         _check_hyperparameters(**{k: group[k] for k in _HYPERPARAMETERS})
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        if group["capturable"] and p.device.type not in _get_capturable_supported_devices():
+            unsupported("capturable", True, f"got a parameter on {p.device.type}; allowed: parameters on "
+                        f"{', '.join(_get_capturable_supported_devices())}")
         if group["fused"]:
             _device_dtype_check_for_fused(p)
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        elif group["capturable"]:
+            state["step"] = torch.zeros((), dtype=_scalar_dtype(), device=p.device)
         else:
             state["step"] = torch.tensor(0.0, dtype=_scalar_dtype(), device="cpu")
         state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         if not group["norm"]:
             state["exp_avg_sq"] = torch.full_like(p, group["v0"], memory_format=torch.preserve_format)
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
     def _update_group(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
@@ -422,6 +481,7 @@ class ClipAdam(ClipOptimizer):
             steps.append(state["step"])
             if not group["norm"]:
                 exp_avg_sqs.append(state["exp_avg_sq"])
+        max_exp_avg_sqs = [self.state[p]["max_exp_avg_sq"] for p in params] if group["amsgrad"] else None
         group_exp_avg_sq = group_step = None
         if group["norm"]:
             first = group["params"][0]
@@ -439,7 +499,8 @@ class ClipAdam(ClipOptimizer):
             weight_decay=group["weight_decay"], clip=group["clip"],
             max_norm=group["max_norm"], norm=group["norm"], delay=group["delay"],
             foreach=group["foreach"], fused=group["fused"], group_exp_avg_sq=group_exp_avg_sq,
-            group_step=group_step, norms=norms,
+            group_step=group_step, norms=norms, amsgrad=group["amsgrad"], maximize=group["maximize"],
+            capturable=group["capturable"], max_exp_avg_sqs=max_exp_avg_sqs,
         )
 
 
@@ -468,6 +529,7 @@ def _run_core(hp: Mapping[str, Any], shared: Mapping[str, Tensor], lr: float, th
             lr=lr, beta1=beta1, beta2=beta2, eps=hp["eps"], weight_decay=hp["weight_decay"],
             clip=hp["clip"], max_norm=threshold, norm=norm, delay=hp["delay"], foreach=False,
             group_exp_avg_sq=second if norm else None, group_step=shared.get("group_step"),
+            maximize=hp["maximize"],
         )
 
     return core

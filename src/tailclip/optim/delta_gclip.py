@@ -28,8 +28,15 @@ import torch
 from torch import Tensor
 
 from tailclip.clip import ClipStats, tensor_norms
-from tailclip.optim._base import ClipOptimizer, check_lr, check_nonnegative, check_positive
-from tailclip.optim._kernels import coupled_decay
+from tailclip.optim._base import (
+    ClipOptimizer,
+    check_flag,
+    check_lr,
+    check_nonnegative,
+    check_positive,
+    unsupported,
+)
+from tailclip.optim._kernels import coupled_decay, signed
 from tailclip.optim._registry import VectorizedRule, register_optimizer
 
 
@@ -43,6 +50,7 @@ def delta_gclip(
     weight_decay: float,
     foreach: bool,
     norms: Tensor | None = None,
+    maximize: bool = False,
 ) -> ClipStats:
     """Functional DeltaGClip; updates ``params`` in place, ``grads`` are left untouched.
 
@@ -54,6 +62,7 @@ def delta_gclip(
     gradient part of the applied step divided by ``eta`` (the whole step when ``wd = 0``;
     0 when ``G_t = 0``).
     """
+    grads = signed(grads, maximize, foreach)
     if norms is None:
         norms = tensor_norms(grads, foreach)
     grad_norm = torch.linalg.vector_norm(norms)
@@ -79,6 +88,8 @@ class DeltaGClip(ClipOptimizer):
         delta: floor of the clipping factor, in [0, 1]; 0 gives plain GClip.
         weight_decay: coupled L2 factor; the step follows ``g + wd x`` while ``||g||`` is
             taken from the raw gradient.
+        maximize: ascend: ``-g`` takes the gradient's place.
+        fused: no fused kernel: ``True`` is rejected (accepted for torch.optim signatures).
         foreach: multi-tensor path (default) or a per-tensor loop with the same results.
         nonfinite: ``"raise"`` or ``"skip"`` a step whose gradient holds NaN/Inf.
 
@@ -90,6 +101,8 @@ class DeltaGClip(ClipOptimizer):
     Provably Trains Wide and Deep Neural Networks", TMLR 2025.
     """
 
+    FORMAT_1_OPTIONS = {"maximize": False}
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -98,14 +111,20 @@ class DeltaGClip(ClipOptimizer):
         delta: float = 1e-3,
         weight_decay: float = 0.0,
         *,
-        foreach: bool = True,
+        maximize: bool = False,
+        foreach: bool | None = True,
+        fused: bool | None = False,
         nonfinite: str = "raise",
     ) -> None:
+        if fused:
+            unsupported("fused", fused, f"{type(self).__name__} has no fused kernel; allowed: False or None")
         defaults = dict(lr=lr, gamma=gamma, delta=delta, weight_decay=weight_decay)
-        super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
+        super().__init__(params, {**defaults, "maximize": maximize}, foreach=foreach is not False,
+                         nonfinite=nonfinite)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_lr(group["lr"])
+        check_flag("maximize", group["maximize"])
         check_positive("gamma", group["gamma"])
         if not 0.0 <= group["delta"] <= 1.0:
             raise ValueError(f"Invalid delta: {group['delta']}; allowed: 0 <= delta <= 1")
@@ -118,6 +137,7 @@ class DeltaGClip(ClipOptimizer):
             params, grads,
             lr=group["lr"], gamma=group["gamma"], delta=group["delta"],
             weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
+            maximize=group["maximize"],
         )
 
 
@@ -130,7 +150,8 @@ def _run_core(hp: Mapping[str, Any], shared: Mapping[str, Tensor], lr: float, th
     def core(x: Tensor, g: Tensor) -> ClipStats:
         return delta_gclip(
             [x], [g],
-            lr=lr, gamma=threshold, delta=hp["delta"], weight_decay=hp["weight_decay"], foreach=False,
+            lr=lr, gamma=threshold, delta=hp["delta"], weight_decay=hp["weight_decay"],
+            foreach=False, maximize=hp["maximize"],
         )
 
     return core

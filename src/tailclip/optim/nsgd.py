@@ -24,12 +24,14 @@ from torch import Tensor
 from tailclip.clip import ClipStats, tensor_norms
 from tailclip.optim._base import (
     ClipOptimizer,
+    check_flag,
     check_lr,
     check_nonnegative,
     check_positive,
     check_unit_interval,
+    unsupported,
 )
-from tailclip.optim._kernels import add_scaled_, coupled_decay
+from tailclip.optim._kernels import add_scaled_, coupled_decay, signed
 from tailclip.optim._registry import VectorizedRule, register_optimizer
 
 
@@ -44,6 +46,7 @@ def nsgd(
     weight_decay: float,
     foreach: bool,
     norms: Tensor | None = None,
+    maximize: bool = False,
 ) -> ClipStats:
     """Functional NSGD; updates ``params`` and ``momentum_buffers`` (``m_{t-1}``) in place.
 
@@ -53,6 +56,7 @@ def nsgd(
     (weight decay included) and of the applied direction ``d_t = m_t / (||m_t|| + eps)``, so
     ``clip_factor = ||d_t|| / ||g_t||`` is the scale of the step relative to the gradient.
     """
+    grads = signed(grads, maximize, foreach)
     if weight_decay != 0:
         grads = coupled_decay(grads, params, weight_decay, foreach)
         norms = None
@@ -82,6 +86,8 @@ class NSGD(ClipOptimizer):
             normalized gradient descent.
         eps: added to the group norm ``||m_t||`` (> 0: a zero momentum gives a zero step).
         weight_decay: coupled L2 factor, ``g_t + wd x_t`` (as ``torch.optim.SGD``).
+        maximize: ascend: ``-g_t`` takes the gradient's place.
+        fused: no fused kernel: ``True`` is rejected (accepted for torch.optim signatures).
         foreach: multi-tensor path (default) or a per-tensor loop with the same results.
         nonfinite: ``"raise"`` or ``"skip"`` a step whose gradient holds NaN/Inf.
 
@@ -95,6 +101,8 @@ class NSGD(ClipOptimizer):
     for adaptivity", ICLR 2020 (normalized GD).
     """
 
+    FORMAT_1_OPTIONS = {"maximize": False}
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -103,14 +111,20 @@ class NSGD(ClipOptimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         *,
-        foreach: bool = True,
+        maximize: bool = False,
+        foreach: bool | None = True,
+        fused: bool | None = False,
         nonfinite: str = "raise",
     ) -> None:
+        if fused:
+            unsupported("fused", fused, f"{type(self).__name__} has no fused kernel; allowed: False or None")
         defaults = dict(lr=lr, momentum=momentum, eps=eps, weight_decay=weight_decay)
-        super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
+        super().__init__(params, {**defaults, "maximize": maximize}, foreach=foreach is not False,
+                         nonfinite=nonfinite)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_lr(group["lr"])
+        check_flag("maximize", group["maximize"])
         check_unit_interval("momentum", group["momentum"])
         check_positive("eps", group["eps"])
         check_nonnegative("weight_decay", group["weight_decay"])
@@ -128,6 +142,7 @@ class NSGD(ClipOptimizer):
             params, grads, buffers,
             lr=group["lr"], momentum=group["momentum"], eps=group["eps"],
             weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
+            maximize=group["maximize"],
         )
 
 
@@ -140,7 +155,8 @@ def _run_core(hp: Mapping[str, Any], shared: Mapping[str, Tensor], lr: float, th
     def core(x: Tensor, g: Tensor, buffer: Tensor) -> ClipStats:
         return nsgd(
             [x], [g], [buffer],
-            lr=lr, momentum=hp["momentum"], eps=hp["eps"], weight_decay=hp["weight_decay"], foreach=False,
+            lr=lr, momentum=hp["momentum"], eps=hp["eps"], weight_decay=hp["weight_decay"],
+            foreach=False, maximize=hp["maximize"],
         )
 
     return core
