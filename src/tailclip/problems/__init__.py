@@ -6,6 +6,7 @@ Importing this package registers every built-in task in :data:`tailclip.engine.t
 
 from tailclip.problems import (
     image_classification,  # noqa: F401  (registers image-classification)
+    imbalanced_softmax,  # noqa: F401  (registers imbalanced-softmax)
     language_model,  # noqa: F401  (registers language-model)
     quadratic,  # noqa: F401  (registers noisy-quadratic)
     synthetic,  # noqa: F401  (registers stochastic-quadratic)

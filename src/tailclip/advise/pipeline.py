@@ -1,0 +1,118 @@
+"""``advise(config)``: measure, choose candidates, bake off, control, answer (the five steps in order).
+
+The runs go to ``<store dir>/<store stem>-advise.sqlite`` (a results store: ``tailclip report``
+reads it), the Optuna studies to ``<store stem>-advise-optuna.sqlite`` beside it and the noise
+reports to ``<store dir>/advise/<config name>/``. Calling ``advise`` again with the same config and
+budget resumes: finished runs and finished trials are read back, not redone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tailclip.advise._engine import ExperimentConfig, ResultsStore
+from tailclip.advise.answer import Answer, decide, leads
+from tailclip.advise.bakeoff import bake_off, finalists, run_seeds
+from tailclip.advise.candidates import choose_candidates
+from tailclip.advise.control import LR_FACTORS, run_control
+from tailclip.advise.measure import measure
+from tailclip.advise.plan import default_budget_seconds, make_plan
+
+__all__ = ["Progress", "advise", "advice_paths"]
+
+Progress = Callable[[str, int, int], None]
+MIN_REMAINING = 0.3
+
+
+def advice_paths(config: ExperimentConfig) -> dict[str, Path]:
+    """Where ``advise`` writes: ``store`` (runs), ``optuna`` (studies), ``reports`` (noise reports)."""
+    store = Path(config.output.store)
+    return {
+        "store": store.with_name(f"{store.stem}-advise.sqlite"),
+        "optuna": store.with_name(f"{store.stem}-advise-optuna.sqlite"),
+        "reports": store.parent / "advise" / config.name,
+    }
+
+
+def advise(
+    config: ExperimentConfig,
+    *,
+    budget_minutes: float | None = None,
+    seeds: int = 3,
+    noise_batches: int = 100,
+    progress: Progress | None = None,
+) -> Answer:
+    """Run the five steps on ``config`` (see :mod:`tailclip.advise`) and return the :class:`Answer`.
+
+    ``budget_minutes`` (default: sized by :func:`~tailclip.advise.plan.default_budget_seconds`)
+    bounds the whole advice; ``progress(phase, done, total)`` reports each phase (``measure``,
+    ``bake-off``, ``seeds``, ``control``). Raises ``ValueError`` for a config it cannot advise on
+    and ``RuntimeError`` when the warm-up or every candidate diverges.
+    """
+    if seeds < 2:
+        raise ValueError(f"seeds: got {seeds}; allowed: an integer >= 2 (the seed spread needs two)")
+    if budget_minutes is not None and not budget_minutes > 0:
+        raise ValueError(f"budget_minutes: got {budget_minutes}; allowed: a number > 0")
+    start = time.perf_counter()
+    report = progress or (lambda phase, done, total: None)
+    paths = advice_paths(config)
+    paths["store"].parent.mkdir(parents=True, exist_ok=True)
+    measurement = measure(
+        config, paths["reports"], noise_batches=noise_batches, progress=lambda d, t: report("measure", d, t)
+    )
+    candidates = choose_candidates(config.optimizer.model_dump(), measurement)
+    budget = (
+        budget_minutes * 60.0
+        if budget_minutes is not None
+        else default_budget_seconds(measurement.total_steps, measurement.step_seconds, len(candidates), seeds)
+    )
+    remaining = max(budget - (time.perf_counter() - start), MIN_REMAINING * budget)
+    plan = make_plan(
+        remaining, measurement.total_steps, measurement.step_seconds, len(candidates), config.train.batch_size,
+        measurement.examples, seeds=seeds,
+    )
+    store = ResultsStore(paths["store"])
+    try:
+        total_trials = len(candidates) * plan.lr_points
+        done = {"bake-off": 0, "seeds": 0, "control": 0}
+
+        def counter(phase: str, total: int) -> Callable[[str], None]:
+            def tick(label: str) -> None:
+                done[phase] += 1
+                report(phase, done[phase], total)
+
+            return tick
+
+        total = measurement.total_steps
+        results = bake_off(
+            config, candidates, plan, store, paths["optuna"], total, on_trial=counter("bake-off", total_trials)
+        )
+        chosen = finalists(results)
+        if not chosen:
+            raise RuntimeError("every candidate diverged at every step size tried; nothing to recommend")
+        ranked = run_seeds(
+            config, chosen, plan, store, total, on_run=counter("seeds", len(chosen) * plan.seeds)
+        )
+        decision = decide(ranked, measurement.verdict)
+        control = None
+        if decision.rival is not None:
+            rival, recommended = decision.rival, decision.recommended
+            control = run_control(
+                config, recommended, rival, leads(recommended, rival), plan, store, total, measurement.alpha.alpha,
+                on_run=counter("control", 2 * len(LR_FACTORS)),
+            )
+    finally:
+        store.close()
+    return Answer(
+        config_name=config.name,
+        measurement=measurement,
+        plan=plan,
+        candidates=results,
+        decision=decision,
+        control=control,
+        runtime_seconds=time.perf_counter() - start,
+        store=str(paths["store"]),
+        optuna_storage=str(paths["optuna"]),
+    )
