@@ -2,7 +2,8 @@
 
 **Ranking.** The finalists by mean final ``eval/loss`` over seeds (lower is better). A finalist
 *leads* another when its mean is lower by more than the seed spread, the larger of the two sample
-standard deviations (with one seed the spread is unknown and nothing leads).
+standard deviations, and by more than 1% of the other's mean (smaller differences do not matter to
+a user; with one seed the spread is unknown and nothing leads).
 
 **Recommendation.** The leader if it leads every other finalist. Otherwise the finalists tied with
 the best one are candidates, and the noise decides: under heavy-tailed noise the best tied
@@ -37,14 +38,18 @@ from tailclip.advise.plan import Plan
 __all__ = ["Answer", "Decision", "decide", "leads", "to_json"]
 
 
+MIN_RELATIVE_LEAD = 0.01
+
+
 def leads(a: Finalist, b: Finalist) -> bool:
-    """Whether ``a``'s mean is lower than ``b``'s by more than the seed spread ``max(sd_a, sd_b)``."""
+    """Whether ``a``'s mean is lower than ``b``'s by more than ``max(sd_a, sd_b)`` and 1% of ``|b|``."""
     if math.isinf(a.mean):
         return False
     if math.isinf(b.mean):
         return True
     spread = max(a.sd, b.sd)
-    return math.isfinite(spread) and b.mean - a.mean > spread
+    lead = b.mean - a.mean
+    return math.isfinite(spread) and lead > spread and lead > MIN_RELATIVE_LEAD * abs(b.mean)
 
 
 @dataclass(frozen=True)

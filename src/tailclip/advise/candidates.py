@@ -10,9 +10,9 @@ ACClip (Zhang et al., NeurIPS 2020). Where local smoothness grows with the gradi
 delta-GClip (Tucat et al., TMLR 2025; Zhang et al., ICLR 2020: clipped steps provably beat fixed
 ones under (L0, L1)-smoothness).
 
-Each candidate gets a learning-rate range ``[lr_ref / 10, 10 lr_ref]``. ``lr_ref`` is the config's
+Each candidate gets a learning-rate range ``[lr_ref / 30, 30 lr_ref]``. ``lr_ref`` is the config's
 step size when the candidate is of the config's family (SGD-like or Adam-like), else ``(1 - beta)
-/ L`` for SGD-like rules (``L`` the median probed smoothness, ``beta`` the momentum) and ``3e-3``
+/ L`` for SGD-like rules (``L`` the median probed smoothness, ``beta`` the momentum) and ``1e-2``
 for Adam-like ones.
 """
 
@@ -28,8 +28,8 @@ __all__ = ["Candidate", "choose_candidates", "is_clipped", "lr_of", "with_lr"]
 
 SGD_FAMILY = ("sgd", "clip_sgd", "delta_gclip", "acclip", "nsgd")
 ADAM_FAMILY = ("adam", "adamw", "clip_adam")
-ADAM_DEFAULT_LR = 3e-3
-LR_SPAN = 10.0
+ADAM_DEFAULT_LR = 1e-2
+LR_SPAN = 30.0
 
 
 @dataclass(frozen=True)

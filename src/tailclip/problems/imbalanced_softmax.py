@@ -36,11 +36,11 @@ __all__ = ["ImbalancedSoftmax", "ImbalancedSoftmaxOptions", "imbalanced_data"]
 class ImbalancedSoftmaxOptions(TaskOptions):
     """Options of ``imbalanced-softmax`` (see the module docstring)."""
 
-    classes: int = Field(64, ge=2, le=100_000)
-    examples: int = Field(2048, ge=2, le=10_000_000)
+    classes: int = Field(256, ge=2, le=100_000)
+    examples: int = Field(4096, ge=2, le=10_000_000)
     dim: int = Field(32, ge=1, le=100_000)
     zipf_exponent: float = Field(1.0, ge=0.0)
-    condition_number: float = Field(10.0, ge=1.0)
+    condition_number: float = Field(300.0, ge=1.0)
     instance_seed: int = Field(0, ge=0, lt=2**63)
 
 
