@@ -7,6 +7,8 @@
 * ``tailclip tails CONFIG [--set k=v ...] [-o DIR] [--steps N] [--batch-size B] [--mean-batches M]
   [--noise-batches N] [--per-sample]``: the gradient noise of a config's model task (after ``N``
   training steps): verdict and tail index, ``noise_report.json``, PNGs, ``noise_section.html``.
+* ``tailclip advise CONFIG [--set k=v ...] [--budget-minutes M] [--seeds N] [--json FILE]``: the
+  recommended optimizer for a config, with its evidence (:mod:`tailclip.advise`).
 * ``tailclip list``: tasks, optimizers and built-in configs.
 * ``tailclip demo``: the built-in ``demo`` sweep and its table.
 
@@ -561,6 +563,31 @@ def reproduce(
     )
     if not all(r.passed for r in results):
         raise typer.Exit(1)
+
+
+@app.command()
+def advise(
+    config: ConfigArgument,
+    set_: SetOption = None,
+    budget_minutes: Annotated[
+        float | None, typer.Option(help="Time for the whole advice (default: sized for the config, 1-20 min).")
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds per finalist (at least 2).")] = 3,
+    json_file: Annotated[str | None, typer.Option("--json", help="Also write the answer as JSON here.")] = None,
+) -> None:
+    """What should I train with? Measure the noise, bake off optimizers, run a control, recommend one."""
+    from tailclip.advise.command import advise_command  # optuna loads only for this command
+
+    experiment = _load(config, set_)
+    try:
+        advise_command(
+            experiment, budget_minutes=budget_minutes, seeds=seeds, json_path=json_file, console=_console()
+        )
+    except ValueError as exc:
+        _user_error(exc)
+    except Exception as exc:  # noqa: BLE001  (a diverged warm-up, a failing model: one line, exit 1)
+        typer.echo(f"error: advise failed: {type(exc).__name__}: {' '.join(str(exc).split())}", err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

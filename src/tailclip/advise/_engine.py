@@ -8,11 +8,13 @@ from tailclip.engine.runner import build_task, model_step, resolve_device, run_o
 from tailclip.engine.schedules import make_scheduler
 from tailclip.engine.store import ResultsStore
 from tailclip.engine.tails import training_length
+from tailclip.engine.tasks import TASKS
 
 __all__ = [
     "ConfigError",
     "ExperimentConfig",
     "ResultsStore",
+    "TASKS",
     "build_optimizer",
     "build_task",
     "load_config",

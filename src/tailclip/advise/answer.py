@@ -126,6 +126,7 @@ class Answer:
     candidates: list[CandidateResult]
     decision: Decision
     control: ControlResult | None
+    budget_seconds: float
     runtime_seconds: float
     store: str
     optuna_storage: str
@@ -228,6 +229,7 @@ class Answer:
             "control": None if self.control is None else self.control.to_dict(),
             "what_would_change": self.what_would_change(),
             "plan": self.plan.to_dict(),
+            "budget_seconds": self.budget_seconds,
             "runtime_seconds": self.runtime_seconds,
             "store": self.store,
             "optuna_storage": self.optuna_storage,

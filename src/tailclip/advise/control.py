@@ -12,7 +12,9 @@ times 1/3, 1 and 3 (the best step size moves with the batch), and compares their
 * **flips** (the other wins) or **vanishes** (the gap shrinks below half): the gain *is*
   explained by the noise;
 * **no gain**: the finalists tied at the training batch (lead within the seed spread), so there
-  is nothing to explain; the large-batch numbers are still reported.
+  is nothing to explain; the large-batch numbers are still reported;
+* **weak**: the large batch shrinks the noise by less than half (see below), so it cannot tell
+  noise from geometry; the numbers are reported, no conclusion is drawn.
 
 The relative gap is ``(loser - winner) / |loser|``. At ``K`` times the batch an alpha-stable noise
 shrinks only by ``K^(1/alpha - 1)`` (``K^(-1/2)`` for finite variance), so the answer records that
@@ -35,6 +37,7 @@ __all__ = ["LR_FACTORS", "ControlResult", "relative_gap", "run_control"]
 
 LR_FACTORS = (1 / 3, 1.0, 3.0)
 KEEP_FRACTION = 0.5
+WEAK_REDUCTION = 0.5
 
 
 def relative_gap(winner: float, loser: float) -> float:
@@ -46,7 +49,7 @@ def relative_gap(winner: float, loser: float) -> float:
 
 @dataclass(frozen=True)
 class ControlResult:
-    """The control's runs and conclusion (``outcome`` in holds / flips / vanishes / no gain)."""
+    """The control's runs and conclusion (``outcome`` in holds / flips / vanishes / no gain / weak)."""
 
     batch_size: int
     steps: int
@@ -115,6 +118,12 @@ def run_control(
             f"{names[0]} and {names[1]} tied at the training batch, so there is no gain to explain; "
             f"{at} the final {'' if large_w <= large_r else 'ranking flips: '}losses are "
             f"{large_w:.4g} and {large_r:.4g}"
+        )
+    elif reduction > WEAK_REDUCTION:
+        outcome, explained = "weak", None
+        message = (
+            f"{at} the noise is barely reduced (heavy tails average slowly), so the control cannot tell noise "
+            f"from geometry: {names[0]} {large_w:.4g} vs {names[1]} {large_r:.4g}"
         )
     elif large_w < large_r and large_gap >= KEEP_FRACTION * small_gap:
         outcome, explained = "holds", False

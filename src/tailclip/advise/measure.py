@@ -12,7 +12,8 @@ them, seeded with ``train.seed``):
   ``L_t`` against ``||grad F(x_t)||`` on a fixed set of batches, summarised by the least-squares
   line ``L = L0 + L1 ||grad F||`` and the rank correlation; local smoothness that grows with the
   gradient norm is the regime where clipped steps provably beat fixed ones;
-* the wall time of one training step, which sizes the bake-off.
+* the wall time of one training step, which sizes the bake-off, and for a task without epochs
+  (a stream) that of a step at ``16 B``, the batch of its control.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ PROBES = 4
 PROBE_BATCHES = 4
 GROWTH_CORRELATION = 0.5
 GROWTH_RATIO = 1.5
+STREAM_FACTOR = 16
+TIMED_STEPS = 3
 
 
 def warmup_length(total_steps: int) -> int:
@@ -110,6 +113,7 @@ class Measurement:
     smoothness: SmoothnessSummary
     step_seconds: float
     examples: int | None
+    stream_control_step_seconds: float | None
     reports: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -148,6 +152,19 @@ def _smoothness_summary(points: list[tuple[int, float, float]]) -> SmoothnessSum
     grows = bool(l1 > 0 and correlation >= GROWTH_CORRELATION and values.max() >= GROWTH_RATIO * values.min())
     return SmoothnessSummary(steps, tuple(map(float, grads)), tuple(map(float, values)), float(l0), float(l1),
                              correlation, grows)
+
+
+def _stream_control_step_seconds(config: ExperimentConfig, device: torch.device) -> float:
+    """Seconds per step of ``config``'s task at ``STREAM_FACTOR`` times its batch (after one untimed step)."""
+    train = config.train.model_copy(update={"batch_size": STREAM_FACTOR * config.train.batch_size})
+    twin = build_task(config.model_copy(update={"train": train}), device)
+    optimizer = build_optimizer(config.optimizer, [p for p in twin.model.parameters() if p.requires_grad])
+    scheduler = make_scheduler(optimizer, config.schedule, TIMED_STEPS + 1)
+    model_step(twin, optimizer, scheduler, config.train.accumulation_steps)
+    start = time.perf_counter()
+    for _ in range(TIMED_STEPS):
+        model_step(twin, optimizer, scheduler, config.train.accumulation_steps)
+    return (time.perf_counter() - start) / TIMED_STEPS
 
 
 def measure(
@@ -226,8 +243,9 @@ def measure(
         noise.append(summary)
         reports["warmup"] = path
     parameters = sum(p.numel() for p in params)
-    quantiles = np.quantile(np.array(norms), QUANTILES) if norms else np.full(len(QUANTILES), math.nan)
     per_epoch = task.steps_per_epoch()
+    stream_seconds = None if per_epoch is not None else _stream_control_step_seconds(config, device)
+    quantiles = np.quantile(np.array(norms), QUANTILES) if norms else np.full(len(QUANTILES), math.nan)
     return Measurement(
         batch_size=config.train.batch_size,
         total_steps=total,
@@ -239,5 +257,6 @@ def measure(
         smoothness=_smoothness_summary(probes),
         step_seconds=seconds / max(warmup, 1),
         examples=None if per_epoch is None else per_epoch * config.train.batch_size * config.train.accumulation_steps,
+        stream_control_step_seconds=stream_seconds,
         reports=reports,
     )

@@ -2,28 +2,48 @@
 
 The runs go to ``<store dir>/<store stem>-advise.sqlite`` (a results store: ``tailclip report``
 reads it), the Optuna studies to ``<store stem>-advise-optuna.sqlite`` beside it and the noise
-reports to ``<store dir>/advise/<config name>/``. Calling ``advise`` again with the same config and
-budget resumes: finished runs and finished trials are read back, not redone.
+reports and the plan to ``<store dir>/advise/<config name>/``. Calling ``advise`` again with the same
+config, budget and seeds reuses the saved plan and resumes: finished runs and finished trials are
+read back, not redone (the measurement, a few seconds, is repeated).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tailclip.advise._engine import ExperimentConfig, ResultsStore
+from tailclip.advise._engine import TASKS, ExperimentConfig, ResultsStore
 from tailclip.advise.answer import Answer, decide, leads
 from tailclip.advise.bakeoff import bake_off, finalists, run_seeds
 from tailclip.advise.candidates import choose_candidates
 from tailclip.advise.control import LR_FACTORS, run_control
 from tailclip.advise.measure import measure
-from tailclip.advise.plan import default_budget_seconds, make_plan
+from tailclip.advise.plan import Plan, default_budget_seconds, make_plan
 
 __all__ = ["Progress", "advise", "advice_paths"]
 
 Progress = Callable[[str, int, int], None]
 MIN_REMAINING = 0.3
+PLAN_FILE = "plan.json"
+
+
+def _saved_plan(path: Path, key: str) -> Plan | None:
+    """The plan of an earlier advice with the same config, budget and seeds (so that it resumes)."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return Plan(**saved["plan"]) if saved.get("key") == key else None
+
+
+def _save_plan(path: Path, key: str, plan: Plan) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp")
+    tmp.write_text(json.dumps({"key": key, "plan": plan.to_dict()}))
+    os.replace(tmp, path)
 
 
 def advice_paths(config: ExperimentConfig) -> dict[str, Path]:
@@ -55,6 +75,9 @@ def advise(
         raise ValueError(f"seeds: got {seeds}; allowed: an integer >= 2 (the seed spread needs two)")
     if budget_minutes is not None and not budget_minutes > 0:
         raise ValueError(f"budget_minutes: got {budget_minutes}; allowed: a number > 0")
+    if TASKS[config.task.name].kind != "model":
+        models = ", ".join(sorted(name for name, cls in TASKS.items() if cls.kind == "model"))
+        raise ValueError(f"task.name: {config.task.name!r} is a vectorized task; allowed: a model task ({models})")
     start = time.perf_counter()
     report = progress or (lambda phase, done, total: None)
     paths = advice_paths(config)
@@ -69,10 +92,11 @@ def advise(
         else default_budget_seconds(measurement.total_steps, measurement.step_seconds, len(candidates), seeds)
     )
     remaining = max(budget - (time.perf_counter() - start), MIN_REMAINING * budget)
-    plan = make_plan(
+    plan = _saved_plan(paths["reports"] / PLAN_FILE, f"{config.run_id}-{budget_minutes}-{seeds}") or make_plan(
         remaining, measurement.total_steps, measurement.step_seconds, len(candidates), config.train.batch_size,
-        measurement.examples, seeds=seeds,
+        measurement.examples, stream_control_step_seconds=measurement.stream_control_step_seconds, seeds=seeds,
     )
+    _save_plan(paths["reports"] / PLAN_FILE, f"{config.run_id}-{budget_minutes}-{seeds}", plan)
     store = ResultsStore(paths["store"])
     try:
         total_trials = len(candidates) * plan.lr_points
@@ -112,6 +136,7 @@ def advise(
         candidates=results,
         decision=decision,
         control=control,
+        budget_seconds=budget,
         runtime_seconds=time.perf_counter() - start,
         store=str(paths["store"]),
         optuna_storage=str(paths["optuna"]),

@@ -12,7 +12,8 @@ for that is overrun, and the answer says so.
 The control batch (Kunstner et al., ICLR 2023): the full batch when the task's data is finite and
 holds at most ``max(64 B, 8192)`` examples, else ``16 B``. It runs the same number of examples
 (``T' B / B_control`` steps, at least 1) when the data is finite; a stream (no epochs) keeps ``T'``
-steps when that fits the control's share, else it too runs the same number of examples.
+steps (the same optimisation with less noise) when that fits the control's share at the measured
+step time of the large batch, else it too runs the same number of examples.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from tailclip.advise.measure import STREAM_FACTOR
 
 __all__ = ["Plan", "default_budget_seconds", "make_plan"]
 
@@ -32,7 +35,6 @@ SHARES = {"bakeoff": 0.55, "finalists": 0.25, "control": 0.2}
 MIN_STEPS = 20
 MAX_BUDGET = 20 * 60.0
 MIN_BUDGET = 60.0
-STREAM_FACTOR = 16
 
 
 @dataclass(frozen=True)
@@ -78,9 +80,13 @@ def make_plan(
     batch_size: int,
     examples: int | None,
     *,
+    stream_control_step_seconds: float | None = None,
     seeds: int = 3,
 ) -> Plan:
-    """Size the bake-off, the finalists' seeds and the control for ``budget_seconds`` (see above)."""
+    """Size the bake-off, the finalists' seeds and the control for ``budget_seconds`` (see above).
+
+    ``stream_control_step_seconds``: a stream's step time at ``16 B`` (default: ``16 s``).
+    """
     floor = min(total_steps, MIN_STEPS)
 
     def fit(points: int) -> int:
@@ -107,7 +113,8 @@ def make_plan(
     control_steps = same_examples
     if examples is None:
         share = budget_seconds * SHARES["control"] / CONTROL_RUNS
-        if _run_cost(steps, step_seconds * factor) <= share:
+        large = stream_control_step_seconds if stream_control_step_seconds is not None else step_seconds * factor
+        if _run_cost(steps, large) <= share:
             control_steps = steps
     return Plan(
         budget_seconds=float(budget_seconds),
