@@ -570,10 +570,10 @@ def advise(
     config: ConfigArgument,
     set_: SetOption = None,
     budget_minutes: Annotated[
-        float | None, typer.Option(help="Time for the whole advice (default: sized for the config, 1-20 min).")
+        float | None, typer.Option(help="Minutes for the whole advice (default: sized for the config, 1-20).")
     ] = None,
     seeds: Annotated[int, typer.Option(help="Seeds per finalist (at least 2).")] = 3,
-    json_file: Annotated[str | None, typer.Option("--json", help="Also write the answer as JSON here.")] = None,
+    json_file: Annotated[str | None, typer.Option("--json", help="Also write the answer as JSON.")] = None,
 ) -> None:
     """What should I train with? Measure the noise, bake off optimizers, run a control, recommend one."""
     from tailclip.advise.command import advise_command  # optuna loads only for this command

@@ -53,7 +53,8 @@ def test_recommended_yaml_runs_with_tailclip_run(stable_answer: Answer, tmp_path
     config = tmp_path / "pasted.yaml"
     config.write_text(
         "name: pasted\ntask: {name: noisy-quadratic, options: {dim: 10, noise: stable, alpha: 1.2}}\n"
-        f"train: {{steps: 5}}\noutput: {{store: {tmp_path / 'runs.sqlite'}}}\n" + stable_answer.recommended_yaml
+        f"train: {{steps: 5}}\noutput: {{store: {tmp_path / 'runs.sqlite'}}}\n"
+        + stable_answer.recommended_yaml
     )
     result = CliRunner().invoke(app, ["run", str(config)])
     assert result.exit_code == 0, result.output

@@ -73,15 +73,16 @@ def decide(finalists: list[Finalist], verdict: str) -> Decision:
     if len(tied) == 1:
         recommended = best
         runner = ranking[1] if len(ranking) > 1 else None
-        basis = (
-            f"{best.candidate.label} leads every finalist by more than the seed spread"
-            + (f" ({METRIC} {best.mean:.4g} against {runner.mean:.4g} for {runner.candidate.label})" if runner else "")
+        basis = f"{best.candidate.label} leads every finalist by more than the seed spread" + (
+            f" ({METRIC} {best.mean:.4g} against {runner.mean:.4g} for {runner.candidate.label})"
+            if runner
+            else ""
         )
     else:
         names = ", ".join(f.candidate.label for f in tied)
         if heavy:
             recommended = next((f for f in tied if f.candidate.clipped), best)
-            why = "the noise is heavy-tailed, so the clipped one: clipping guards against the tails at no cost here"
+            why = "the noise is heavy-tailed, so the clipped one: it guards against the tails at no cost"
         else:
             unclipped = [f for f in tied if not f.candidate.clipped]
             own = [f for f in unclipped if f.candidate.label == "yours"]
@@ -96,7 +97,10 @@ def decide(finalists: list[Finalist], verdict: str) -> Decision:
     rival = rival or (others[0] if others else None)
     best_unclipped = next((f for f in ranking if not f.candidate.clipped), None)
     clipping_needed = bool(
-        heavy and recommended.candidate.clipped and best_unclipped is not None and leads(recommended, best_unclipped)
+        heavy
+        and recommended.candidate.clipped
+        and best_unclipped is not None
+        and leads(recommended, best_unclipped)
     )
     return Decision(ranking, recommended, rival, tied, clipping_needed, basis)
 
@@ -155,21 +159,34 @@ class Answer:
         m, d, plan = self.measurement, self.decision, self.plan
         out = []
         if len(d.tied) > 1:
-            out.append("a lead beyond the seed spread between the tied finalists (more seeds: --seeds; longer runs: "
-                       "--budget-minutes)")
+            out.append(
+                "a lead beyond the seed spread between the tied finalists (more seeds: --seeds; longer runs: "
+                "--budget-minutes)"
+            )
         if m.verdict == "heavy-tailed":
-            out.append("light-tailed noise at the batch size you train with: then the unclipped optimizer would do")
+            out.append(
+                "light-tailed noise at the batch size you train with: then the unclipped optimizer would do"
+            )
         else:
-            out.append("heavy-tailed noise later in training or at another batch size (tailclip tails --steps N): "
-                       "then clipped Adam and ACClip would join the bake-off and ties would go to clipping")
+            out.append(
+                "heavy-tailed noise later in training or at another batch size (tailclip tails --steps N): "
+                "then clipped Adam and ACClip would join the bake-off and ties would go to clipping"
+            )
         if not m.smoothness.grows:
-            out.append("local smoothness growing with the gradient norm ((L0, L1)-smoothness): delta-GClip would join")
+            out.append(
+                "local smoothness growing with the gradient norm ((L0, L1)-smoothness): "
+                "delta-GClip would join"
+            )
         if plan.trial_steps < m.total_steps:
-            out.append(f"the bake-off ran {plan.trial_steps} of the config's {m.total_steps} steps: at full length the "
-                       "ranking may differ")
+            out.append(
+                f"the bake-off ran {plan.trial_steps} of the config's {m.total_steps} steps: "
+                "at full length the ranking may differ"
+            )
         if self.control is not None and self.control.explained_by_noise is False:
-            out.append("the gain survives without noise, so it comes from the optimizer's geometry (curvature, "
-                       "class imbalance), not from the noise: tuning clipping will not change it")
+            out.append(
+                "the gain survives without noise, so it comes from the optimizer's geometry (curvature, "
+                "class imbalance), not from the noise: tuning clipping will not change it"
+            )
         if self.control is not None and self.control.explained_by_noise:
             out.append("a batch large enough to average the noise away would remove the gain")
         return out
@@ -183,7 +200,12 @@ class Answer:
             "lower_is_better": True,
             "noise": {
                 "verdict": m.verdict,
-                "alpha": {"value": alpha.alpha, "low": alpha.alpha_low, "high": alpha.alpha_high, "step": alpha.step},
+                "alpha": {
+                    "value": alpha.alpha,
+                    "low": alpha.alpha_low,
+                    "high": alpha.alpha_high,
+                    "step": alpha.step,
+                },
                 "points": [vars(n) | {"reasons": list(n.reasons)} for n in m.noise],
                 "grad_norm_quantiles": dict(m.grad_norm_quantiles),
                 "coordinate_rms_median": m.coordinate_rms_median,

@@ -54,7 +54,9 @@ def _scaled_schedule(schedule: dict[str, Any], total: int, steps: int) -> dict[s
     if out.get("warmup_steps"):
         out["warmup_steps"] = min(steps - 1, round(out["warmup_steps"] * steps / total))
     if out.get("milestones"):
-        out["milestones"] = sorted({max(1, min(steps - 1, round(m * steps / total))) for m in out["milestones"]})
+        out["milestones"] = sorted(
+            {max(1, min(steps - 1, round(m * steps / total))) for m in out["milestones"]}
+        )
     return out
 
 
@@ -74,7 +76,12 @@ def run_config(
     data["optimizer"] = optimizer
     data["schedule"] = _scaled_schedule(data["schedule"], total_steps, steps)
     data["train"].update(
-        steps=steps, epochs=None, seed=seed, eval_every=eval_every, checkpoint_every=None, keep_checkpoint=False
+        steps=steps,
+        epochs=None,
+        seed=seed,
+        eval_every=eval_every,
+        checkpoint_every=None,
+        keep_checkpoint=False,
     )
     if batch_size is not None:
         data["train"]["batch_size"] = batch_size
@@ -151,8 +158,12 @@ def bake_off(
         def objective(trial: Any, candidate: Candidate = candidate, grid: list[float] = grid) -> float:
             lr = trial.suggest_float("lr", min(grid), max(grid))
             run = run_config(
-                config, candidate.with_lr(lr), steps=plan.trial_steps, seed=config.train.seed,
-                total_steps=total_steps, eval_every=plan.eval_every,
+                config,
+                candidate.with_lr(lr),
+                steps=plan.trial_steps,
+                seed=config.train.seed,
+                total_steps=total_steps,
+                eval_every=plan.eval_every,
             )
             trial.set_user_attr("run_id", run.run_id)
 
@@ -166,7 +177,9 @@ def bake_off(
                     return
                 trial.report(value, evaluated)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned by successive halving at step {evaluated}: {METRIC} {value:.4g}")
+                    raise optuna.TrialPruned(
+                        f"pruned by successive halving at step {evaluated}: {METRIC} {value:.4g}"
+                    )
 
             ensure_run(run, store, report)
             return final_metric(store, run.run_id)
@@ -180,12 +193,14 @@ def bake_off(
                 on_trial(candidate.label)
         result = CandidateResult(candidate)
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            result.trials.append({
-                "lr": float(trial.params["lr"]),
-                "state": trial.state.name,
-                "value": float(trial.value) if trial.value is not None else None,
-                "run_id": trial.user_attrs.get("run_id"),
-            })
+            result.trials.append(
+                {
+                    "lr": float(trial.params["lr"]),
+                    "state": trial.state.name,
+                    "value": float(trial.value) if trial.value is not None else None,
+                    "run_id": trial.user_attrs.get("run_id"),
+                }
+            )
         result.trials.sort(key=lambda t: t["lr"])
         results.append(result)
     return results
@@ -245,7 +260,11 @@ def run_seeds(
         values, run_ids = [], []
         for seed in seeds:
             run = run_config(
-                config, optimizer, steps=plan.trial_steps, seed=seed, total_steps=total_steps,
+                config,
+                optimizer,
+                steps=plan.trial_steps,
+                seed=seed,
+                total_steps=total_steps,
                 eval_every=plan.eval_every,
             )
             ensure_run(run, store)

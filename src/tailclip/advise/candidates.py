@@ -70,13 +70,16 @@ def lr_of(spec: dict[str, Any]) -> float:
 
 
 def is_clipped(spec: dict[str, Any]) -> bool:
-    """Whether an optimizer spec clips: delta-GClip and ACClip always, ``clip_*`` rules unless ``clip`` is null."""
+    """Whether a spec clips: delta-GClip and ACClip always, ``clip_*`` rules unless ``clip`` is null."""
     name = spec.get("name")
     if name == "noise_injection":
         return is_clipped(spec.get("base_optimizer") or {})
     if name in ("delta_gclip", "acclip"):
         return True
-    return str(name).startswith("clip_") and spec.get("clip", "global" if name == "clip_sgd" else None) is not None
+    return (
+        str(name).startswith("clip_")
+        and spec.get("clip", "global" if name == "clip_sgd" else None) is not None
+    )
 
 
 def _family(name: str) -> str:
@@ -111,7 +114,11 @@ def choose_candidates(config_optimizer: dict[str, Any], measurement: Measurement
     heavy_ball = {"momentum": momentum} if momentum else {}
     out = [
         make("yours", own, f"the config's own optimizer ({own['name']}), the baseline to beat", own_family),
-        make("adamw", {"name": "adamw", "weight_decay": weight_decay}, "AdamW, the default most users reach for"),
+        make(
+            "adamw",
+            {"name": "adamw", "weight_decay": weight_decay},
+            "AdamW, the default most users reach for",
+        ),
         make(
             "gclip",
             {"name": "clip_sgd", **heavy_ball, "clip": "global", "max_norm": q50},
@@ -119,7 +126,12 @@ def choose_candidates(config_optimizer: dict[str, Any], measurement: Measurement
         ),
         make(
             "autoclip",
-            {"name": "clip_sgd", **heavy_ball, "clip": "global", "max_norm": {"policy": "autoclip", "percentile": 50.0}},
+            {
+                "name": "clip_sgd",
+                **heavy_ball,
+                "clip": "global",
+                "max_norm": {"policy": "autoclip", "percentile": 50.0},
+            },
             "global clipping with an adaptive threshold (AutoClip, running 50th percentile of the norms)",
         ),
         make(
@@ -130,23 +142,31 @@ def choose_candidates(config_optimizer: dict[str, Any], measurement: Measurement
     ]
     if verdict != "light-tailed":
         q90 = float(f"{measurement.grad_norm_quantiles['q90']:.3g}")
-        out.append(make(
-            "clip-adam",
-            {"name": "clip_adam", "clip": "global", "max_norm": q90, "weight_decay": weight_decay},
-            f"noise {verdict}: clipping repairs Adam's high-probability convergence under heavy tails "
-            f"(Chezhegov et al.); threshold at the q90 norm ({q90:.3g})",
-        ))
-        out.append(make(
-            "acclip", {"name": "acclip"},
-            f"noise {verdict}: ACClip's adaptive coordinate thresholds (Zhang et al., NeurIPS 2020)", "sgd",
-        ))
+        out.append(
+            make(
+                "clip-adam",
+                {"name": "clip_adam", "clip": "global", "max_norm": q90, "weight_decay": weight_decay},
+                f"noise {verdict}: clipping repairs Adam's high-probability convergence under heavy tails "
+                f"(Chezhegov et al.); threshold at the q90 norm ({q90:.3g})",
+            )
+        )
+        out.append(
+            make(
+                "acclip",
+                {"name": "acclip"},
+                f"noise {verdict}: ACClip's adaptive coordinate thresholds (Zhang et al., NeurIPS 2020)",
+                "sgd",
+            )
+        )
     if measurement.smoothness.grows:
-        out.append(make(
-            "delta-gclip",
-            {"name": "delta_gclip", "gamma": q50, "delta": 0.01},
-            f"local smoothness grows with the gradient norm (L1 = {measurement.smoothness.l1:.3g}): clipped "
-            "steps provably beat fixed ones (Zhang et al., ICLR 2020); delta-GClip keeps a step floor",
-        ))
+        out.append(
+            make(
+                "delta-gclip",
+                {"name": "delta_gclip", "gamma": q50, "delta": 0.01},
+                f"local smoothness grows with the gradient norm (L1 = {measurement.smoothness.l1:.3g}): "
+                "clipped steps provably beat fixed ones (Zhang et al., ICLR 2020); delta-GClip keeps a floor",
+            )
+        )
     seen: set[str] = set()
     unique = []
     for candidate in out:  # the config's own optimizer may coincide with a proposed one

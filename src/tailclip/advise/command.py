@@ -35,7 +35,9 @@ def _check_json_path(json_path: str | None) -> Path | None:
     if path.is_dir():
         raise ValueError(f"--json: {json_path} is a directory; allowed: a file path")
     if not path.parent.is_dir():
-        raise ValueError(f"--json: directory {path.parent} does not exist; allowed: a file in an existing directory")
+        raise ValueError(
+            f"--json: directory {path.parent} does not exist; allowed: a file in an existing directory"
+        )
     return path
 
 

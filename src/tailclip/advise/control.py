@@ -68,14 +68,22 @@ class ControlResult:
 
 
 def _best_at_large_batch(
-    config: ExperimentConfig, finalist: Finalist, plan: Plan, store: ResultsStore, total: int,
+    config: ExperimentConfig,
+    finalist: Finalist,
+    plan: Plan,
+    store: ResultsStore,
+    total: int,
     on_run: Callable[[str], None] | None,
 ) -> tuple[float, dict[str, Any], list[str]]:
     best, best_spec, ids = math.inf, finalist.optimizer, []
     for factor in LR_FACTORS:
         spec = with_lr(finalist.optimizer, lr_of(finalist.optimizer) * factor)
         run = run_config(
-            config, spec, steps=plan.control_steps, seed=config.train.seed, total_steps=total,
+            config,
+            spec,
+            steps=plan.control_steps,
+            seed=config.train.seed,
+            total_steps=total,
             batch_size=plan.control_batch,
         )
         ensure_run(run, store)
@@ -122,14 +130,15 @@ def run_control(
     elif reduction > WEAK_REDUCTION:
         outcome, explained = "weak", None
         message = (
-            f"{at} the noise is barely reduced (heavy tails average slowly), so the control cannot tell noise "
-            f"from geometry: {names[0]} {large_w:.4g} vs {names[1]} {large_r:.4g}"
+            f"{at} the noise is barely reduced (heavy tails average slowly), so the control cannot "
+            f"tell noise from geometry: {names[0]} {large_w:.4g} vs {names[1]} {large_r:.4g}"
         )
     elif large_w < large_r and large_gap >= KEEP_FRACTION * small_gap:
         outcome, explained = "holds", False
         message = (
             f"{names[0]} still beats {names[1]} {at} ({large_w:.4g} vs {large_r:.4g}, relative gap "
-            f"{large_gap:.0%} vs {small_gap:.0%} at the training batch): the gain is not explained by the noise"
+            f"{large_gap:.0%} vs {small_gap:.0%} at the training batch): "
+            "the gain is not explained by the noise"
         )
     else:
         outcome = "flips" if large_r < large_w else "vanishes"

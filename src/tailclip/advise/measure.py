@@ -139,10 +139,10 @@ def combined_verdict(labels: list[str]) -> str:
 
 
 def _smoothness_summary(points: list[tuple[int, float, float]]) -> SmoothnessSummary:
-    finite = [(s, g, l) for s, g, l in points if math.isfinite(g) and math.isfinite(l)]
+    finite = [(s, g, v) for s, g, v in points if math.isfinite(g) and math.isfinite(v)]
     steps = tuple(s for s, _, _ in finite)
     grads = np.array([g for _, g, _ in finite])
-    values = np.array([l for _, _, l in finite])
+    values = np.array([v for _, _, v in finite])
     if len(finite) < 2 or np.ptp(grads) == 0.0:
         l0 = float(values.mean()) if len(values) else math.nan
         return SmoothnessSummary(steps, tuple(grads), tuple(values), l0, 0.0, math.nan, False)
@@ -150,8 +150,9 @@ def _smoothness_summary(points: list[tuple[int, float, float]]) -> SmoothnessSum
     rank_g, rank_l = np.argsort(np.argsort(grads)), np.argsort(np.argsort(values))
     correlation = float(np.corrcoef(rank_g, rank_l)[0, 1]) if np.ptp(rank_l) else 0.0
     grows = bool(l1 > 0 and correlation >= GROWTH_CORRELATION and values.max() >= GROWTH_RATIO * values.min())
-    return SmoothnessSummary(steps, tuple(map(float, grads)), tuple(map(float, values)), float(l0), float(l1),
-                             correlation, grows)
+    return SmoothnessSummary(
+        steps, tuple(map(float, grads)), tuple(map(float, values)), float(l0), float(l1), correlation, grows
+    )
 
 
 def _stream_control_step_seconds(config: ExperimentConfig, device: torch.device) -> float:
@@ -203,9 +204,15 @@ def measure(
         base = done
         with task.preserved_data_position():
             report = tails_report(
-                source.model, source.loss_fn, source.data, out / name,
-                batch_size=config.train.batch_size, mean_batches=mean_batches, noise_batches=noise_batches,
-                seed=config.train.seed, step=step,
+                source.model,
+                source.loss_fn,
+                source.data,
+                out / name,
+                batch_size=config.train.batch_size,
+                mean_batches=mean_batches,
+                noise_batches=noise_batches,
+                seed=config.train.seed,
+                step=step,
                 progress=None if progress is None else (lambda d, t: progress(base + d, grand_total)),
             )
         tick(noise_total - (done - base))
@@ -236,8 +243,12 @@ def measure(
                 probe = smoothness_probe(task.model, loss, fixed, before, after, seed=config.train.seed)
                 probes.append((step, probe.grad_norm, probe.smoothness))
         tick()
-    if not all(math.isfinite(n) for n in norms) or not bool(torch.isfinite(flat_parameters(task.model)).all()):
-        raise RuntimeError(f"the warm-up diverged with {config.optimizer.name}: non-finite gradients or parameters")
+    if not all(math.isfinite(n) for n in norms) or not bool(
+        torch.isfinite(flat_parameters(task.model)).all()
+    ):
+        raise RuntimeError(
+            f"the warm-up diverged with {config.optimizer.name}: non-finite gradients or parameters"
+        )
     if warmup:
         summary, path = noise_at(warmup, "warmup")
         noise.append(summary)
@@ -256,7 +267,9 @@ def measure(
         parameters=parameters,
         smoothness=_smoothness_summary(probes),
         step_seconds=seconds / max(warmup, 1),
-        examples=None if per_epoch is None else per_epoch * config.train.batch_size * config.train.accumulation_steps,
+        examples=None
+        if per_epoch is None
+        else per_epoch * config.train.batch_size * config.train.accumulation_steps,
         stream_control_step_seconds=stream_seconds,
         reports=reports,
     )

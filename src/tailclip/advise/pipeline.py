@@ -77,7 +77,9 @@ def advise(
         raise ValueError(f"budget_minutes: got {budget_minutes}; allowed: a number > 0")
     if TASKS[config.task.name].kind != "model":
         models = ", ".join(sorted(name for name, cls in TASKS.items() if cls.kind == "model"))
-        raise ValueError(f"task.name: {config.task.name!r} is a vectorized task; allowed: a model task ({models})")
+        raise ValueError(
+            f"task.name: {config.task.name!r} is a vectorized task; allowed: a model task ({models})"
+        )
     start = time.perf_counter()
     report = progress or (lambda phase, done, total: None)
     paths = advice_paths(config)
@@ -92,9 +94,17 @@ def advise(
         else default_budget_seconds(measurement.total_steps, measurement.step_seconds, len(candidates), seeds)
     )
     remaining = max(budget - (time.perf_counter() - start), MIN_REMAINING * budget)
-    plan = _saved_plan(paths["reports"] / PLAN_FILE, f"{config.run_id}-{budget_minutes}-{seeds}") or make_plan(
-        remaining, measurement.total_steps, measurement.step_seconds, len(candidates), config.train.batch_size,
-        measurement.examples, stream_control_step_seconds=measurement.stream_control_step_seconds, seeds=seeds,
+    plan = _saved_plan(
+        paths["reports"] / PLAN_FILE, f"{config.run_id}-{budget_minutes}-{seeds}"
+    ) or make_plan(
+        remaining,
+        measurement.total_steps,
+        measurement.step_seconds,
+        len(candidates),
+        config.train.batch_size,
+        measurement.examples,
+        stream_control_step_seconds=measurement.stream_control_step_seconds,
+        seeds=seeds,
     )
     _save_plan(paths["reports"] / PLAN_FILE, f"{config.run_id}-{budget_minutes}-{seeds}", plan)
     store = ResultsStore(paths["store"])
@@ -111,7 +121,13 @@ def advise(
 
         total = measurement.total_steps
         results = bake_off(
-            config, candidates, plan, store, paths["optuna"], total, on_trial=counter("bake-off", total_trials)
+            config,
+            candidates,
+            plan,
+            store,
+            paths["optuna"],
+            total,
+            on_trial=counter("bake-off", total_trials),
         )
         chosen = finalists(results)
         if not chosen:
@@ -124,7 +140,14 @@ def advise(
         if decision.rival is not None:
             rival, recommended = decision.rival, decision.recommended
             control = run_control(
-                config, recommended, rival, leads(recommended, rival), plan, store, total, measurement.alpha.alpha,
+                config,
+                recommended,
+                rival,
+                leads(recommended, rival),
+                plan,
+                store,
+                total,
+                measurement.alpha.alpha,
                 on_run=counter("control", 2 * len(LR_FACTORS)),
             )
     finally:

@@ -113,7 +113,9 @@ def make_plan(
     control_steps = same_examples
     if examples is None:
         share = budget_seconds * SHARES["control"] / CONTROL_RUNS
-        large = stream_control_step_seconds if stream_control_step_seconds is not None else step_seconds * factor
+        large = (
+            stream_control_step_seconds if stream_control_step_seconds is not None else step_seconds * factor
+        )
         if _run_cost(steps, large) <= share:
             control_steps = steps
     return Plan(

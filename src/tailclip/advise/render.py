@@ -1,4 +1,4 @@
-"""The terminal answer of ``tailclip advise`` (rich): verdict, YAML to paste, evidence, what would change it."""
+"""The terminal answer of ``tailclip advise`` (rich): verdict, YAML to paste, evidence, what would change."""
 
 from __future__ import annotations
 
@@ -29,7 +29,10 @@ def _noise_table(answer: Answer) -> Table:
         table.add_column(column)
     for n in m.noise:
         table.add_row(
-            str(n.step), n.verdict, f"{n.alpha:.2f} [{n.alpha_low:.2f}, {n.alpha_high:.2f}]", f"{n.hill_alpha:.1f}",
+            str(n.step),
+            n.verdict,
+            f"{n.alpha:.2f} [{n.alpha_low:.2f}, {n.alpha_high:.2f}]",
+            f"{n.hill_alpha:.1f}",
             f"{_num(n.noise_norm_median)} / {_num(n.gaussian_norm_median)}",
         )
     return table
@@ -43,7 +46,8 @@ def _measurement_lines(answer: Answer) -> Text:
     grows = "grows" if s.grows else "does not grow"
     return Text(
         f"Gradient norms over the {m.warmup_steps} warm-up steps: {quantiles}.\n"
-        f"(L0, L1) probe: L = {_num(s.l0)} + {_num(s.l1)} ||grad F|| (rank correlation {_num(s.correlation)}, "
+        f"(L0, L1) probe: L = {_num(s.l0)} + {_num(s.l1)} ||grad F|| "
+        f"(rank correlation {_num(s.correlation)}, "
         f"{len(s.steps)} points): local smoothness {grows} with the gradient norm."
     )
 
@@ -51,8 +55,8 @@ def _measurement_lines(answer: Answer) -> Text:
 def _bakeoff_table(answer: Answer) -> Table:
     plan = answer.plan
     table = Table(
-        title=f"Bake-off ({plan.trial_steps} steps, {plan.lr_points} step sizes each, successive halving; final "
-        f"{METRIC} at the best step size, seed {answer.decision.ranking[0].seeds[0]})",
+        title=f"Bake-off ({plan.trial_steps} steps, {plan.lr_points} step sizes each, successive halving; "
+        f"final {METRIC} at the best step size, seed {answer.decision.ranking[0].seeds[0]})",
         title_justify="left",
     )
     for column in ("candidate", "best lr", METRIC, "trials done / pruned", "why"):
@@ -62,7 +66,10 @@ def _bakeoff_table(answer: Answer) -> Table:
         done = sum(t["state"] == "COMPLETE" for t in r.trials)
         pruned = sum(t["state"] == "PRUNED" for t in r.trials)
         table.add_row(
-            r.candidate.label, "-" if best is None else f"{best['lr']:.3g}", _num(r.best_value), f"{done} / {pruned}",
+            r.candidate.label,
+            "-" if best is None else f"{best['lr']:.3g}",
+            _num(r.best_value),
+            f"{done} / {pruned}",
             r.candidate.reason,
         )
     return table
@@ -70,15 +77,21 @@ def _bakeoff_table(answer: Answer) -> Table:
 
 def _ranking_table(answer: Answer) -> Table:
     d = answer.decision
-    table = Table(title=f"Finalists over {answer.plan.seeds} seeds (mean ± sd of final {METRIC})", title_justify="left")
+    table = Table(
+        title=f"Finalists over {answer.plan.seeds} seeds (mean ± sd of final {METRIC})", title_justify="left"
+    )
     for column in ("rank", "optimizer", "lr", "clipped", f"{METRIC}", "tied with the best"):
         table.add_column(column)
     for i, f in enumerate(d.ranking, 1):
         lr = f.optimizer.get("lr", (f.optimizer.get("base_optimizer") or {}).get("lr"))
         marker = " ◀ recommended" if f is d.recommended else ""
         table.add_row(
-            str(i), f.candidate.label + marker, f"{lr:.3g}" if lr else "-", "yes" if f.candidate.clipped else "no",
-            f"{_num(f.mean)} ± {_num(f.sd)}", "yes" if any(f is t for t in d.tied) else "no",
+            str(i),
+            f.candidate.label + marker,
+            f"{lr:.3g}" if lr else "-",
+            "yes" if f.candidate.clipped else "no",
+            f"{_num(f.mean)} ± {_num(f.sd)}",
+            "yes" if any(f is t for t in d.tied) else "no",
         )
     return table
 
@@ -96,9 +109,11 @@ def render_answer(answer: Answer, console: Console) -> None:
     """Print ``answer``: the verdict panel with the YAML to paste, then the evidence."""
     m, d = answer.measurement, answer.decision
     headline = Text.assemble(
-        ("Train with ", "bold"), (d.recommended.candidate.label, "bold green"),
+        ("Train with ", "bold"),
+        (d.recommended.candidate.label, "bold green"),
         (f"   noise: {m.verdict}", "bold"),
-        ("   clipping needed: ", "bold"), ("yes" if d.clipping_needed else "not shown", "bold"),
+        ("   clipping needed: ", "bold"),
+        ("yes" if d.clipping_needed else "not shown", "bold"),
     )
     body = Group(
         headline,
@@ -115,7 +130,9 @@ def render_answer(answer: Answer, console: Console) -> None:
     console.print(Text("What would change the advice:", style="bold"))
     for line in answer.what_would_change():
         console.print(f"  - {line}", soft_wrap=True)
-    over = " (the budget was too small for the minimum run length: overrun)" if answer.plan.over_budget else ""
+    over = (
+        " (the budget was too small for the minimum run length: overrun)" if answer.plan.over_budget else ""
+    )
     console.print(
         f"Runtime {answer.runtime_seconds:.0f} s of a {answer.budget_seconds / 60:.1f}-minute plan{over}. "
         f"Runs: {answer.store} (tailclip report); Optuna studies: {answer.optuna_storage}.",

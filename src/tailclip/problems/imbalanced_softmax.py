@@ -52,7 +52,9 @@ def imbalanced_data(options: ImbalancedSoftmaxOptions) -> tuple[Tensor, Tensor]:
     generator = torch.Generator().manual_seed(o.instance_seed)
     ranks = torch.arange(1, o.classes + 1, dtype=torch.float64)
     frequencies = ranks ** (-o.zipf_exponent)
-    drawn = torch.multinomial(frequencies / frequencies.sum(), o.examples - o.classes, True, generator=generator)
+    drawn = torch.multinomial(
+        frequencies / frequencies.sum(), o.examples - o.classes, True, generator=generator
+    )
     y = torch.cat([torch.arange(o.classes), drawn])[torch.randperm(o.examples, generator=generator)]
     means = torch.randn(o.classes, o.dim, generator=generator, dtype=torch.float64)
     z = torch.randn(o.examples, o.dim, generator=generator, dtype=torch.float64)
