@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -58,3 +59,13 @@ def test_recommended_yaml_runs_with_tailclip_run(stable_answer: Answer, tmp_path
     )
     result = CliRunner().invoke(app, ["run", str(config)])
     assert result.exit_code == 0, result.output
+
+
+def test_answer_is_saved_as_json_and_an_html_section(gaussian_answer: Answer) -> None:
+    reports = Path(gaussian_answer.store).parent / "advise" / gaussian_answer.config_name
+    saved = json.loads((reports / "advice.json").read_text())
+    assert saved["recommendation"] == json.loads(to_json(gaussian_answer.to_dict()))["recommendation"]
+    section = (reports / "advice_section.html").read_text()
+    assert section.startswith('<section class="advice">') and section.rstrip().endswith("</section>")
+    assert f"Train with {saved['recommendation']['label']}" in section
+    assert saved["control"]["message"].split(":")[0] in section

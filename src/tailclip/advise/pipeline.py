@@ -2,7 +2,8 @@
 
 The runs go to ``<store dir>/<store stem>-advise.sqlite`` (a results store: ``tailclip report``
 reads it), the Optuna studies to ``<store stem>-advise-optuna.sqlite`` beside it and the noise
-reports and the plan to ``<store dir>/advise/<config name>/``. Calling ``advise`` again with the same
+reports, the plan and the answer (``advice.json``, ``advice_section.html`` for the HTML report) to
+``<store dir>/advise/<config name>/``. Calling ``advise`` again with the same
 config, budget and seeds reuses the saved plan and resumes: finished runs and finished trials are
 read back, not redone (the measurement, a few seconds, is repeated).
 """
@@ -16,10 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tailclip.advise._engine import TASKS, ExperimentConfig, ResultsStore
-from tailclip.advise.answer import Answer, decide, leads
+from tailclip.advise.answer import Answer, decide, leads, to_json
 from tailclip.advise.bakeoff import bake_off, finalists, run_seeds
 from tailclip.advise.candidates import choose_candidates
 from tailclip.advise.control import LR_FACTORS, run_control
+from tailclip.advise.html import advice_html
 from tailclip.advise.measure import measure
 from tailclip.advise.plan import Plan, default_budget_seconds, make_plan
 
@@ -28,6 +30,14 @@ __all__ = ["Progress", "advise", "advice_paths"]
 Progress = Callable[[str, int, int], None]
 MIN_REMAINING = 0.3
 PLAN_FILE = "plan.json"
+ADVICE_JSON = "advice.json"
+ADVICE_HTML = "advice_section.html"
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _saved_plan(path: Path, key: str) -> Plan | None:
@@ -41,9 +51,7 @@ def _saved_plan(path: Path, key: str) -> Plan | None:
 
 def _save_plan(path: Path, key: str, plan: Plan) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp")
-    tmp.write_text(json.dumps({"key": key, "plan": plan.to_dict()}))
-    os.replace(tmp, path)
+    _write(path, json.dumps({"key": key, "plan": plan.to_dict()}))
 
 
 def advice_paths(config: ExperimentConfig) -> dict[str, Path]:
@@ -152,7 +160,7 @@ def advise(
             )
     finally:
         store.close()
-    return Answer(
+    answer = Answer(
         config_name=config.name,
         measurement=measurement,
         plan=plan,
@@ -164,3 +172,6 @@ def advise(
         store=str(paths["store"]),
         optuna_storage=str(paths["optuna"]),
     )
+    _write(paths["reports"] / ADVICE_JSON, to_json(answer.to_dict()))
+    _write(paths["reports"] / ADVICE_HTML, advice_html(answer.to_dict()))
+    return answer
