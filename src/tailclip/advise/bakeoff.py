@@ -1,7 +1,7 @@
 """Step 3 of ``tailclip advise``: a budgeted bake-off, then the finalists over several seeds.
 
-Every candidate gets one Optuna study over its step-size grid (``GridSampler``, so a resumed
-advice tries exactly the missing points) with Optuna's ``SuccessiveHalvingPruner`` (asynchronous
+Every candidate gets one Optuna study over its step-size grid (each step size an enqueued trial,
+so a resumed advice runs exactly the missing ones) with Optuna's ``SuccessiveHalvingPruner`` (asynchronous
 successive halving, reduction factor 3): a trial reports ``eval/loss`` at every evaluation and is
 stopped when it falls out of the top third of the trials that reached the same step. The
 studies live in an SQLite file beside the results store (Optuna's RDB storage), keyed by the
@@ -147,13 +147,21 @@ def bake_off(
             storage=storage,
             load_if_exists=True,
             direction="minimize",
-            sampler=optuna.samplers.GridSampler({"lr": grid}, seed=0),
+            sampler=optuna.samplers.RandomSampler(seed=0),  # never used: every trial is enqueued
             pruner=optuna.pruners.SuccessiveHalvingPruner(
                 min_resource=plan.eval_every, reduction_factor=3, min_early_stopping_rate=0
             ),
         )
         for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)  # an interrupted advice
+        kept = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)
+        planned = {
+            t.params.get("lr", t.system_attrs.get("fixed_params", {}).get("lr"))
+            for t in study.get_trials(deepcopy=False, states=kept)
+        }
+        for lr in grid:
+            if lr not in planned:
+                study.enqueue_trial({"lr": lr})
 
         def objective(trial: Any, candidate: Candidate = candidate, grid: list[float] = grid) -> float:
             lr = trial.suggest_float("lr", min(grid), max(grid))
@@ -184,10 +192,7 @@ def bake_off(
             ensure_run(run, store, report)
             return final_metric(store, run.run_id)
 
-        todo = sum(1 for lr in grid) - len(
-            study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        )
-        for _ in range(max(todo, 0)):
+        for _ in range(len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))):
             study.optimize(objective, n_trials=1, catch=())
             if on_trial is not None:
                 on_trial(candidate.label)
