@@ -20,6 +20,7 @@ from tailclip.advise.render import render_answer
 
 __all__ = ["advise_command"]
 
+MIN_NOISE_BATCHES = 20
 PHASES = {
     "measure": "measuring the noise",
     "bake-off": "bake-off trials",
@@ -48,6 +49,7 @@ def advise_command(
     seeds: int,
     json_path: str | None,
     console: Console,
+    noise_batches: int = 100,
 ) -> Answer:
     """Run :func:`~tailclip.advise.advise` with progress bars, print the answer, write ``--json``."""
     path = _check_json_path(json_path)
@@ -55,6 +57,11 @@ def advise_command(
         raise ValueError(f"--budget-minutes: got {budget_minutes}; allowed: a number > 0")
     if seeds < 2:
         raise ValueError(f"--seeds: got {seeds}; allowed: an integer >= 2 (the seed spread needs two)")
+    if noise_batches < MIN_NOISE_BATCHES:
+        raise ValueError(
+            f"--noise-batches: got {noise_batches}; allowed: an integer >= {MIN_NOISE_BATCHES} "
+            "(the tail index needs 2 blocks of 10)"
+        )
     progress = Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
@@ -72,7 +79,13 @@ def advise_command(
         progress.update(bars[phase], completed=done, total=total)
 
     with progress:
-        answer = advise(experiment, budget_minutes=budget_minutes, seeds=seeds, progress=update)
+        answer = advise(
+            experiment,
+            budget_minutes=budget_minutes,
+            seeds=seeds,
+            noise_batches=noise_batches,
+            progress=update,
+        )
     render_answer(answer, console)
     if path is not None:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
