@@ -25,6 +25,7 @@ def measurement(
         parameters=10_000,
         smoothness=smoothness,
         step_seconds=0.01,
+        eval_seconds=0.0,
         examples=None,
         stream_control_step_seconds=None,
     )

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tailclip.advise.plan import MAX_BUDGET, MIN_BUDGET, default_budget_seconds, make_plan
 
 
 def test_full_length_when_the_budget_allows() -> None:
     plan = make_plan(600.0, 300, 0.001, 7, 1, None)
     assert plan.trial_steps == 300 and plan.lr_points == 5 and not plan.over_budget
-    assert plan.eval_every == 75 and plan.seeds == 3
+    assert plan.eval_every == 100 and plan.seeds == 3
 
 
 def test_shorter_runs_and_a_smaller_grid_for_a_small_budget() -> None:
     plan = make_plan(600.0, 10_000, 0.01, 7, 32, None)
     assert plan.lr_points == 3
     assert 20 <= plan.trial_steps < 10_000 / 5
-    run = 1.3 * plan.trial_steps * 0.01 + 1.0
+    run = plan.trial_steps * 0.01 + 1.0
     assert (7 * 3 * 0.6 + 3 * 2 + 6) * run <= 600.0
+
+
+def test_evaluation_time_shortens_the_runs() -> None:
+    quick = make_plan(600.0, 10_000, 0.01, 7, 32, None)
+    slow = make_plan(600.0, 10_000, 0.01, 7, 32, None, eval_seconds=2.0)
+    assert slow.trial_steps < quick.trial_steps
+    run = slow.trial_steps * 0.01 + 4 * 2.0 + 1.0  # four evaluations per bake-off run
+    assert (7 * 3 * 0.6 + 3 * 2) * run <= 0.8 * 600.0 + 1e-9
 
 
 def test_floor_of_twenty_steps_is_flagged_as_over_budget() -> None:
@@ -43,5 +53,8 @@ def test_stream_control_keeps_the_steps_when_the_large_batch_is_cheap() -> None:
 
 
 def test_default_budget_is_clamped() -> None:
-    assert default_budget_seconds(10, 1e-4, 5) == MIN_BUDGET
-    assert default_budget_seconds(100_000, 1.0, 5) == MAX_BUDGET
+    assert default_budget_seconds(10, 1e-4, 0.0, 5) == MIN_BUDGET
+    assert default_budget_seconds(100_000, 1.0, 0.0, 5) == MAX_BUDGET
+    assert default_budget_seconds(300, 0.001, 0.5, 7) == pytest.approx(
+        (7 * 5 * 0.6 + 3 * 2 + 6) * (0.3 + 2.0 + 1.0)
+    )

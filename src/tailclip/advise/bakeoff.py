@@ -8,7 +8,7 @@ studies live in an SQLite file beside the results store (Optuna's RDB storage), 
 config's run id, the candidate and the run length.
 
 Every trial is a normal run (:func:`run_config`: the config with the candidate's optimizer, the
-planned length, evaluations every quarter and no sweep) trained by ``run_one`` into the results
+planned length, evaluations every third and no sweep) trained by ``run_one`` into the results
 store, so ``tailclip report`` shows it; a pruned trial is a run that *failed* with
 ``TrialPruned: ...`` as its error. A run already finished in the store is read back, not redone.
 

@@ -12,7 +12,8 @@ them, seeded with ``train.seed``):
   ``L_t`` against ``||grad F(x_t)||`` on a fixed set of batches, summarised by the least-squares
   line ``L = L0 + L1 ||grad F||`` and the rank correlation; local smoothness that grows with the
   gradient norm is the regime where clipped steps provably beat fixed ones;
-* the wall time of one training step, which sizes the bake-off, and for a task without epochs
+* the wall time of one training step and of one evaluation, which size the bake-off, and for a
+  task without epochs
   (a stream) that of a step at ``16 B``, the batch of its control.
 """
 
@@ -112,6 +113,7 @@ class Measurement:
     parameters: int
     smoothness: SmoothnessSummary
     step_seconds: float
+    eval_seconds: float
     examples: int | None
     stream_control_step_seconds: float | None
     reports: dict[str, str] = field(default_factory=dict)
@@ -153,6 +155,16 @@ def _smoothness_summary(points: list[tuple[int, float, float]]) -> SmoothnessSum
     return SmoothnessSummary(
         steps, tuple(map(float, grads)), tuple(map(float, values)), float(l0), float(l1), correlation, grows
     )
+
+
+def _eval_seconds(task: Any) -> float:
+    """Seconds of one ``task.evaluate()`` as the runner calls it (eval mode, no gradients)."""
+    start = time.perf_counter()
+    task.model.eval()
+    with torch.no_grad():
+        task.evaluate()
+    task.model.train()
+    return time.perf_counter() - start
 
 
 def _stream_control_step_seconds(config: ExperimentConfig, device: torch.device) -> float:
@@ -254,6 +266,7 @@ def measure(
         noise.append(summary)
         reports["warmup"] = path
     parameters = sum(p.numel() for p in params)
+    eval_seconds = _eval_seconds(task)
     per_epoch = task.steps_per_epoch()
     stream_seconds = None if per_epoch is not None else _stream_control_step_seconds(config, device)
     quantiles = np.quantile(np.array(norms), QUANTILES) if norms else np.full(len(QUANTILES), math.nan)
@@ -267,6 +280,7 @@ def measure(
         parameters=parameters,
         smoothness=_smoothness_summary(probes),
         step_seconds=seconds / max(warmup, 1),
+        eval_seconds=eval_seconds,
         examples=None
         if per_epoch is None
         else per_epoch * config.train.batch_size * config.train.accumulation_steps,

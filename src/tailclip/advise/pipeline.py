@@ -99,7 +99,13 @@ def advise(
     budget = (
         budget_minutes * 60.0
         if budget_minutes is not None
-        else default_budget_seconds(measurement.total_steps, measurement.step_seconds, len(candidates), seeds)
+        else default_budget_seconds(
+            measurement.total_steps,
+            measurement.step_seconds,
+            measurement.eval_seconds,
+            len(candidates),
+            seeds,
+        )
     )
     remaining = max(budget - (time.perf_counter() - start), MIN_REMAINING * budget)
     plan = _saved_plan(
@@ -111,6 +117,7 @@ def advise(
         len(candidates),
         config.train.batch_size,
         measurement.examples,
+        eval_seconds=measurement.eval_seconds,
         stream_control_step_seconds=measurement.stream_control_step_seconds,
         seeds=seeds,
     )

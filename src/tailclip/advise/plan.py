@@ -1,7 +1,9 @@
 """How ``tailclip advise`` spends its budget: run length, step sizes per candidate, seeds, control batch.
 
-A run of ``T'`` steps is assumed to cost ``c = 1.3 T' s + o`` seconds (``s``: the measured seconds
-per warm-up step, 30% for evaluations, ``o = 1 s`` to build the task and open the store). What is
+A run of ``T'`` steps is assumed to cost ``c = T' s + n e + o`` seconds (``s``: the measured seconds
+per warm-up step; ``e``: the measured seconds of one evaluation, ``n = 4`` of them for a bake-off
+run: at steps 0, ``T'/3``, ``2T'/3`` and ``T'``, 2 for a control run; ``o = 1 s`` to build the task
+and open the store). What is
 left of the budget after the measurement is split: 55% for the bake-off (``C`` candidates x ``P``
 step sizes, successive halving stopping about 40% of the work early), 25% for the finalists' extra
 seeds (3 finalists x ``S - 1`` seeds) and 20% for the control (2 optimizers x 3 step sizes). The
@@ -27,7 +29,8 @@ from tailclip.advise.measure import STREAM_FACTOR
 __all__ = ["Plan", "default_budget_seconds", "make_plan"]
 
 RUN_OVERHEAD = 1.0
-EVAL_FACTOR = 1.3
+RUN_EVALS = 4
+CONTROL_EVALS = 2
 PRUNED_WORK = 0.6
 FINALISTS = 3
 CONTROL_RUNS = 6
@@ -54,8 +57,8 @@ class Plan:
         return asdict(self)
 
 
-def _run_cost(steps: int, step_seconds: float) -> float:
-    return EVAL_FACTOR * steps * step_seconds + RUN_OVERHEAD
+def _run_cost(steps: int, step_seconds: float, evals: float) -> float:
+    return steps * step_seconds + evals + RUN_OVERHEAD
 
 
 def _units(candidates: int, points: int, seeds: int) -> dict[str, float]:
@@ -66,10 +69,13 @@ def _units(candidates: int, points: int, seeds: int) -> dict[str, float]:
     }
 
 
-def default_budget_seconds(total_steps: int, step_seconds: float, candidates: int, seeds: int = 3) -> float:
+def default_budget_seconds(
+    total_steps: int, step_seconds: float, eval_seconds: float, candidates: int, seeds: int = 3
+) -> float:
     """What a full-length advice costs (``T' = T``, ``P = 5``), clamped to [1, 20] minutes."""
     runs = sum(_units(candidates, 5, seeds).values())
-    return min(MAX_BUDGET, max(MIN_BUDGET, runs * _run_cost(total_steps, step_seconds)))
+    cost = _run_cost(total_steps, step_seconds, RUN_EVALS * eval_seconds)
+    return min(MAX_BUDGET, max(MIN_BUDGET, runs * cost))
 
 
 def make_plan(
@@ -80,6 +86,7 @@ def make_plan(
     batch_size: int,
     examples: int | None,
     *,
+    eval_seconds: float = 0.0,
     stream_control_step_seconds: float | None = None,
     seeds: int = 3,
 ) -> Plan:
@@ -94,7 +101,8 @@ def make_plan(
         for phase, units in _units(candidates, points, seeds).items():
             if units:
                 per_run = budget_seconds * SHARES[phase] / units
-                steps = min(steps, int((per_run - RUN_OVERHEAD) / (EVAL_FACTOR * max(step_seconds, 1e-9))))
+                evals = (CONTROL_EVALS if phase == "control" else RUN_EVALS) * eval_seconds
+                steps = min(steps, int((per_run - evals - RUN_OVERHEAD) / max(step_seconds, 1e-9)))
         return steps
 
     points = 5
@@ -116,12 +124,12 @@ def make_plan(
         large = (
             stream_control_step_seconds if stream_control_step_seconds is not None else step_seconds * factor
         )
-        if _run_cost(steps, large) <= share:
+        if _run_cost(steps, large, CONTROL_EVALS * eval_seconds) <= share:
             control_steps = steps
     return Plan(
         budget_seconds=float(budget_seconds),
         trial_steps=steps,
-        eval_every=max(1, steps // 4),
+        eval_every=max(1, steps // 3),
         lr_points=points,
         seeds=seeds,
         control_batch=control_batch,
