@@ -73,7 +73,7 @@ def decide(finalists: list[Finalist], verdict: str) -> Decision:
     if len(tied) == 1:
         recommended = best
         runner = ranking[1] if len(ranking) > 1 else None
-        basis = f"{best.candidate.label} leads every finalist by more than the seed spread" + (
+        basis = f"Of the finalists, {best.candidate.label} leads every other by more than the seed spread" + (
             f" ({METRIC} {best.mean:.4g} against {runner.mean:.4g} for {runner.candidate.label})"
             if runner
             else ""
@@ -91,7 +91,7 @@ def decide(finalists: list[Finalist], verdict: str) -> Decision:
                 f"the noise is {verdict}, so {'your own' if own else 'an unclipped'} optimizer: "
                 "no clipping is needed to get this result"
             )
-        basis = f"{names} tie within the seed spread; {why}"
+        basis = f"Finalists {names} tie within the seed spread; {why}"
     others = [f for f in ranking if f is not recommended]
     rival = next((f for f in others if f.candidate.clipped is not recommended.candidate.clipped), None)
     rival = rival or (others[0] if others else None)
@@ -153,7 +153,7 @@ class Answer:
             else " This does not show that clipping is needed."
         )
         control = f" Control: {self.control.message}." if self.control is not None else ""
-        return f"{noise} {d.reason[0].upper()}{d.reason[1:]}.{clip}{control}"
+        return f"{noise} {d.reason}.{clip}{control}"
 
     def what_would_change(self) -> list[str]:
         m, d, plan = self.measurement, self.decision, self.plan
