@@ -21,6 +21,22 @@ def test_own_optimizer_adamw_and_clipping_always() -> None:
     assert all(c.reason for c in out)
 
 
+def test_adam_config_is_its_own_adamw_baseline_and_keeps_only_changed_keys() -> None:
+    resolved = parse_config(
+        {
+            "name": "x",
+            "task": {"name": "noisy-quadratic"},
+            "optimizer": {"name": "adam", "lr": 3e-3},
+            "train": {"steps": 5},
+        }
+    ).optimizer.model_dump()
+    assert "amsgrad" in resolved  # the resolved spec carries every default
+    out = choose_candidates(resolved, measurement())
+    assert "adamw" not in labels(out)
+    assert out[0].spec == {"name": "adam"} and out[0].with_lr(3e-3) == {"name": "adam", "lr": 3e-3}
+    assert out[0].lr_low == pytest.approx(1e-4)
+
+
 def test_heavy_or_inconclusive_noise_adds_clipped_adam_and_acclip() -> None:
     for verdicts in (("heavy-tailed",), ("light-tailed", "inconclusive")):
         assert {"clip-adam", "acclip"} <= set(labels(choose_candidates(SGD, measurement(verdicts))))

@@ -3,7 +3,14 @@
 The engine is being reorganised; when a path moves, only this file changes.
 """
 
-from tailclip.engine.config import ConfigError, ExperimentConfig, build_optimizer, load_config, parse_config
+from tailclip.engine.config import (
+    ConfigError,
+    ExperimentConfig,
+    build_optimizer,
+    load_config,
+    optimizer_class,
+    parse_config,
+)
 from tailclip.engine.runner import build_task, model_step, resolve_device, run_one
 from tailclip.engine.schedules import make_scheduler
 from tailclip.engine.store import ResultsStore
@@ -20,6 +27,7 @@ __all__ = [
     "load_config",
     "make_scheduler",
     "model_step",
+    "optimizer_class",
     "parse_config",
     "resolve_device",
     "run_one",

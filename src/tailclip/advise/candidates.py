@@ -1,8 +1,9 @@
 """Step 2 of ``tailclip advise``: the optimizers worth a bake-off, each with the reason it is there.
 
-Always: the config's own optimizer and AdamW (the default a user would reach for). Clipping at the
-measured gradient-norm quantiles (``q50`` of the warm-up norms ``||g_t||``, the threshold a 50th
-percentile AutoClip rule settles on): global clipping (GClip), its adaptive-threshold variant
+Always: the config's own optimizer (its spec without the keys left at their defaults) and AdamW
+(the default a user would reach for; left out when the config's optimizer is already Adam-like).
+Clipping at the measured gradient-norm quantiles (``q50`` of the warm-up norms ``||g_t||``, the
+threshold a 50th percentile AutoClip rule settles on): global clipping (GClip), its adaptive-threshold variant
 (AutoClip at the 50th percentile) and coordinate clipping (CClip) at the root-mean-square
 coordinate ``q50 / sqrt(d)``. Where the noise is heavy-tailed or inconclusive: clipped Adam
 (Chezhegov et al.: clipping repairs Adam's high-probability convergence under heavy tails) and
@@ -18,10 +19,12 @@ for Adam-like ones.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from tailclip.advise._engine import optimizer_class
 from tailclip.advise.measure import Measurement
 
 __all__ = ["Candidate", "choose_candidates", "is_clipped", "lr_of", "with_lr"]
@@ -69,6 +72,20 @@ def lr_of(spec: dict[str, Any]) -> float:
     return float(spec.get("lr") or 0.0)
 
 
+def without_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` without the plain keyword arguments equal to the constructor's defaults (AGNI's base too)."""
+    parameters = inspect.signature(optimizer_class(spec["name"])).parameters
+    out = {}
+    for key, value in spec.items():
+        default = parameters[key].default if key in parameters else inspect.Parameter.empty
+        default = list(default) if isinstance(default, tuple) else default  # YAML has lists, not tuples
+        if key == "base_optimizer" and isinstance(value, dict):
+            out[key] = without_defaults(value)
+        elif key == "name" or isinstance(value, dict) or value != default:
+            out[key] = value
+    return out
+
+
 def is_clipped(spec: dict[str, Any]) -> bool:
     """Whether a spec clips: delta-GClip and ACClip always, ``clip_*`` rules unless ``clip`` is null."""
     name = spec.get("name")
@@ -88,7 +105,7 @@ def _family(name: str) -> str:
 
 def choose_candidates(config_optimizer: dict[str, Any], measurement: Measurement) -> list[Candidate]:
     """The candidates for ``config_optimizer`` (a resolved optimizer spec) given ``measurement``."""
-    own = dict(config_optimizer)
+    own = without_defaults(dict(config_optimizer))
     own_lr = lr_of(own)
     own.pop("lr", None)
     own_family = _family(own["name"])
@@ -167,6 +184,8 @@ def choose_candidates(config_optimizer: dict[str, Any], measurement: Measurement
                 "clipped steps provably beat fixed ones (Zhang et al., ICLR 2020); delta-GClip keeps a floor",
             )
         )
+    if own["name"] in ("adam", "adamw"):  # AdamW would repeat the baseline
+        out = [c for c in out if c.label != "adamw"]
     seen: set[str] = set()
     unique = []
     for candidate in out:  # the config's own optimizer may coincide with a proposed one
