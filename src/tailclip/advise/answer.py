@@ -250,6 +250,11 @@ class Answer:
             },
             "control": None if self.control is None else self.control.to_dict(),
             "what_would_change": self.what_would_change(),
+            "timing": {
+                "step_seconds": m.step_seconds,
+                "eval_seconds": m.eval_seconds,
+                "stream_control_step_seconds": m.stream_control_step_seconds,
+            },
             "plan": self.plan.to_dict(),
             "budget_seconds": self.budget_seconds,
             "runtime_seconds": self.runtime_seconds,
