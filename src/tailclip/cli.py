@@ -7,8 +7,8 @@
 * ``tailclip tails CONFIG [--set k=v ...] [-o DIR] [--steps N] [--batch-size B] [--mean-batches M]
   [--noise-batches N] [--per-sample]``: the gradient noise of a config's model task (after ``N``
   training steps): verdict and tail index, ``noise_report.json``, PNGs, ``noise_section.html``.
-* ``tailclip advise CONFIG [--set k=v ...] [--budget-minutes M] [--seeds N] [--noise-batches N]
-  [--json FILE]``: the
+* ``tailclip advise CONFIG [--set k=v ...] [--budget-minutes M] [--steps N] [--seeds N]
+  [--noise-batches N] [--json FILE]``: the
   recommended optimizer for a config, with its evidence (:mod:`tailclip.advise`).
 * ``tailclip list``: tasks, optimizers and built-in configs.
 * ``tailclip demo``: the built-in ``demo`` sweep and its table.
@@ -575,6 +575,9 @@ def advise(
     ] = None,
     seeds: Annotated[int, typer.Option(help="Seeds per finalist (at least 2).")] = 3,
     noise_batches: Annotated[int, typer.Option(help="Noise samples per measurement (at least 20).")] = 100,
+    steps: Annotated[
+        int | None, typer.Option(help="Steps of every bake-off run (default: sized from the budget).")
+    ] = None,
     json_file: Annotated[str | None, typer.Option("--json", help="Also write the answer as JSON.")] = None,
 ) -> None:
     """What should I train with? Measure the noise, bake off optimizers, run a control, recommend one."""
@@ -587,6 +590,7 @@ def advise(
             budget_minutes=budget_minutes,
             seeds=seeds,
             noise_batches=noise_batches,
+            trial_steps=steps,
             json_path=json_file,
             console=_console(),
         )

@@ -1,4 +1,8 @@
-"""Shared advice runs: each known-answer problem is advised once per session (seeded, small budget)."""
+"""Shared advice runs: each known-answer problem is advised once per session.
+
+Seeded, and at a fixed full run length (``trial_steps``), so the plan, and with it the advice,
+does not depend on how loaded the machine is.
+"""
 
 from __future__ import annotations
 
@@ -45,16 +49,18 @@ def imbalanced_config(store: Path) -> Any:
 @pytest.fixture(scope="session")
 def stable_answer(tmp_path_factory: pytest.TempPathFactory) -> Answer:
     store = tmp_path_factory.mktemp("advise-stable") / "runs.sqlite"
-    return advise(quadratic_config("stable", store, alpha=1.2), budget_minutes=BUDGET_MINUTES)
+    return advise(
+        quadratic_config("stable", store, alpha=1.2), budget_minutes=BUDGET_MINUTES, trial_steps=300
+    )
 
 
 @pytest.fixture(scope="session")
 def gaussian_answer(tmp_path_factory: pytest.TempPathFactory) -> Answer:
     store = tmp_path_factory.mktemp("advise-gaussian") / "runs.sqlite"
-    return advise(quadratic_config("gaussian", store), budget_minutes=BUDGET_MINUTES)
+    return advise(quadratic_config("gaussian", store), budget_minutes=BUDGET_MINUTES, trial_steps=300)
 
 
 @pytest.fixture(scope="session")
 def imbalanced_answer(tmp_path_factory: pytest.TempPathFactory) -> Answer:
     store = tmp_path_factory.mktemp("advise-imbalanced") / "runs.sqlite"
-    return advise(imbalanced_config(store), budget_minutes=BUDGET_MINUTES)
+    return advise(imbalanced_config(store), budget_minutes=BUDGET_MINUTES, trial_steps=640)

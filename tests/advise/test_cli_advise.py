@@ -34,6 +34,7 @@ def write_config(tmp_path: Path, optimizer: str = "sgd", **task: Any) -> Path:
     [
         (["--budget-minutes", "0"], "--budget-minutes: got 0.0; allowed: a number > 0"),
         (["--seeds", "1"], "--seeds: got 1; allowed: an integer >= 2"),
+        (["--steps", "0"], "--steps: got 0; allowed: an integer >= 1"),
         (["--noise-batches", "10"], "--noise-batches: got 10; allowed: an integer >= 20"),
         (["--json", "/nonexistent/dir/a.json"], "--json: directory /nonexistent/dir does not exist"),
     ],

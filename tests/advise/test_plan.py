@@ -37,12 +37,15 @@ def test_floor_of_twenty_steps_is_flagged_as_over_budget() -> None:
 def test_control_uses_the_full_batch_for_small_finite_data() -> None:
     plan = make_plan(600.0, 640, 0.001, 5, 64, 4096)
     assert plan.control_batch == 4096
-    assert plan.control_steps == 10  # the same number of epochs
+    # at least the same number of epochs (10 steps), more as the control's share affords: 0.2 x 600 / 6 runs
+    assert plan.control_steps == int((600.0 * 0.2 / 6 - 1.0) / (0.001 * 64))
 
 
 def test_control_uses_sixteen_batches_for_large_data() -> None:
     plan = make_plan(600.0, 600, 0.01, 5, 128, 60_000)
-    assert plan.control_batch == 2048 and plan.control_steps == 38
+    assert plan.control_batch == 2048 and plan.control_steps == int((20.0 - 1.0) / 0.16)
+    tight = make_plan(60.0, 600, 0.01, 5, 128, 60_000)
+    assert tight.control_steps == -(-tight.trial_steps // 16)  # never fewer than the same examples
 
 
 def test_stream_control_keeps_the_steps_when_the_large_batch_is_cheap() -> None:
@@ -50,6 +53,15 @@ def test_stream_control_keeps_the_steps_when_the_large_batch_is_cheap() -> None:
     assert cheap.control_batch == 16 and cheap.control_steps == 300
     dear = make_plan(600.0, 300, 0.001, 7, 1, None, stream_control_step_seconds=1.0)
     assert dear.control_steps == 19
+
+
+def test_fixed_run_length_does_not_depend_on_speed() -> None:
+    fast = make_plan(60.0, 640, 1e-6, 5, 64, 4096, trial_steps=640)
+    slow = make_plan(60.0, 640, 10.0, 5, 64, 4096, trial_steps=640)
+    assert fast == slow
+    assert fast.trial_steps == 640 and fast.lr_points == 5 and fast.control_steps == 10
+    stream = make_plan(60.0, 300, 10.0, 7, 1, None, trial_steps=300)
+    assert stream.control_batch == 16 and stream.control_steps == 300
 
 
 def test_default_budget_is_clamped() -> None:

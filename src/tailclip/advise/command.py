@@ -50,6 +50,7 @@ def advise_command(
     json_path: str | None,
     console: Console,
     noise_batches: int = 100,
+    trial_steps: int | None = None,
 ) -> Answer:
     """Run :func:`~tailclip.advise.advise` with progress bars, print the answer, write ``--json``."""
     path = _check_json_path(json_path)
@@ -57,6 +58,8 @@ def advise_command(
         raise ValueError(f"--budget-minutes: got {budget_minutes}; allowed: a number > 0")
     if seeds < 2:
         raise ValueError(f"--seeds: got {seeds}; allowed: an integer >= 2 (the seed spread needs two)")
+    if trial_steps is not None and trial_steps < 1:
+        raise ValueError(f"--steps: got {trial_steps}; allowed: an integer >= 1")
     if noise_batches < MIN_NOISE_BATCHES:
         raise ValueError(
             f"--noise-batches: got {noise_batches}; allowed: an integer >= {MIN_NOISE_BATCHES} "
@@ -84,6 +87,7 @@ def advise_command(
             budget_minutes=budget_minutes,
             seeds=seeds,
             noise_batches=noise_batches,
+            trial_steps=trial_steps,
             progress=update,
         )
     render_answer(answer, console)

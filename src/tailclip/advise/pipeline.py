@@ -70,12 +70,15 @@ def advise(
     budget_minutes: float | None = None,
     seeds: int = 3,
     noise_batches: int = 100,
+    trial_steps: int | None = None,
     progress: Progress | None = None,
 ) -> Answer:
     """Run the five steps on ``config`` (see :mod:`tailclip.advise`) and return the :class:`Answer`.
 
     ``budget_minutes`` (default: sized by :func:`~tailclip.advise.plan.default_budget_seconds`)
-    bounds the whole advice; ``progress(phase, done, total)`` reports each phase (``measure``,
+    bounds the whole advice; ``trial_steps`` fixes the run length instead (see
+    :func:`~tailclip.advise.plan.make_plan`: the advice then does not depend on the machine's
+    speed); ``progress(phase, done, total)`` reports each phase (``measure``,
     ``bake-off``, ``seeds``, ``control``). Raises ``ValueError`` for a config it cannot advise on
     and ``RuntimeError`` when the warm-up or every candidate diverges.
     """
@@ -83,6 +86,8 @@ def advise(
         raise ValueError(f"seeds: got {seeds}; allowed: an integer >= 2 (the seed spread needs two)")
     if budget_minutes is not None and not budget_minutes > 0:
         raise ValueError(f"budget_minutes: got {budget_minutes}; allowed: a number > 0")
+    if trial_steps is not None and trial_steps < 1:
+        raise ValueError(f"trial_steps: got {trial_steps}; allowed: an integer >= 1")
     if TASKS[config.task.name].kind != "model":
         models = ", ".join(sorted(name for name, cls in TASKS.items() if cls.kind == "model"))
         raise ValueError(
@@ -109,7 +114,7 @@ def advise(
     )
     remaining = max(budget - (time.perf_counter() - start), MIN_REMAINING * budget)
     plan = _saved_plan(
-        paths["reports"] / PLAN_FILE, f"{config.run_id}-{budget_minutes}-{seeds}"
+        paths["reports"] / PLAN_FILE, f"{config.run_id}-{budget_minutes}-{seeds}-{trial_steps}"
     ) or make_plan(
         remaining,
         measurement.total_steps,
@@ -120,8 +125,9 @@ def advise(
         eval_seconds=measurement.eval_seconds,
         stream_control_step_seconds=measurement.stream_control_step_seconds,
         seeds=seeds,
+        trial_steps=trial_steps,
     )
-    _save_plan(paths["reports"] / PLAN_FILE, f"{config.run_id}-{budget_minutes}-{seeds}", plan)
+    _save_plan(paths["reports"] / PLAN_FILE, f"{config.run_id}-{budget_minutes}-{seeds}-{trial_steps}", plan)
     store = ResultsStore(paths["store"])
     try:
         total_trials = len(candidates) * plan.lr_points

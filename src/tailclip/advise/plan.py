@@ -12,10 +12,11 @@ largest ``T' <= T`` (the config's training length) that fits is taken with ``P =
 for that is overrun, and the answer says so.
 
 The control batch (Kunstner et al., ICLR 2023): the full batch when the task's data is finite and
-holds at most ``max(64 B, 8192)`` examples, else ``16 B``. It runs the same number of examples
-(``T' B / B_control`` steps, at least 1) when the data is finite; a stream (no epochs) keeps ``T'``
-steps (the same optimisation with less noise) when that fits the control's share at the measured
-step time of the large batch, else it too runs the same number of examples.
+holds at most ``max(64 B, 8192)`` examples, else ``16 B``. It runs at least the same number of
+examples (``T' B / B_control`` steps) and at most ``T'`` steps: as many as the control's share
+affords at the large batch's step time (``16 s`` on finite data, measured on a stream). Full-batch
+methods need many steps (Kunstner et al. ran far more epochs at full batch), so a control of a
+handful of steps would compare the first moments of training, not the methods.
 """
 
 from __future__ import annotations
@@ -89,12 +90,31 @@ def make_plan(
     eval_seconds: float = 0.0,
     stream_control_step_seconds: float | None = None,
     seeds: int = 3,
+    trial_steps: int | None = None,
 ) -> Plan:
     """Size the bake-off, the finalists' seeds and the control for ``budget_seconds`` (see above).
 
     ``stream_control_step_seconds``: a stream's step time at ``16 B`` (default: ``16 s``).
+    ``trial_steps`` fixes ``T'`` instead (5 step sizes; the control runs the same number of examples
+    on finite data, ``T'`` steps on a stream): a plan that does not depend on the machine's speed.
     """
     floor = min(total_steps, MIN_STEPS)
+    if examples is not None and examples <= max(64 * batch_size, 8192):
+        control_batch = examples
+    else:
+        control_batch = STREAM_FACTOR * batch_size
+    factor = control_batch / batch_size
+    if trial_steps is not None:
+        return Plan(
+            budget_seconds=float(budget_seconds),
+            trial_steps=trial_steps,
+            eval_every=max(1, trial_steps // 3),
+            lr_points=5,
+            seeds=seeds,
+            control_batch=control_batch,
+            control_steps=max(1, math.ceil(trial_steps / factor)) if examples is not None else trial_steps,
+            over_budget=False,
+        )
 
     def fit(points: int) -> int:
         steps = total_steps
@@ -112,20 +132,12 @@ def make_plan(
         steps = fit(points)
     over = steps < floor
     steps = max(steps, floor)
-    if examples is not None and examples <= max(64 * batch_size, 8192):
-        control_batch = examples
-    else:
-        control_batch = STREAM_FACTOR * batch_size
-    factor = control_batch / batch_size
-    same_examples = max(1, math.ceil(steps / factor))
-    control_steps = same_examples
-    if examples is None:
-        share = budget_seconds * SHARES["control"] / CONTROL_RUNS
-        large = (
-            stream_control_step_seconds if stream_control_step_seconds is not None else step_seconds * factor
-        )
-        if _run_cost(steps, large, CONTROL_EVALS * eval_seconds) <= share:
-            control_steps = steps
+    share = budget_seconds * SHARES["control"] / CONTROL_RUNS
+    large = step_seconds * factor
+    if examples is None and stream_control_step_seconds is not None:
+        large = stream_control_step_seconds
+    affordable = int((share - CONTROL_EVALS * eval_seconds - RUN_OVERHEAD) / max(large, 1e-9))
+    control_steps = min(steps, max(math.ceil(steps / factor), affordable, 1))
     return Plan(
         budget_seconds=float(budget_seconds),
         trial_steps=steps,
