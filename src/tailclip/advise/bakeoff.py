@@ -231,8 +231,8 @@ class Finalist:
 
 
 def finalists(results: list[CandidateResult], count: int = 3) -> list[CandidateResult]:
-    """The best ``count`` candidates with a completed trial, always with the best clipped and unclipped."""
-    ranked = sorted((r for r in results if r.best is not None), key=lambda r: r.best_value)
+    """The best ``count`` candidates with a finite trial, always with the best clipped and unclipped."""
+    ranked = sorted((r for r in results if math.isfinite(r.best_value)), key=lambda r: r.best_value)
     chosen: list[CandidateResult] = []
     for clipped in (True, False):
         best = next((r for r in ranked if r.candidate.clipped is clipped), None)
