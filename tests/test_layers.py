@@ -2,7 +2,7 @@
 
 The layers, top to bottom (``docs/architecture.md``)::
 
-    cli  ->  engine, claims, integrations  ->  problems  ->  noise  ->  optim  ->  clip  ->  torch
+    cli  ->  advise  ->  engine, claims, integrations  ->  problems  ->  noise  ->  optim  ->  clip  ->  torch
 
 A module may import its own layer and any layer below it. ``problems`` sits above ``noise``:
 the task contract (``problems/task.py``) hands the noise diagnostics a ``BatchLoss``, and no
@@ -23,7 +23,8 @@ PACKAGE = Path(tailclip.__file__).resolve().parent
 
 # rank of each layer; a module may import modules of equal or lower rank
 LAYERS: dict[str, int] = {
-    "cli": 6,
+    "cli": 7,
+    "advise": 6,
     "engine": 5,
     "claims": 5,
     "integrations": 5,

@@ -12,6 +12,9 @@
   training steps): verdict and tail index, ``noise_report.json``, PNGs, ``noise_section.html``.
 * ``tailclip export STORE [--tensorboard DIR] [--csv FILE] [--parquet FILE]``: the metrics as
   TensorBoard event files (one folder per run, named by its label), CSV or Parquet.
+* ``tailclip advise CONFIG [--set k=v ...] [--budget-minutes M] [--steps N] [--seeds N]
+  [--noise-batches N] [--json FILE]``: the
+  recommended optimizer for a config, with its evidence (:mod:`tailclip.advise`).
 * ``tailclip list``: tasks, optimizers and built-in configs.
 * ``tailclip demo``: the built-in ``demo`` sweep and its table.
 
@@ -557,6 +560,41 @@ def reproduce(
     )
     if not all(r.passed for r in results):
         raise typer.Exit(1)
+
+
+@app.command()
+def advise(
+    config: ConfigArgument,
+    set_: SetOption = None,
+    budget_minutes: Annotated[
+        float | None, typer.Option(help="Minutes for the whole advice (default: sized for the config, 1-20).")
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds per finalist (at least 2).")] = 3,
+    noise_batches: Annotated[int, typer.Option(help="Noise samples per measurement (at least 20).")] = 100,
+    steps: Annotated[
+        int | None, typer.Option(help="Steps of every bake-off run (default: sized from the budget).")
+    ] = None,
+    json_file: Annotated[str | None, typer.Option("--json", help="Also write the answer as JSON.")] = None,
+) -> None:
+    """What should I train with? Measure the noise, bake off optimizers, run a control, recommend one."""
+    from tailclip.advise.command import advise_command  # optuna loads only for this command
+
+    experiment = _load(config, set_)
+    try:
+        advise_command(
+            experiment,
+            budget_minutes=budget_minutes,
+            seeds=seeds,
+            noise_batches=noise_batches,
+            trial_steps=steps,
+            json_path=json_file,
+            console=_console(),
+        )
+    except ValueError as exc:
+        _user_error(exc)
+    except Exception as exc:  # noqa: BLE001  (a diverged warm-up, a failing model: one line, exit 1)
+        typer.echo(f"error: advise failed: {type(exc).__name__}: {' '.join(str(exc).split())}", err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ in this package imports the engine.
 
 from tailclip.problems import (  # noqa: E402, I001  (after the contract they register into)
     image_classification,  # noqa: F401  (registers image-classification)
+    imbalanced_softmax,  # noqa: F401  (registers imbalanced-softmax)
     language_model,  # noqa: F401  (registers language-model)
     quadratic,  # noqa: F401  (registers noisy-quadratic)
     synthetic,  # noqa: F401  (registers stochastic-quadratic)

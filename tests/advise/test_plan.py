@@ -1,0 +1,72 @@
+"""How ``advise`` sizes its runs for a budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from tailclip.advise.plan import MAX_BUDGET, MIN_BUDGET, default_budget_seconds, make_plan
+
+
+def test_full_length_when_the_budget_allows() -> None:
+    plan = make_plan(600.0, 300, 0.001, 7, 1, None)
+    assert plan.trial_steps == 300 and plan.lr_points == 5 and not plan.over_budget
+    assert plan.eval_every == 100 and plan.seeds == 3
+
+
+def test_shorter_runs_and_a_smaller_grid_for_a_small_budget() -> None:
+    plan = make_plan(600.0, 10_000, 0.01, 7, 32, None)
+    assert plan.lr_points == 3
+    assert 20 <= plan.trial_steps < 10_000 / 5
+    run = plan.trial_steps * 0.01 + 1.0
+    assert (7 * 3 * 0.6 + 3 * 2 + 6) * run <= 600.0
+
+
+def test_evaluation_time_shortens_the_runs() -> None:
+    quick = make_plan(600.0, 10_000, 0.01, 7, 32, None)
+    slow = make_plan(600.0, 10_000, 0.01, 7, 32, None, eval_seconds=2.0)
+    assert slow.trial_steps < quick.trial_steps
+    run = slow.trial_steps * 0.01 + 4 * 2.0 + 1.0  # four evaluations per bake-off run
+    assert (7 * 3 * 0.6 + 3 * 2) * run <= 0.8 * 600.0 + 1e-9
+
+
+def test_floor_of_twenty_steps_is_flagged_as_over_budget() -> None:
+    plan = make_plan(5.0, 10_000, 1.0, 7, 32, None)
+    assert plan.trial_steps == 20 and plan.over_budget
+
+
+def test_control_uses_the_full_batch_for_small_finite_data() -> None:
+    plan = make_plan(600.0, 640, 0.001, 5, 64, 4096)
+    assert plan.control_batch == 4096
+    # at least the same number of epochs (10 steps), more as the control's share affords: 0.2 x 600 / 6 runs
+    assert plan.control_steps == int((600.0 * 0.2 / 6 - 1.0) / (0.001 * 64))
+
+
+def test_control_uses_sixteen_batches_for_large_data() -> None:
+    plan = make_plan(600.0, 600, 0.01, 5, 128, 60_000)
+    assert plan.control_batch == 2048 and plan.control_steps == int((20.0 - 1.0) / 0.16)
+    tight = make_plan(60.0, 600, 0.01, 5, 128, 60_000)
+    assert tight.control_steps == -(-tight.trial_steps // 16)  # never fewer than the same examples
+
+
+def test_stream_control_keeps_the_steps_when_the_large_batch_is_cheap() -> None:
+    cheap = make_plan(600.0, 300, 0.001, 7, 1, None, stream_control_step_seconds=0.002)
+    assert cheap.control_batch == 16 and cheap.control_steps == 300
+    dear = make_plan(600.0, 300, 0.001, 7, 1, None, stream_control_step_seconds=1.0)
+    assert dear.control_steps == 19
+
+
+def test_fixed_run_length_does_not_depend_on_speed() -> None:
+    fast = make_plan(60.0, 640, 1e-6, 5, 64, 4096, trial_steps=640)
+    slow = make_plan(60.0, 640, 10.0, 5, 64, 4096, trial_steps=640)
+    assert fast == slow
+    assert fast.trial_steps == 640 and fast.lr_points == 5 and fast.control_steps == 10
+    stream = make_plan(60.0, 300, 10.0, 7, 1, None, trial_steps=300)
+    assert stream.control_batch == 16 and stream.control_steps == 300
+
+
+def test_default_budget_is_clamped() -> None:
+    assert default_budget_seconds(10, 1e-4, 0.0, 5) == MIN_BUDGET
+    assert default_budget_seconds(100_000, 1.0, 0.0, 5) == MAX_BUDGET
+    assert default_budget_seconds(300, 0.001, 0.5, 7) == pytest.approx(
+        (7 * 5 * 0.6 + 3 * 2 + 6) * (0.3 + 2.0 + 1.0)
+    )
