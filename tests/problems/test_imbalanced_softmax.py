@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
-from tailclip.engine.tasks import TASKS, TaskContext
 
-from tailclip.engine.config import parse_config
+from tailclip.engine.config import parse_config, task_context
 from tailclip.engine.runner import run_one
 from tailclip.engine.store import ResultsStore
+from tailclip.problems import TASKS
 from tailclip.problems.imbalanced_softmax import ImbalancedSoftmax, ImbalancedSoftmaxOptions, imbalanced_data
 
 SMALL = {"classes": 16, "examples": 512, "dim": 8}
@@ -30,7 +30,7 @@ def make_config(batch_size: int = 32, seed: int = 0, **options: object):  # noqa
 def make_task(**kwargs: object) -> ImbalancedSoftmax:
     config = make_config(**kwargs)
     options = ImbalancedSoftmaxOptions.model_validate(config.task.options)
-    return ImbalancedSoftmax(options, TaskContext(config, torch.device("cpu")))
+    return ImbalancedSoftmax(options, task_context(config, torch.device("cpu")))
 
 
 def test_registered() -> None:
