@@ -6,8 +6,9 @@ Heavy-Tailed")::
 
     norm=False (AdaGrad, per coordinate; Duchi, Hazan, Singer 2011):
         b_t^2 = b_{t-1}^2 + u_t^2
-    norm=True (AdaGrad-Norm, one scalar per param group; Ward, Wu, Bottou 2019):
-        b_t^2 = b_{t-1}^2 + ||u_t||^2          (||.|| over the whole group)
+    norm=True (AdaGrad-Norm, one scalar; Ward, Wu, Bottou 2019):
+        b_t^2 = b_{t-1}^2 + ||u_t||^2          (||.|| model-wide: every norm=True group; one
+                                               scalar per group with clip="group")
 
     not delayed:  x_{t+1} = x_t - lr u_t / (b_t + eps)
     delayed:      x_{t+1} = x_t - lr u_t / (b_{t-1} + eps), then b is updated
@@ -31,6 +32,7 @@ import torch
 from torch import Tensor
 
 from tailclip.clip import (
+    NORM_MODES,
     ClipMode,
     ClipStats,
     ThresholdPolicy,
@@ -38,7 +40,7 @@ from tailclip.clip import (
     clip_tensors_unchecked,
     tensor_norms,
 )
-from tailclip.optim._base import ClipOptimizer, check_clipping, check_lr, check_nonnegative
+from tailclip.optim._base import ClipOptimizer, check_clipping, check_lr, check_nonnegative, clipped_norm
 from tailclip.optim._kernels import add_scaled_, coupled_decay, cpu_blocks, per_tensor
 from tailclip.optim._registry import VectorizedRule, register_optimizer
 
@@ -58,6 +60,8 @@ def clip_adagrad(
     weight_decay: float,
     foreach: bool,
     norms: Tensor | None = None,
+    total_norm: Tensor | None = None,
+    group_update_norm: Tensor | None = None,
 ) -> ClipStats:
     """Functional ClipAdaGrad; updates ``params``, ``sums`` and ``steps`` in place.
 
@@ -65,7 +69,9 @@ def clip_adagrad(
     parameter (its shape and dtype), with ``norm=True`` a one-element list holding the group's
     0-dim accumulator. ``steps`` are the per-parameter step counters (0-dim tensors).
     ``norms`` are the per-tensor norms of ``grads`` if already known (used only without weight
-    decay, when they are the norms of the tensors being clipped).
+    decay, when they are the norms of the tensors being clipped). ``total_norm``: the
+    model-wide norm global clipping divides by (``None``: these tensors'); ``group_update_norm``:
+    the model-wide ``||u_t||`` AdaGrad-Norm's scalar takes (``None``: these tensors').
     """
     if foreach:
         torch._foreach_add_(steps, torch.tensor(1.0), alpha=1.0)
@@ -75,15 +81,16 @@ def clip_adagrad(
     if weight_decay != 0:
         grads = coupled_decay(grads, params, weight_decay, foreach)
         norms = None
-    if foreach and not norm and clip in ("global", "layer"):
+    if foreach and not norm and clip in NORM_MODES:
         # the factors go into the update's first op: no clipped copy of every gradient
         norms = tensor_norms(grads, foreach) if norms is None else norms
-        coefs, stats = clip_coefficients(norms, clip, max_norm)
+        coefs, stats = clip_coefficients(norms, clip, max_norm, total_norm)
         _adagrad_step_foreach(params, grads, sums, lr, delay, eps, per_tensor(coefs, grads))
         return stats
-    clipped, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms)
+    clipped, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms, total_norm)
     if norm:
-        _adagrad_norm_step(params, clipped, sums[0], stats.clipped_norm, lr, delay, eps, foreach)
+        update_norm = stats.clipped_norm if group_update_norm is None else group_update_norm
+        _adagrad_norm_step(params, clipped, sums[0], update_norm, lr, delay, eps, foreach)
     elif foreach:
         _adagrad_step_foreach(params, clipped, sums, lr, delay, eps)
     else:
@@ -157,14 +164,15 @@ class ClipAdaGrad(ClipOptimizer):
     Args:
         params: parameters or param groups.
         lr: step size (>= 0).
-        norm: ``False``: per-coordinate accumulator (AdaGrad); ``True``: one scalar ``b`` per
-            param group (AdaGrad-Norm) fed with the group norm of the clipped gradient.
+        norm: ``False``: per-coordinate accumulator (AdaGrad); ``True``: one scalar ``b``
+            (AdaGrad-Norm) fed with the model-wide norm of the clipped gradient (one per group,
+            fed with the group's norm, with ``clip="group"``).
         delay: divide by the previous accumulator ``b_{t-1}`` (the step size does not depend
             on the current sample), then update ``b``. Needs ``b0 > 0``.
-        clip: ``"global"`` (group norm), ``"layer"`` (each tensor), ``"coord"`` (elementwise
-            clamp) or ``None`` (default).
+        clip: ``"global"`` (model-wide norm), ``"group"`` (the group's norm), ``"layer"`` (each
+            tensor), ``"coord"`` (elementwise clamp) or ``None`` (default).
         max_norm: threshold ``tau > 0``, or an adaptive :class:`~tailclip.clip.ThresholdPolicy`
-            (``clip="global"`` only). Ignored when ``clip=None``.
+            (``clip="global"`` or ``"group"``). Ignored when ``clip=None``.
         b0: initial accumulator ``b_0 >= 0`` (the accumulator starts at ``b0**2``, torch's
             ``initial_accumulator_value``).
         eps: added to ``b`` in the denominator (>= 0, as ``torch.optim.Adagrad``).
@@ -174,9 +182,10 @@ class ClipAdaGrad(ClipOptimizer):
 
     State: every parameter stepped has ``"step"`` (float32 CPU tensor, as ``Adagrad``); with
     ``norm=False`` also ``"sum"`` (``b_t^2`` per coordinate, as ``Adagrad``). With ``norm=True``
-    the group's scalar accumulator ``b_t^2`` is ``"norm_sq_sum"`` (0-dim, float32, or float64
-    for float64 groups), stored once, in the state of ``group["params"][0]``, so
-    ``state_dict`` saves it once per group. ``lr_decay`` is not offered: schedule ``lr`` with a
+    the scalar accumulator ``b_t^2`` is ``"norm_sq_sum"`` (0-dim, float32, or float64 for
+    float64 groups), stored once, in the state of the first parameter of the first ``norm=True``
+    group (with ``clip="group"``: once per group, in the state of its first parameter).
+    ``lr_decay`` is not offered: schedule ``lr`` with a
     ``torch.optim.lr_scheduler`` instead.
 
     References: Duchi, Hazan, Singer, "Adaptive Subgradient Methods for Online Learning and
@@ -222,8 +231,57 @@ class ClipAdaGrad(ClipOptimizer):
         check_nonnegative("eps", group["eps"])
         check_nonnegative("weight_decay", group["weight_decay"])
 
-    def _update_group(
+    def _shares_group_state(self, group: dict[str, Any]) -> bool:
+        return group["norm"] and group["clip"] != "group"
+
+    def _model_wide(self, group: dict[str, Any]) -> bool:
+        return group["clip"] == "global" or self._shares_group_state(group)
+
+    def _model_norms(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
+    ) -> Tensor:
+        """Norms of the clipped quantity ``g + wd x``."""
+        if group["weight_decay"] == 0:
+            return norms
+        decayed = coupled_decay(grads, params, group["weight_decay"], group["foreach"])
+        return tensor_norms(decayed, group["foreach"])
+
+    def _init_group_state(self, group: dict[str, Any], params: list[Tensor]) -> dict[str, Any]:
+        group_state = self._group_state(group)
+        if "norm_sq_sum" not in group_state:
+            dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
+            group_state["norm_sq_sum"] = torch.full(
+                (), group["b0"] ** 2, dtype=dtype, device=group["params"][0].device
+            )
+        return group_state
+
+    def _prepare_model_step(
+        self, model: list[tuple[dict[str, Any], list[Tensor], list[Tensor], Tensor]], model_norm: Tensor
+    ) -> None:
+        """AdaGrad-Norm's model-wide ``||u_t||`` over the ``norm=True`` groups, before any update."""
+        shared = [entry for entry in model if entry[0]["norm"]]
+        if len(shared) < 2:
+            return
+        state = self._init_group_state(shared[0][0], shared[0][1])
+        update_norms = []
+        for group, params, grads, norms in shared:
+            if group["weight_decay"] != 0:
+                grads = coupled_decay(grads, params, group["weight_decay"], group["foreach"])
+                norms = tensor_norms(grads, group["foreach"])
+            update_norm = clipped_norm(group, grads, norms, self._threshold(group), model_norm)
+            update_norms.append(update_norm.to(model_norm.device))
+        self._shared = {
+            "start": {"norm_sq_sum": state["norm_sq_sum"].clone()},
+            "update_norm": torch.linalg.vector_norm(torch.stack(update_norms)),
+        }
+
+    def _update_group(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        norms: Tensor,
+        model_norm: Tensor | None = None,
     ) -> ClipStats:
         b0_sq = group["b0"] ** 2
         for p in params:
@@ -233,20 +291,21 @@ class ClipAdaGrad(ClipOptimizer):
             if not group["norm"] and "sum" not in state:
                 state["sum"] = torch.full_like(p, b0_sq, memory_format=torch.preserve_format)
         if group["norm"]:
-            first = group["params"][0]
-            group_state = self._group_state(group)
-            if "norm_sq_sum" not in group_state:
-                dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
-                group_state["norm_sq_sum"] = torch.full((), b0_sq, dtype=dtype, device=first.device)
-            sums = [group_state["norm_sq_sum"]]
+            self._init_group_state(group, params)
+            scalars = self._group_scalars(group)
+            sums = [scalars["norm_sq_sum"]]
         else:
             sums = [self.state[p]["sum"] for p in params]
-        return clip_adagrad(
+        stats = clip_adagrad(
             params, grads, sums, [self.state[p]["step"] for p in params],
             lr=group["lr"], norm=group["norm"], delay=group["delay"], clip=group["clip"],
-            max_norm=group["max_norm"], eps=group["eps"],
+            max_norm=self._threshold(group), eps=group["eps"],
             weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
+            total_norm=model_norm, group_update_norm=self._shared_update_norm(group),
         )
+        if group["norm"]:
+            self._store_group_scalars(group, scalars)
+        return stats
 
 
 def _init_runs(x: Tensor, hp: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:

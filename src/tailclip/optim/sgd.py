@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from tailclip.clip import (
+    NORM_MODES,
     ClipMode,
     ClipStats,
     ThresholdPolicy,
@@ -54,13 +55,15 @@ def clip_sgd(
     weight_decay: float,
     foreach: bool,
     norms: Tensor | None = None,
+    total_norm: Tensor | None = None,
 ) -> ClipStats:
     """Functional ClipSGD; updates ``params`` and fills/updates ``momentum_buffers`` in place.
 
     ``norms`` are the per-tensor norms of ``grads`` if already known (used only when they
     equal the norms of the clipped quantity: no weight decay, gradient target). An adaptive
     ``max_norm`` policy is fed the pre-clip norm of the quantity it clips (``g_t + wd x_t``, or
-    ``m_t`` with ``clip_target="momentum"``).
+    ``m_t`` with ``clip_target="momentum"``). ``total_norm``: the model-wide norm of that
+    quantity, of which these tensors are a part, for global clipping (``None``: their own).
     """
     if weight_decay != 0:
         grads = coupled_decay(grads, params, weight_decay, foreach)
@@ -69,14 +72,14 @@ def clip_sgd(
     if foreach and blocked and not isinstance(max_norm, Tensor):
         return _multi_tensor_clip_sgd(
             params, grads, momentum_buffers, lr=lr, momentum=momentum, clip=clip, max_norm=max_norm,
-            norms=norms,
+            norms=norms, total_norm=total_norm,
         )
     if clip_target == "gradient":
-        grads, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms)
+        grads, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms, total_norm)
     if momentum != 0:
         grads = _heavy_ball(grads, momentum_buffers, momentum, foreach)
     if clip_target == "momentum":
-        grads, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach)
+        grads, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, total_norm=total_norm)
     if foreach:
         torch._foreach_add_(params, grads, alpha=-lr)
     else:
@@ -95,6 +98,7 @@ def _multi_tensor_clip_sgd(
     clip: ClipMode,
     max_norm: float | ThresholdPolicy,
     norms: Tensor | None,
+    total_norm: Tensor | None,
 ) -> ClipStats:
     """Foreach path for ``clip_target="gradient"`` once the momentum buffers exist.
 
@@ -106,8 +110,8 @@ def _multi_tensor_clip_sgd(
     if norms is None:
         norms = tensor_norms(grads, True)
     scales = None
-    if clip in ("global", "layer"):
-        coefs, stats = clip_coefficients(norms, clip, max_norm)
+    if clip in NORM_MODES:
+        coefs, stats = clip_coefficients(norms, clip, max_norm, total_norm)
         scales = per_tensor(coefs, grads)
     else:
         grad_norm = torch.linalg.vector_norm(norms)
@@ -154,10 +158,10 @@ class ClipSGD(ClipOptimizer):
         params: parameters or param groups.
         lr: step size (>= 0).
         momentum: heavy-ball factor ``beta`` in [0, 1).
-        clip: ``"global"`` (group norm), ``"layer"`` (each tensor), ``"coord"`` (elementwise
-            clamp) or ``None``.
+        clip: ``"global"`` (model-wide norm), ``"group"`` (the group's norm), ``"layer"`` (each
+            tensor), ``"coord"`` (elementwise clamp) or ``None``.
         max_norm: threshold ``tau > 0``, or an adaptive :class:`~tailclip.clip.ThresholdPolicy`
-            (``clip="global"`` only).
+            (``clip="global"`` or ``"group"``).
         clip_target: ``"gradient"`` clips ``g_t`` before the momentum, ``"momentum"`` clips
             the step ``m_t``.
         weight_decay: coupled L2 factor, ``g_t + wd x_t`` (as ``torch.optim.SGD``).
@@ -197,15 +201,35 @@ class ClipSGD(ClipOptimizer):
             )
         check_nonnegative("weight_decay", group["weight_decay"])
 
-    def _update_group(
+    def _model_norms(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
+    ) -> Tensor:
+        """Norms of the clipped quantity: ``g + wd x``, or ``m_t = beta m_{t-1} + g + wd x``."""
+        foreach = group["foreach"]
+        if group["weight_decay"] != 0:
+            grads = coupled_decay(grads, params, group["weight_decay"], foreach)
+        if group["clip_target"] == "momentum" and group["momentum"] != 0:
+            buffers = [self.state[p].get("momentum_buffer") for p in params]
+            grads = [g if b is None else b * group["momentum"] + g for g, b in zip(grads, buffers)]
+        elif group["weight_decay"] == 0:
+            return norms
+        return tensor_norms(grads, foreach)
+
+    def _update_group(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        norms: Tensor,
+        model_norm: Tensor | None = None,
     ) -> ClipStats:
         buffers = [self.state[p].get("momentum_buffer") for p in params]
         stats = clip_sgd(
             params, grads, buffers,
             lr=group["lr"], momentum=group["momentum"], clip=group["clip"],
-            max_norm=group["max_norm"], clip_target=group["clip_target"],
+            max_norm=self._threshold(group), clip_target=group["clip_target"],
             weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
+            total_norm=model_norm,
         )
         if group["momentum"] != 0:
             for p, buf in zip(params, buffers):
