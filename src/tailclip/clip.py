@@ -53,6 +53,7 @@ __all__ = [
     "clip_tensors",
     "clip_tensors_unchecked",
     "clip_threshold",
+    "scaled_tensor_norms",
     "tensor_norms",
     "total_norm",
 ]
@@ -131,6 +132,24 @@ def tensor_norms(tensors: list[Tensor], foreach: bool = True) -> Tensor:
         for i, n in zip(index, bucket_norms):
             norms[i] = n.to(device)
     return torch.stack(norms)  # type: ignore[arg-type]
+
+
+def scaled_tensor_norms(tensors: list[Tensor]) -> Tensor:
+    """Euclidean norm of each tensor in float64, finite for every finite tensor.
+
+    ``||t|| = m ||t / m||`` with ``m = max |t_i|``: nothing is squared past its range (a float32
+    gradient of 1e30 has a norm of float32 range whose square overflows float32, about 2e19,
+    and float64 gradients past 1e154 would overflow a float64 square). Slower than
+    :func:`tensor_norms` (float64 arithmetic, two reads): the optimizers call it only for a
+    step whose :func:`tensor_norms` came out non-finite, to tell an overflow from NaN/Inf.
+    """
+    norms = []
+    for t in tensors:
+        wide = t.detach().to(torch.float64)
+        largest = wide.abs().amax() if wide.numel() else torch.zeros((), dtype=torch.float64, device=t.device)
+        scale = torch.where(largest > 0, largest, torch.ones_like(largest))
+        norms.append((scale * torch.linalg.vector_norm(wide / scale)).to(tensors[0].device))
+    return torch.stack(norms)
 
 
 def total_norm(tensors: Iterable[Tensor], foreach: bool = True) -> Tensor:

@@ -177,3 +177,36 @@ def test_adam_norm_groups_sharing_the_scalar_need_one_beta2() -> None:
     set_grads(params, grad_stream(1, seed=6, none_pattern=False)[0])
     with pytest.raises(ValueError, match="beta2"):
         opt.step()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 11: a finite float32 gradient whose norm squares past float32 range is clipped.
+
+
+@pytest.mark.parametrize("name", ["clip_sgd", "clip_adam", "clip_adagrad", "delta_gclip"])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_huge_finite_float32_gradient_is_clipped_not_skipped(name, groups) -> None:
+    from tailclip.optim import OPTIMIZERS
+
+    params = [torch.zeros(4, requires_grad=True), torch.zeros(3, requires_grad=True)]
+    kwargs = {"gamma": 1.0, "delta": 0.0} if name == "delta_gclip" else {"clip": "global", "max_norm": 1.0}
+    built = [{"params": params[:1]}, {"params": params[1:]}] if groups == 2 else params
+    opt = OPTIMIZERS[name](built, lr=0.5, nonfinite="skip", **kwargs)
+    for p in params:
+        p.grad = torch.full_like(p, 1e30)
+    opt.step()
+    assert opt.skipped_steps == 0
+    moved = torch.cat([p.detach() for p in params])
+    assert bool(torch.isfinite(moved).all()) and bool((moved < 0).all())
+    assert opt.step_stats.grad_norm.item() == pytest.approx(1e30 * 7**0.5, rel=1e-6)
+    assert opt.step_stats.clipped_norm.item() == pytest.approx(1.0, rel=1e-6)
+    if name in ("clip_sgd", "delta_gclip"):  # the update is lr times the clipped gradient
+        assert moved.norm().item() == pytest.approx(0.5, rel=1e-5)
+
+
+def test_nonfinite_gradient_still_skipped() -> None:
+    p = torch.zeros(3, requires_grad=True)
+    opt = ClipSGD([p], lr=0.5, nonfinite="skip")
+    p.grad = torch.tensor([1e30, float("inf"), 0.0])
+    opt.step()
+    assert opt.skipped_steps == 1 and torch.equal(p.detach(), torch.zeros(3))

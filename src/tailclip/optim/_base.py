@@ -28,6 +28,7 @@ from tailclip.clip import (
     check_max_norm,
     clip_coefficients,
     clip_tensors_unchecked,
+    scaled_tensor_norms,
     tensor_norms,
 )
 
@@ -109,6 +110,10 @@ class ClipOptimizer(Optimizer):
     ``nonfinite="raise"`` raises ``FloatingPointError`` naming the first parameter whose
     gradient holds NaN or Inf; ``"skip"`` skips the whole step (parameters and state untouched)
     and counts it in :attr:`skipped_steps`. Either check reads one scalar on the host per step.
+    A finite gradient is never called non-finite: when its norm overflows the accumulation (a
+    float32 gradient past ~1e19), the step's norms are taken again, scaled, in float64
+    (:func:`~tailclip.clip.scaled_tensor_norms`), and that step's statistics are float64. The
+    norms a rule takes of another quantity (``g + wd x``, a momentum) are not rescaled.
 
     Group-level state (a scalar, as Adam-Norm's second moment) lives in the state of a first
     parameter under the keys in :attr:`GROUP_STATE_KEYS`, so ``state_dict`` saves it once and
@@ -239,6 +244,11 @@ class ClipOptimizer(Optimizer):
             return loss
         device = gathered[0][4].device
         group_norms = torch.stack([torch.linalg.vector_norm(n).to(device) for *_, n in gathered])
+        if not bool(torch.isfinite(group_norms).all()):
+            # a finite gradient whose square overflowed the accumulation (float32: norms past
+            # ~1.8e19) is clipped, not called non-finite: take the norms again, scaled, in float64
+            gathered = [(i, g, p, gr, scaled_tensor_norms(gr)) for i, g, p, gr, _ in gathered]
+            group_norms = torch.stack([torch.linalg.vector_norm(n).to(device) for *_, n in gathered])
         if not bool(torch.isfinite(group_norms).all()):
             bad = next(g for g, n in zip(gathered, group_norms) if not torch.isfinite(n))
             if bad[1]["nonfinite"] == "raise":
