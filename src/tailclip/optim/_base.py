@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from abc import abstractmethod
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -86,6 +87,22 @@ def check_clipping(clip: object, max_norm: object) -> None:
     check_max_norm(max_norm)
 
 
+@dataclass
+class StepRecord:
+    """What a step leaves behind: statistics, the skip count, and its per-step context (each
+    adaptive threshold resolved on the model-wide norm, a shared scalar's start value).
+
+    An object of its own because ``torch.compile`` drops attribute assignments on an
+    ``Optimizer`` instance (a compiled ``opt.step`` would leave ``group_stats`` empty) while it
+    keeps those on the objects the optimizer holds.
+    """
+
+    group_stats: list[ClipStats] = field(default_factory=list)
+    skipped_steps: int = 0
+    thresholds: dict[int, Any] = field(default_factory=dict)
+    shared: dict[str, Any] = field(default_factory=dict)
+
+
 class ClipOptimizer(Optimizer):
     """Base class: gathering, checks and statistics shared by tailclip's optimizers.
 
@@ -143,13 +160,10 @@ class ClipOptimizer(Optimizer):
     ) -> None:
         if nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"Invalid nonfinite: {nonfinite!r}; allowed: 'raise' or 'skip'")
+        self._record = StepRecord()
         self._check_group(defaults)
         defaults = {**defaults, "foreach": bool(foreach), "nonfinite": nonfinite}
         super().__init__(params, defaults)
-        self.group_stats: list[ClipStats] = []
-        self.skipped_steps = 0
-        self._thresholds: dict[int, Tensor] = {}
-        self._shared: dict[str, Any] = {}  # per-step context of a shared group-level state
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """``torch.optim`` semantics; the group (given or inherited values) is validated (an
@@ -174,6 +188,24 @@ class ClipOptimizer(Optimizer):
         """
 
     @property
+    def group_stats(self) -> list[ClipStats]:
+        """One :class:`~tailclip.clip.ClipStats` per param group that had gradients, last step."""
+        return self._record.group_stats
+
+    @group_stats.setter
+    def group_stats(self, value: list[ClipStats]) -> None:
+        self._record.group_stats = value
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped under ``nonfinite="skip"``."""
+        return self._record.skipped_steps
+
+    @skipped_steps.setter
+    def skipped_steps(self, value: int) -> None:
+        self._record.skipped_steps = value
+
+    @property
     def step_stats(self) -> ClipStats:
         """Statistics of the last step, model-wide: the groups' norms combined in squares."""
         return ClipStats.combine(self.group_stats)
@@ -196,7 +228,7 @@ class ClipOptimizer(Optimizer):
         """The group's ``max_norm``; an adaptive policy already resolved on the model-wide norm
         this step (see :meth:`step`) is its threshold tensor."""
         policy = group.get("max_norm")
-        return self._thresholds.get(id(policy), policy)
+        return self._record.thresholds.get(id(policy), policy)
 
     def _gather(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
         params, grads = [], []
@@ -240,38 +272,68 @@ class ClipOptimizer(Optimizer):
                 norms = tensor_norms(grads, group["foreach"])
                 gathered.append((index, group, params, grads, norms))
         if not gathered:
-            self.group_stats = []
+            self._record.group_stats = []
             return loss
         device = gathered[0][4].device
         group_norms = torch.stack([torch.linalg.vector_norm(n).to(device) for *_, n in gathered])
-        if not bool(torch.isfinite(group_norms).all()):
+        if torch.compiler.is_compiling() and self._check_finite_compiled(gathered, group_norms):
+            pass
+        elif not bool(torch.isfinite(group_norms).all()):
             # a finite gradient whose square overflowed the accumulation (float32: norms past
             # ~1.8e19) is clipped, not called non-finite: take the norms again, scaled, in float64
             gathered = [(i, g, p, gr, scaled_tensor_norms(gr)) for i, g, p, gr, _ in gathered]
             group_norms = torch.stack([torch.linalg.vector_norm(n).to(device) for *_, n in gathered])
-        if not bool(torch.isfinite(group_norms).all()):
-            bad = next(g for g, n in zip(gathered, group_norms) if not torch.isfinite(n))
-            if bad[1]["nonfinite"] == "raise":
-                raise FloatingPointError(
-                    f"{type(self).__name__}: non-finite gradient in "
-                    f"{self._nonfinite_parameter(bad[0])}; "
-                    "pass nonfinite='skip' to skip such steps"
-                )
-            self.skipped_steps += 1
-            self.group_stats = [ClipStats.of(n, n) for n in group_norms]
-            return loss
+            if not bool(torch.isfinite(group_norms).all()):
+                bad = next(g for g, n in zip(gathered, group_norms) if not torch.isfinite(n))
+                if bad[1]["nonfinite"] == "raise":
+                    raise FloatingPointError(
+                        f"{type(self).__name__}: non-finite gradient in "
+                        f"{self._nonfinite_parameter(bad[0])}; "
+                        "pass nonfinite='skip' to skip such steps"
+                    )
+                self._record.skipped_steps += 1
+                self._record.group_stats = [ClipStats.of(n, n) for n in group_norms]
+                return loss
         model_norm = self._model_norm(gathered)
         try:
-            self.group_stats = [
+            self._record.group_stats = [
                 self._update_group(
                     group, params, grads, norms, model_norm if self._model_wide(group) else None
                 )
                 for _, group, params, grads, norms in gathered
             ]
         finally:
-            self._thresholds = {}
-            self._shared = {}
+            self._record.thresholds = {}
+            self._record.shared = {}
         return loss
+
+    def _check_finite_compiled(
+        self,
+        gathered: list[tuple[int, dict[str, Any], list[Tensor], list[Tensor], Tensor]],
+        group_norms: Tensor,
+    ) -> bool:
+        """The ``nonfinite`` policy inside ``torch.compile``, where a host read breaks the graph;
+        ``True`` when it was checked here, ``False`` to check it on the host as eagerly.
+
+        ``"raise"``: a device-side assertion (``torch._assert_async``), no host sync, so
+        ``fullgraph=True`` traces it; it raises a ``RuntimeError`` (not naming the parameter,
+        which would need the host) and does not tell an overflowing finite gradient from a
+        non-finite one. ``"skip"`` decides on the host whether the step happens: the graph
+        breaks there, and under ``fullgraph=True`` compilation fails with a message naming
+        ``nonfinite``.
+        """
+        if any(group["nonfinite"] == "skip" for _, group, *_ in gathered):
+            torch._dynamo.graph_break(
+                msg=f"tailclip: {type(self).__name__}(nonfinite='skip') decides on the host whether to "
+                "step, which torch.compile(fullgraph=True) cannot trace; pass nonfinite='raise' "
+                "(a device-side check) or compile without fullgraph=True"
+            )
+            return False
+        torch._assert_async(
+            torch.isfinite(group_norms).all(),
+            f"tailclip: {type(self).__name__}: non-finite gradient (nonfinite='raise' under torch.compile)",
+        )
+        return True
 
     def _model_norm(
         self, gathered: list[tuple[int, dict[str, Any], list[Tensor], list[Tensor], Tensor]]
@@ -289,8 +351,8 @@ class ClipOptimizer(Optimizer):
         model_norm = torch.linalg.vector_norm(torch.cat([q.to(device) for q in quantity]))
         for _, group, *_ in model:
             policy = group.get("max_norm")
-            if isinstance(policy, ThresholdPolicy) and id(policy) not in self._thresholds:
-                self._thresholds[id(policy)] = policy.threshold(model_norm)
+            if isinstance(policy, ThresholdPolicy) and id(policy) not in self._record.thresholds:
+                self._record.thresholds[id(policy)] = policy.threshold(model_norm)
         self._prepare_model_step([entry[1:] for entry in model], model_norm)
         return model_norm
 
@@ -317,7 +379,7 @@ class ClipOptimizer(Optimizer):
         (each group advances it by the same model-wide quantity; :meth:`_store_group_scalars`
         writes the result back once)."""
         state = self._group_state(group)
-        start = self._shared.get("start")
+        start = self._record.shared.get("start")
         if start is None or not self._shares_group_state(group):
             return state
         return {k: v.clone() for k, v in start.items()}
@@ -325,7 +387,7 @@ class ClipOptimizer(Optimizer):
     def _shared_update_norm(self, group: dict[str, Any]) -> Tensor | None:
         """The model-wide quantity a shared group-level state takes this step (``None``: the
         group's own), set by :meth:`_prepare_model_step` under ``"update_norm"``."""
-        return self._shared.get("update_norm") if self._shares_group_state(group) else None
+        return self._record.shared.get("update_norm") if self._shares_group_state(group) else None
 
     def _store_group_scalars(self, group: dict[str, Any], scalars: dict[str, Any]) -> None:
         state = self._group_state(group)

@@ -270,7 +270,7 @@ class ClipAdaGrad(ClipOptimizer):
                 norms = tensor_norms(grads, group["foreach"])
             update_norm = clipped_norm(group, grads, norms, self._threshold(group), model_norm)
             update_norms.append(update_norm.to(model_norm.device))
-        self._shared = {
+        self._record.shared = {
             "start": {"norm_sq_sum": state["norm_sq_sum"].clone()},
             "update_norm": torch.linalg.vector_norm(torch.stack(update_norms)),
         }

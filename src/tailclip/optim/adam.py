@@ -462,7 +462,7 @@ class ClipAdam(ClipOptimizer):
             clipped_norm(group, grads, norms, self._threshold(group), model_norm).to(model_norm.device)
             for group, _, grads, norms in shared
         ]
-        self._shared = {
+        self._record.shared = {
             "start": {k: state[k].clone() for k in self.GROUP_STATE_KEYS},
             "update_norm": torch.linalg.vector_norm(torch.stack(update_norms)),
         }
