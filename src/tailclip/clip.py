@@ -3,7 +3,11 @@
 The operators follow ``../shared/papers.md`` (tailclip's contract), for a group of gradient
 tensors ``g = (g_1, ..., g_K)`` and a threshold ``tau > 0``:
 
-* ``"global"``: ``g * min(1, tau / ||g||)`` with ``||g||^2 = sum_k ||g_k||^2`` (GClip).
+* ``"global"``: ``g * min(1, tau / ||g||)`` with ``||g||^2 = sum_k ||g_k||^2`` (GClip). In an
+  optimizer, ``||g||`` is the model-wide norm: every parameter of every param group whose mode
+  is ``"global"`` (as ``torch.nn.utils.clip_grad_norm_(model.parameters())``).
+* ``"group"``: the same operator with ``||g||`` over the tensors given, in an optimizer the
+  param group's own tensors.
 * ``"layer"``: ``g_k * min(1, tau / ||g_k||)`` for each tensor (the repositories' "local").
 * ``"coord"``: ``clamp(g, -tau, tau)`` elementwise (CClip).
 * ``None``: no clipping.
@@ -30,8 +34,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-ClipMode = Literal["global", "layer", "coord"] | None
-CLIP_MODES: tuple[ClipMode, ...] = ("global", "layer", "coord", None)
+ClipMode = Literal["global", "group", "layer", "coord"] | None
+CLIP_MODES: tuple[ClipMode, ...] = ("global", "group", "layer", "coord", None)
+NORM_MODES = ("global", "group", "layer")  # the modes that clip by a norm (clip_coefficients)
 
 __all__ = [
     "CLIP_MODES",
@@ -48,6 +53,7 @@ __all__ = [
     "clip_tensors",
     "clip_tensors_unchecked",
     "clip_threshold",
+    "scaled_tensor_norms",
     "tensor_norms",
     "total_norm",
 ]
@@ -57,7 +63,7 @@ def check_clip_mode(mode: object, name: str = "clip") -> ClipMode:
     """Return ``mode`` if it is a clipping mode, else raise a one-line ``ValueError``."""
     if mode not in CLIP_MODES:
         raise ValueError(
-            f"Invalid {name}: {mode!r}; allowed: 'global', 'layer', 'coord' or None"
+            f"Invalid {name}: {mode!r}; allowed: 'global', 'group', 'layer', 'coord' or None"
         )
     return mode  # type: ignore[return-value]
 
@@ -128,6 +134,24 @@ def tensor_norms(tensors: list[Tensor], foreach: bool = True) -> Tensor:
     return torch.stack(norms)  # type: ignore[arg-type]
 
 
+def scaled_tensor_norms(tensors: list[Tensor]) -> Tensor:
+    """Euclidean norm of each tensor in float64, finite for every finite tensor.
+
+    ``||t|| = m ||t / m||`` with ``m = max |t_i|``: nothing is squared past its range (a float32
+    gradient of 1e30 has a norm of float32 range whose square overflows float32, about 2e19,
+    and float64 gradients past 1e154 would overflow a float64 square). Slower than
+    :func:`tensor_norms` (float64 arithmetic, two reads): the optimizers call it only for a
+    step whose :func:`tensor_norms` came out non-finite, to tell an overflow from NaN/Inf.
+    """
+    norms = []
+    for t in tensors:
+        wide = t.detach().to(torch.float64)
+        largest = wide.abs().amax() if wide.numel() else torch.zeros((), dtype=torch.float64, device=t.device)
+        scale = torch.where(largest > 0, largest, torch.ones_like(largest))
+        norms.append((scale * torch.linalg.vector_norm(wide / scale)).to(tensors[0].device))
+    return torch.stack(norms)
+
+
 def total_norm(tensors: Iterable[Tensor], foreach: bool = True) -> Tensor:
     """``||g|| = sqrt(sum_k ||g_k||^2)`` over all tensors, as a 0-dim tensor.
 
@@ -166,29 +190,36 @@ def clip_threshold(max_norm: float | Tensor | ThresholdPolicy, grad_norm: Tensor
 
 
 def clip_coefficients(
-    norms: Tensor, mode: ClipMode, threshold: float | Tensor | ThresholdPolicy
+    norms: Tensor,
+    mode: ClipMode,
+    threshold: float | Tensor | ThresholdPolicy,
+    total_norm: Tensor | None = None,
 ) -> tuple[list[Tensor], ClipStats]:
     """Factors ``c_k`` of norm clipping, ``u_k = c_k g_k``, from the tensor norms ``||g_k||``.
 
-    ``"global"``: ``c_k = min(1, tau / ||g||)`` with ``||g|| = sqrt(sum_k ||g_k||^2)``;
-    ``"layer"``: ``c_k = min(1, tau / ||g_k||)``. ``tau / 0 = inf`` clamps to 1 and a NaN norm
-    stays NaN, with no branch and no host synchronisation. Returns one 0-dim factor per tensor
-    (in the norms' dtype and device) and the group's :class:`ClipStats`. An adaptive
-    ``threshold`` is resolved on ``||g||`` (:func:`clip_threshold`). Every clipping by a norm in
+    ``"global"`` and ``"group"``: ``c_k = min(1, tau / N)`` with ``N = total_norm`` if given
+    (the model-wide norm, of which these tensors are a part) and otherwise
+    ``N = ||g|| = sqrt(sum_k ||g_k||^2)``; ``"layer"``: ``c_k = min(1, tau / ||g_k||)``. The
+    statistics are those of these tensors: ``||g||`` before and ``||u||`` after.
+    ``tau / 0 = inf`` clamps to 1 and a NaN norm stays NaN, with no branch and no host
+    synchronisation. Returns one 0-dim factor per tensor (in the norms' dtype and device) and
+    the group's :class:`ClipStats`. An adaptive ``threshold`` is resolved on the norm clipped by
+    (``N``, or ``||g_k||``) (:func:`clip_threshold`). Every clipping by a norm in
     tailclip takes its factors from here: :func:`clip_tensors_unchecked` scales by them, and
     the optimizers' foreach paths multiply them into their own first op instead of writing a
     clipped copy of every gradient. The threshold is not checked here (see
     :func:`check_max_norm`).
     """
     grad_norm = torch.linalg.vector_norm(norms)
-    tau = clip_threshold(threshold, grad_norm)
-    if mode == "global":
-        coef = torch.clamp(tau / grad_norm, max=1.0)
+    if mode in ("global", "group"):
+        clipped_by = grad_norm if total_norm is None else total_norm
+        coef = torch.clamp(clip_threshold(threshold, clipped_by) / clipped_by, max=1.0)
         return [coef] * norms.shape[0], ClipStats.of(grad_norm, grad_norm * coef)
+    tau = clip_threshold(threshold, grad_norm)
     if mode == "layer":
         coefs = torch.clamp(tau / norms, max=1.0)
         return list(coefs.unbind()), ClipStats.of(grad_norm, torch.linalg.vector_norm(norms * coefs))
-    raise ValueError(f"Invalid mode: {mode!r}; allowed: 'global' or 'layer' (clipping by a norm)")
+    raise ValueError(f"Invalid mode: {mode!r}; allowed: 'global', 'group' or 'layer' (clipping by a norm)")
 
 
 def clip_grads_with_norm_(
@@ -273,13 +304,15 @@ def clip_tensors_unchecked(
     max_norm: float | Tensor | ThresholdPolicy,
     foreach: bool = True,
     norms: Tensor | None = None,
+    total_norm: Tensor | None = None,
 ) -> tuple[list[Tensor], ClipStats]:
     """:func:`clip_tensors` without its argument checks: the optimizers' functional cores call
-    it with a mode and threshold their constructors validated (once, not at every step)."""
+    it with a mode and threshold their constructors validated (once, not at every step).
+    ``total_norm``: the model-wide norm global clipping divides by (:func:`clip_coefficients`)."""
     if norms is None:
         norms = tensor_norms(grads, foreach)
-    if mode in ("global", "layer"):
-        coefs, stats = clip_coefficients(norms, mode, max_norm)
+    if mode in NORM_MODES:
+        coefs, stats = clip_coefficients(norms, mode, max_norm, total_norm)
         return _scale(grads, coefs, foreach), stats
     grad_norm = torch.linalg.vector_norm(norms)
     tau = clip_threshold(max_norm, grad_norm)

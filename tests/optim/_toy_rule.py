@@ -44,11 +44,14 @@ def toy_sign_sgd(
     max_norm: float | Tensor | ThresholdPolicy,
     foreach: bool,
     norms: Tensor | None = None,
+    total_norm: Tensor | None = None,
 ) -> ClipStats:
-    """Functional core: updates ``params`` and ``momentum_buffers`` (zeros at first) in place."""
+    """Functional core: updates ``params`` and ``momentum_buffers`` (zeros at first) in place.
+
+    ``total_norm``: the model-wide norm global clipping divides by (``None``: these tensors')."""
     if norms is None:
         norms = tensor_norms(grads, foreach)
-    coefs, stats = clip_coefficients(norms, clip, max_norm)
+    coefs, stats = clip_coefficients(norms, clip, max_norm, total_norm)
     scales = per_tensor(coefs, params)
     if foreach:
         torch._foreach_lerp_(momentum_buffers, torch._foreach_sign(grads), 1 - momentum)
@@ -80,20 +83,25 @@ class ToySignSGD(ClipOptimizer):
     def _check_group(self, group: dict[str, Any]) -> None:
         check_lr(group["lr"])
         check_unit_interval("momentum", group["momentum"])
-        if group["clip"] not in ("global", "layer"):
-            raise ValueError(f"Invalid clip: {group['clip']!r}; allowed: 'global' or 'layer'")
+        if group["clip"] not in ("global", "group", "layer"):
+            raise ValueError(f"Invalid clip: {group['clip']!r}; allowed: 'global', 'group' or 'layer'")
         check_clipping(group["clip"], group["max_norm"])
 
     def _update_group(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        norms: Tensor,
+        model_norm: Tensor | None = None,
     ) -> ClipStats:
         for p in params:
             if "momentum_buffer" not in self.state[p]:
                 self.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return toy_sign_sgd(
             params, grads, [self.state[p]["momentum_buffer"] for p in params],
-            lr=group["lr"], momentum=group["momentum"], clip=group["clip"], max_norm=group["max_norm"],
-            foreach=group["foreach"], norms=norms,
+            lr=group["lr"], momentum=group["momentum"], clip=group["clip"], max_norm=self._threshold(group),
+            foreach=group["foreach"], norms=norms, total_norm=model_norm,
         )
 
 

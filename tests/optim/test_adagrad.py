@@ -112,22 +112,26 @@ def test_bitwise_equal_to_torch_adagrad(foreach, dtype, b0, group_options):
 def reference_adagrad(
     lr: float, group_wd: list[float], clip, tau: float, norm: bool, delay: bool, b0: float, eps: float
 ) -> tuple[list[list[list[float]]], list]:
-    """Plain-loop float64 ClipAdaGrad on g = x + xi; returns final x and accumulators b^2."""
+    """Plain-loop float64 ClipAdaGrad on g = x + xi; returns final x and accumulators b^2.
+
+    Model-wide: global clipping by the norm over both groups, and with ``norm`` one scalar b^2
+    fed with the norm of both groups' clipped gradients."""
     x = flat_lists(initial_params(torch.float64))
     noise = [flat_lists(step) for step in student_t_noise(torch.float64)]
     if norm:
-        acc = [b0 * b0 for _ in x]
+        acc = b0 * b0
     else:
         acc = [[[b0 * b0] * len(p) for p in group] for group in x]
     for t in range(STEPS):
-        for gi, group in enumerate(x):
-            wd = group_wd[gi]
-            g = [
-                [xj + nj + wd * xj for xj, nj in zip(p, n, strict=True)]
-                for p, n in zip(group, noise[t][gi], strict=True)
-            ]
+        gs = [
+            [[xj + nj + group_wd[gi] * xj for xj, nj in zip(p, n, strict=True)]
+             for p, n in zip(group, noise[t][gi], strict=True)]
+            for gi, group in enumerate(x)
+        ]
+        total = math.sqrt(sum(v * v for g in gs for gk in g for v in gk))
+        us = []
+        for g in gs:
             if clip == "global":
-                total = math.sqrt(sum(v * v for gk in g for v in gk))
                 factor = min(1.0, tau / total) if total > 0 else 1.0
                 u = [[v * factor for v in gk] for gk in g]
             elif clip == "layer":
@@ -140,10 +144,13 @@ def reference_adagrad(
                 u = [[max(-tau, min(tau, v)) for v in gk] for gk in g]
             else:
                 u = g
+            us.append(u)
+        if norm:
+            b_prev = math.sqrt(acc)
+            acc += sum(v * v for u in us for uk in u for v in uk)
+            b = b_prev if delay else math.sqrt(acc)
+        for gi, (group, u) in enumerate(zip(x, us, strict=True)):
             if norm:
-                b_prev = math.sqrt(acc[gi])
-                acc[gi] += sum(v * v for uk in u for v in uk)
-                b = b_prev if delay else math.sqrt(acc[gi])
                 for pk, uk in zip(group, u, strict=True):
                     for j in range(len(pk)):
                         pk[j] -= lr * uk[j] / (b + eps)
@@ -181,11 +188,12 @@ def test_matches_float64_reference(clip, norm, delay, foreach):
         for p, p_ref in zip(group, group_ref, strict=True):
             torch.testing.assert_close(p.detach().flatten(), torch.tensor(p_ref, dtype=torch.float64),
                                        rtol=1e-7, atol=1e-12)
-    for gi, group in enumerate(params):
-        if norm:
-            acc = opt.state[group[0]]["norm_sq_sum"]
-            torch.testing.assert_close(acc, torch.tensor(acc_ref[gi], dtype=torch.float64), rtol=1e-7, atol=0)
-        else:
+    if norm:
+        acc = opt.state[params[0][0]]["norm_sq_sum"]
+        torch.testing.assert_close(acc, torch.tensor(acc_ref, dtype=torch.float64), rtol=1e-7, atol=0)
+        assert "norm_sq_sum" not in opt.state[params[1][0]]
+    else:
+        for gi, group in enumerate(params):
             for p, acc_p in zip(group, acc_ref[gi], strict=True):
                 expected = torch.tensor(acc_p, dtype=torch.float64)
                 torch.testing.assert_close(opt.state[p]["sum"].flatten(), expected, rtol=1e-7, atol=0)
@@ -238,8 +246,10 @@ def test_delayed_first_step_does_not_depend_on_gradient_size():
 
 
 def test_norm_state_lives_once_in_first_param_of_group():
+    """With clip="group" each group keeps its own scalar, in its first parameter's state (the
+    model-wide scalar of clip="global": test_model_wide.py)."""
     params = make_params(torch.float32)
-    opt = ClipAdaGrad(param_groups(params, [{}, {}]), lr=0.1, norm=True, b0=0.5, clip="global", max_norm=2.0)
+    opt = ClipAdaGrad(param_groups(params, [{}, {}]), lr=0.1, norm=True, b0=0.5, clip="group", max_norm=2.0)
     params[0][0].grad = None  # the group's first parameter has no gradient this step
     params[0][1].grad = torch.full((5,), 3.0)
     params[1][0].grad = torch.ones(2, 2, 2)

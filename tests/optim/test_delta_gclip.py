@@ -54,28 +54,33 @@ def set_grads(groups, noise_t):
 
 
 def reference_delta_gclip(values, noise, hypers):
-    """Plain-loop float64 delta-GClip; returns per-step x, G and factor h / lr per group."""
+    """Plain-loop float64 delta-GClip; returns per-step x, and per group its gradient norm and
+    the factor h / lr, which every group takes from the model-wide G."""
     x = [[list(t) for t in group] for group in values]
     history = []
     for noise_t in noise:
         step = []
+        gs = [
+            [[CURVATURE * xj + nj for xj, nj in zip(xt, nt, strict=True)]
+             for xt, nt in zip(x[gi], noise_t[gi], strict=True)]
+            for gi in range(len(hypers))
+        ]
+        big_g = math.sqrt(sum(v * v for g in gs for t in g for v in t))
         for gi, hp in enumerate(hypers):
-            g = [[CURVATURE * xj + nj for xj, nj in zip(xt, nt, strict=True)]
-                 for xt, nt in zip(x[gi], noise_t[gi], strict=True)]
-            big_g = math.sqrt(sum(v * v for t in g for v in t))
+            g = gs[gi]
             factor = 0.0 if big_g == 0 else min(1.0, max(hp["delta"], hp["gamma"] / big_g))
             h = hp["lr"] * factor
             for ti in range(len(x[gi])):
                 for j in range(len(x[gi][ti])):
                     x[gi][ti][j] -= h * (g[ti][j] + hp["weight_decay"] * x[gi][ti][j])
-            step.append((big_g, factor))
+            step.append((math.sqrt(sum(v * v for t in g for v in t)), factor))
         history.append(([[list(t) for t in group] for group in x], step))
     return history
 
 
 HYPERS = [
     dict(lr=0.1, gamma=1.0, delta=0.05, weight_decay=0.01),
-    dict(lr=0.05, gamma=5.0, delta=1e-3, weight_decay=0.0),
+    dict(lr=0.05, gamma=10.0, delta=1e-3, weight_decay=0.0),
 ]
 
 
@@ -153,20 +158,25 @@ def test_huge_gamma_is_torch_sgd(foreach):
 
 @pytest.mark.parametrize("foreach", [True, False])
 def test_zero_gradient_leaves_params_unchanged_even_with_weight_decay(foreach):
+    """G = 0 over the model: no step, weight decay included; a zero group in a model with a
+    non-zero G steps by its weight decay (G is model-wide)."""
     still = torch.nn.Parameter(torch.randn(4, 3, generator=torch.Generator().manual_seed(0)))
-    moving = torch.nn.Parameter(torch.ones(5))
-    opt = DeltaGClip([dict(params=[still]), dict(params=[moving])], lr=0.1, gamma=1.0, delta=0.5,
+    other = torch.nn.Parameter(torch.ones(5))
+    opt = DeltaGClip([dict(params=[still]), dict(params=[other])], lr=0.1, gamma=1.0, delta=0.5,
                      weight_decay=0.3, foreach=foreach)
     before = still.detach().clone()
     for _ in range(3):
         still.grad = torch.zeros_like(still)
-        moving.grad = torch.full_like(moving, 2.0)
+        other.grad = torch.zeros_like(other)
         opt.step()
-    assert torch.equal(still, before)
-    zero_stats = opt.group_stats[0]
+    assert torch.equal(still, before) and torch.equal(other, torch.ones(5))
+    zero_stats = opt.step_stats
     assert zero_stats.grad_norm.item() == 0.0 and zero_stats.clipped_norm.item() == 0.0
     assert zero_stats.clip_factor.item() == 1.0 and not bool(zero_stats.clipped)
-    assert not torch.equal(moving, torch.ones(5))  # the other group did step
+    other.grad = torch.full_like(other, 2.0)
+    opt.step()
+    assert not torch.equal(still, before)  # G > 0: the zero group decays
+    assert opt.group_stats[0].grad_norm.item() == 0.0
 
 
 @pytest.mark.parametrize("gamma", [1e-6, 0.5, 1e3])

@@ -51,28 +51,35 @@ def make_params(dtype: torch.dtype) -> list[list[torch.Tensor]]:
 
 
 def reference_nsgd(lr: float, momentum: float, eps: float, group_wd: list[float]):
-    """Plain-loop float64 NSGD on g = x + xi; returns final x, final m and per-step stats."""
+    """Plain-loop float64 NSGD on g = x + xi; returns final x, final m and per-step stats.
+
+    Every group divides its momentum by the model-wide ||m_t||; the stats are the group's
+    (||g_t||, ||m_t^group|| / (||m_t|| + eps))."""
     x = flat_lists(initial_params(torch.float64))
     noise = [flat_lists(step) for step in student_t_noise(torch.float64)]
     m = [[[0.0] * len(p) for p in group] for group in x]
     stats = []
     for t in range(STEPS):
-        step_stats = []
+        gs = []
         for gi, group in enumerate(x):
             wd = group_wd[gi]
             g = [
                 [xj + nj + wd * xj for xj, nj in zip(p, n, strict=True)]
                 for p, n in zip(group, noise[t][gi], strict=True)
             ]
+            gs.append(g)
             for mk, gk in zip(m[gi], g, strict=True):
                 for j in range(len(mk)):
                     mk[j] = momentum * mk[j] + (1 - momentum) * gk[j]
-            m_norm = math.sqrt(sum(v * v for mk in m[gi] for v in mk))
+        m_norm = math.sqrt(sum(v * v for mg in m for mk in mg for v in mk))
+        step_stats = []
+        for gi, group in enumerate(x):
             for pk, mk in zip(group, m[gi], strict=True):
                 for j in range(len(pk)):
                     pk[j] -= lr * mk[j] / (m_norm + eps)
-            g_norm = math.sqrt(sum(v * v for gk in g for v in gk))
-            step_stats.append((g_norm, m_norm / (m_norm + eps)))
+            g_norm = math.sqrt(sum(v * v for gk in gs[gi] for v in gk))
+            group_m_norm = math.sqrt(sum(v * v for mk in m[gi] for v in mk))
+            step_stats.append((g_norm, group_m_norm / (m_norm + eps)))
         stats.append(step_stats)
     return x, m, stats
 
@@ -105,7 +112,7 @@ def test_matches_float64_reference(momentum, group_wd, foreach):
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_step_length_is_lr_times_normalized_momentum(momentum):
-    """||x_{t+1} - x_t|| = lr ||m_t|| / (||m_t|| + eps) over the group, whatever ||g_t|| is."""
+    """||x_{t+1} - x_t|| = lr ||m_t|| / (||m_t|| + eps) over the model, whatever ||g_t|| is."""
     lr, eps = 0.3, 0.5  # a large eps makes ||m|| / (||m|| + eps) visibly below 1
     noise = student_t_noise(torch.float64)
     params = make_params(torch.float64)
@@ -114,17 +121,18 @@ def test_step_length_is_lr_times_normalized_momentum(momentum):
         set_grads(params, noise[t])
         before = [[p.detach().clone() for p in group] for group in params]
         opt.step()
-        for group, group_before, stats in zip(params, before, opt.group_stats, strict=True):
-            moves = [p.detach() - q for p, q in zip(group, group_before, strict=True)]
-            step = math.sqrt(sum((d**2).sum().item() for d in moves))
-            m_norm = math.sqrt(sum((opt.state[p]["momentum_buffer"] ** 2).sum().item() for p in group))
-            assert step == pytest.approx(lr * m_norm / (m_norm + eps), rel=1e-12)
-            assert stats.clipped_norm.item() == pytest.approx(m_norm / (m_norm + eps), rel=1e-12)
-            if momentum == 0.0:  # normalized GD: the step is -lr g / (||g|| + eps)
-                g_norm = math.sqrt(sum((p.grad**2).sum().item() for p in group))
-                assert stats.grad_norm.item() == pytest.approx(g_norm, rel=1e-12)
-                for p, d in zip(group, moves, strict=True):
-                    torch.testing.assert_close(d, -lr * p.grad / (g_norm + eps), rtol=1e-12, atol=1e-15)
+        everything, everything_before = sum(params, []), sum(before, [])
+        stats = opt.step_stats
+        moves = [p.detach() - q for p, q in zip(everything, everything_before, strict=True)]
+        step = math.sqrt(sum((d**2).sum().item() for d in moves))
+        m_norm = math.sqrt(sum((opt.state[p]["momentum_buffer"] ** 2).sum().item() for p in everything))
+        assert step == pytest.approx(lr * m_norm / (m_norm + eps), rel=1e-12)
+        assert stats.clipped_norm.item() == pytest.approx(m_norm / (m_norm + eps), rel=1e-12)
+        if momentum == 0.0:  # normalized GD: the step is -lr g / (||g|| + eps)
+            g_norm = math.sqrt(sum((p.grad**2).sum().item() for p in everything))
+            assert stats.grad_norm.item() == pytest.approx(g_norm, rel=1e-12)
+            for p, d in zip(everything, moves, strict=True):
+                torch.testing.assert_close(d, -lr * p.grad / (g_norm + eps), rtol=1e-12, atol=1e-15)
 
 
 def test_normalizes_by_group_norm_not_per_parameter():

@@ -110,6 +110,12 @@ def test_no_clip_is_bitwise_torch_sgd(foreach: bool, weight_decay: float, moment
 # Float64 reference math, plain loops
 
 
+def _group_mode(clip: str | None) -> str | None:
+    """The references clip each group by its own norm: ``clip="group"`` (one group with
+    ``"global"`` is the same; several groups under ``"global"``: ``test_model_wide.py``)."""
+    return "group" if clip == "global" else clip
+
+
 def _clip_ref(tensors: list[list[float]], mode: str, tau: float) -> tuple[list[list[float]], float, float]:
     """clip(g; mode, tau) of one group; returns the clipped tensors, the pre- and post-clip norms."""
     before = math.sqrt(sum(x * x for t in tensors for x in t))
@@ -204,7 +210,7 @@ def test_matches_float64_reference(
     params = _params()
     stream = _stream(25, seed=3)
     max_norm = _max_norm(clip, target, momentum)
-    opt = ClipSGD(_groups(params), lr=LRS[0], momentum=momentum, clip=clip, max_norm=max_norm,
+    opt = ClipSGD(_groups(params), lr=LRS[0], momentum=momentum, clip=_group_mode(clip), max_norm=max_norm,
                   clip_target=target, weight_decay=weight_decay, foreach=foreach)
     expected, bufs, ref_stats, clipped, unclipped = _reference_run(
         _params(), stream, momentum=momentum, clip=clip, max_norm=max_norm, target=target,
@@ -276,7 +282,7 @@ def test_threshold_policy_as_max_norm(make_policy, target: str) -> None:
     stream = _stream(30, seed=6)
     opt = ClipSGD([{"params": params[0], "max_norm": make_policy()},
                    {"params": params[1], "lr": LRS[1], "max_norm": make_policy()}],
-                  lr=LRS[0], momentum=0.9, clip="global", max_norm=make_policy(), clip_target=target)
+                  lr=LRS[0], momentum=0.9, clip="group", max_norm=make_policy(), clip_target=target)
     expected, _, _, clipped, _ = _reference_run(
         _params(), stream, momentum=0.9, clip="global", max_norm=None, target=target, weight_decay=0.0,
         policies=[make_policy(), make_policy()],
@@ -292,8 +298,9 @@ def test_threshold_policy_as_max_norm(make_policy, target: str) -> None:
 
 @pytest.mark.parametrize("shared", ["default", "same-object"])
 def test_one_policy_for_several_groups_is_copied_per_group(shared: str) -> None:
-    """A policy given once (as the default, or the same object to both groups) must not mix the
-    groups' norms into one history: each group gets its own copy, as with twin policies."""
+    """Under clip="group" a policy given once (as the default, or the same object to both groups)
+    must not mix the groups' norms into one history: each group gets its own copy, as with twin
+    policies. (Under clip="global" one policy sees the model-wide norm: test_model_wide.py.)"""
     params = _params()
     stream = _stream(30, seed=6)
     policy = AutoClip(percentile=50.0)
@@ -302,7 +309,7 @@ def test_one_policy_for_several_groups_is_copied_per_group(shared: str) -> None:
     else:
         groups = [{"params": params[0], "max_norm": policy},
                   {"params": params[1], "lr": LRS[1], "max_norm": policy}]
-    opt = ClipSGD(groups, lr=LRS[0], momentum=0.9, clip="global", max_norm=policy)
+    opt = ClipSGD(groups, lr=LRS[0], momentum=0.9, clip="group", max_norm=policy)
     policies = [group["max_norm"] for group in opt.param_groups]
     assert policies[0] is policy and policies[1] is not policy
     expected, _, _, clipped, _ = _reference_run(

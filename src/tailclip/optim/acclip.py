@@ -207,8 +207,14 @@ class ACClip(ClipOptimizer):
         check_nonnegative("weight_decay", group["weight_decay"])
 
     def _update_group(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        norms: Tensor,
+        model_norm: Tensor | None = None,
     ) -> ClipStats:
+        """Per-coordinate clipping has no model-wide quantity: ``model_norm`` is always ``None``."""
         for p in params:
             state = self.state[p]
             if "exp_avg" not in state:

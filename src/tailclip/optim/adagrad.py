@@ -6,8 +6,9 @@ Heavy-Tailed")::
 
     norm=False (AdaGrad, per coordinate; Duchi, Hazan, Singer 2011):
         b_t^2 = b_{t-1}^2 + u_t^2
-    norm=True (AdaGrad-Norm, one scalar per param group; Ward, Wu, Bottou 2019):
-        b_t^2 = b_{t-1}^2 + ||u_t||^2          (||.|| over the whole group)
+    norm=True (AdaGrad-Norm, one scalar; Ward, Wu, Bottou 2019):
+        b_t^2 = b_{t-1}^2 + ||u_t||^2          (||.|| model-wide: every norm=True group; one
+                                               scalar per group with clip="group")
 
     not delayed:  x_{t+1} = x_t - lr_t u_t / (b_t + eps)
     delayed:      x_{t+1} = x_t - lr_t u_t / (b_{t-1} + eps), then b is updated
@@ -37,6 +38,7 @@ from torch import Tensor
 from torch.optim.adagrad import adagrad as torch_adagrad
 
 from tailclip.clip import (
+    NORM_MODES,
     ClipMode,
     ClipStats,
     ThresholdPolicy,
@@ -50,6 +52,7 @@ from tailclip.optim._base import (
     check_flag,
     check_lr,
     check_nonnegative,
+    clipped_norm,
     unsupported,
 )
 from tailclip.optim._kernels import add_scaled_, coupled_decay, cpu_blocks, per_tensor, signed
@@ -74,6 +77,8 @@ def clip_adagrad(
     lr_decay: float = 0.0,
     maximize: bool = False,
     fused: bool = False,
+    total_norm: Tensor | None = None,
+    group_update_norm: Tensor | None = None,
 ) -> ClipStats:
     """Functional ClipAdaGrad; updates ``params``, ``sums`` and ``steps`` in place.
 
@@ -84,11 +89,15 @@ def clip_adagrad(
     decay, when they are the norms of the tensors being clipped). ``fused=True`` (per
     coordinate, not delayed) hands ``u_t`` to torch's fused Adagrad (with ``clip=None`` the raw
     gradient, with torch's ``maximize`` and ``weight_decay``); it increments ``steps`` itself.
+    ``total_norm``: the model-wide norm global clipping divides by (``None``: these tensors');
+    ``group_update_norm``: the model-wide ``||u_t||`` AdaGrad-Norm's scalar takes (``None``: these
+    tensors').
     """
     if fused:
         return _fused_clip_adagrad(
             params, grads, sums, steps, lr=lr, clip=clip, max_norm=max_norm, eps=eps,
             weight_decay=weight_decay, lr_decay=lr_decay, maximize=maximize, norms=norms,
+            total_norm=total_norm,
         )
     if foreach:
         torch._foreach_add_(steps, torch.tensor(1.0), alpha=1.0)
@@ -101,15 +110,16 @@ def clip_adagrad(
         norms = None
     # -lr_t per tensor, as torch: -lr / (1 + (t - 1) lr_decay); exactly -lr without decay
     minus_lrs = [-lr if lr_decay == 0 else -lr / (1 + (s.item() - 1) * lr_decay) for s in steps]
-    if foreach and not norm and clip in ("global", "layer"):
+    if foreach and not norm and clip in NORM_MODES:
         # the factors go into the update's first op: no clipped copy of every gradient
         norms = tensor_norms(grads, foreach) if norms is None else norms
-        coefs, stats = clip_coefficients(norms, clip, max_norm)
+        coefs, stats = clip_coefficients(norms, clip, max_norm, total_norm)
         _adagrad_step_foreach(params, grads, sums, minus_lrs, delay, eps, per_tensor(coefs, grads))
         return stats
-    clipped, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms)
+    clipped, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms, total_norm)
     if norm:
-        _adagrad_norm_step(params, clipped, sums[0], stats.clipped_norm, minus_lrs[0], delay, eps, foreach)
+        update_norm = stats.clipped_norm if group_update_norm is None else group_update_norm
+        _adagrad_norm_step(params, clipped, sums[0], update_norm, minus_lrs[0], delay, eps, foreach)
     elif foreach:
         _adagrad_step_foreach(params, clipped, sums, minus_lrs, delay, eps)
     else:
@@ -131,6 +141,7 @@ def _fused_clip_adagrad(
     lr_decay: float,
     maximize: bool,
     norms: Tensor | None,
+    total_norm: Tensor | None,
 ) -> ClipStats:
     """torch's fused Adagrad (``torch.optim.adagrad.adagrad``) on ``u_t``."""
     if clip is None:
@@ -140,7 +151,7 @@ def _fused_clip_adagrad(
         updates = signed(grads, maximize, True)
         if weight_decay != 0:
             updates, norms = coupled_decay(updates, params, weight_decay, True), None
-        updates, stats = clip_tensors_unchecked(updates, clip, max_norm, True, norms)
+        updates, stats = clip_tensors_unchecked(updates, clip, max_norm, True, norms, total_norm)
         fused_decay, fused_maximize = 0.0, False
     torch_adagrad(
         params, updates, sums, steps, fused=True, lr=lr, weight_decay=fused_decay,
@@ -216,14 +227,15 @@ class ClipAdaGrad(ClipOptimizer):
     Args:
         params: parameters or param groups.
         lr: step size (>= 0; a number or a one-element tensor), default ``1e-2`` as ``Adagrad``.
-        norm: ``False``: per-coordinate accumulator (AdaGrad); ``True``: one scalar ``b`` per
-            param group (AdaGrad-Norm) fed with the group norm of the clipped gradient.
+        norm: ``False``: per-coordinate accumulator (AdaGrad); ``True``: one scalar ``b``
+            (AdaGrad-Norm) fed with the model-wide norm of the clipped gradient (one per group,
+            fed with the group's norm, with ``clip="group"``).
         delay: divide by the previous accumulator ``b_{t-1}`` (the step size does not depend
             on the current sample), then update ``b``. Needs ``b0 > 0``.
-        clip: ``"global"`` (group norm), ``"layer"`` (each tensor), ``"coord"`` (elementwise
-            clamp) or ``None`` (default).
+        clip: ``"global"`` (model-wide norm), ``"group"`` (the group's norm), ``"layer"`` (each
+            tensor), ``"coord"`` (elementwise clamp) or ``None`` (default).
         max_norm: threshold ``tau > 0``, or an adaptive :class:`~tailclip.clip.ThresholdPolicy`
-            (``clip="global"`` only). Ignored when ``clip=None``.
+            (``clip="global"`` or ``"group"``). Ignored when ``clip=None``.
         b0: initial accumulator ``b_0 >= 0`` (the accumulator starts at ``b0**2``).
         eps: added to ``b`` in the denominator, default 1e-10 as ``torch.optim.Adagrad``; > 0,
             or 0 with a positive initial accumulator (torch allows 0 with a zero accumulator,
@@ -239,9 +251,10 @@ class ClipAdaGrad(ClipOptimizer):
 
     State: every parameter stepped has ``"step"`` (float32 CPU tensor, as ``Adagrad``; on the
     parameter's device with ``fused``); with ``norm=False`` also ``"sum"`` (``b_t^2`` per
-    coordinate, as ``Adagrad``). With ``norm=True`` the group's scalar accumulator ``b_t^2`` is
-    ``"norm_sq_sum"`` (0-dim, float32, or float64 for float64 groups), stored once, in the
-    state of ``group["params"][0]``, so ``state_dict`` saves it once per group.
+    coordinate, as ``Adagrad``). With ``norm=True`` the scalar accumulator ``b_t^2`` is
+    ``"norm_sq_sum"`` (0-dim, float32, or float64 for float64 groups), stored once, in the state
+    of the first parameter of the first ``norm=True`` group (with ``clip="group"``: once per
+    group, in the state of its first parameter).
 
     References: Duchi, Hazan, Singer, "Adaptive Subgradient Methods for Online Learning and
     Stochastic Optimization", JMLR 2011 (AdaGrad); Ward, Wu, Bottou, "AdaGrad Stepsizes: Sharp
@@ -302,8 +315,59 @@ class ClipAdaGrad(ClipOptimizer):
         if group["fused"] and (group["norm"] or group["delay"]):
             unsupported("fused", True, "allowed only with norm=False, delay=False")
 
-    def _update_group(
+    def _shares_group_state(self, group: dict[str, Any]) -> bool:
+        return group["norm"] and group["clip"] != "group"
+
+    def _model_wide(self, group: dict[str, Any]) -> bool:
+        return group["clip"] == "global" or self._shares_group_state(group)
+
+    def _model_norms(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
+    ) -> Tensor:
+        """Norms of the clipped quantity ``s g + wd x`` (``s = -1`` with ``maximize``)."""
+        if group["weight_decay"] == 0:
+            return norms  # ||-g|| = ||g||
+        signs = signed(grads, group["maximize"], group["foreach"])
+        decayed = coupled_decay(signs, params, group["weight_decay"], group["foreach"])
+        return tensor_norms(decayed, group["foreach"])
+
+    def _init_group_state(self, group: dict[str, Any], params: list[Tensor]) -> dict[str, Any]:
+        group_state = self._group_state(group)
+        if "norm_sq_sum" not in group_state:
+            dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
+            group_state["norm_sq_sum"] = torch.full(
+                (), group["b0"] ** 2, dtype=dtype, device=group["params"][0].device
+            )
+        return group_state
+
+    def _prepare_model_step(
+        self, model: list[tuple[dict[str, Any], list[Tensor], list[Tensor], Tensor]], model_norm: Tensor
+    ) -> None:
+        """AdaGrad-Norm's model-wide ``||u_t||`` over the ``norm=True`` groups, before any update."""
+        shared = [entry for entry in model if entry[0]["norm"]]
+        if len(shared) < 2:
+            return
+        state = self._init_group_state(shared[0][0], shared[0][1])
+        update_norms = []
+        for group, params, grads, norms in shared:
+            if group["weight_decay"] != 0:
+                grads = signed(grads, group["maximize"], group["foreach"])
+                grads = coupled_decay(grads, params, group["weight_decay"], group["foreach"])
+                norms = tensor_norms(grads, group["foreach"])
+            update_norm = clipped_norm(group, grads, norms, self._threshold(group), model_norm)
+            update_norms.append(update_norm.to(model_norm.device))
+        self._record.shared = {
+            "start": {"norm_sq_sum": state["norm_sq_sum"].clone()},
+            "update_norm": torch.linalg.vector_norm(torch.stack(update_norms)),
+        }
+
+    def _update_group(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        norms: Tensor,
+        model_norm: Tensor | None = None,
     ) -> ClipStats:
         b0_sq = _initial_sum(group)
         for p in params:
@@ -314,21 +378,22 @@ class ClipAdaGrad(ClipOptimizer):
             if not group["norm"] and "sum" not in state:
                 state["sum"] = torch.full_like(p, b0_sq, memory_format=torch.preserve_format)
         if group["norm"]:
-            first = group["params"][0]
-            group_state = self._group_state(group)
-            if "norm_sq_sum" not in group_state:
-                dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
-                group_state["norm_sq_sum"] = torch.full((), b0_sq, dtype=dtype, device=first.device)
-            sums = [group_state["norm_sq_sum"]]
+            self._init_group_state(group, params)
+            scalars = self._group_scalars(group)
+            sums = [scalars["norm_sq_sum"]]
         else:
             sums = [self.state[p]["sum"] for p in params]
-        return clip_adagrad(
+        stats = clip_adagrad(
             params, grads, sums, [self.state[p]["step"] for p in params],
             lr=group["lr"], norm=group["norm"], delay=group["delay"], clip=group["clip"],
-            max_norm=group["max_norm"], eps=group["eps"],
+            max_norm=self._threshold(group), eps=group["eps"],
             weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
             lr_decay=group["lr_decay"], maximize=group["maximize"], fused=group["fused"],
+            total_norm=model_norm, group_update_norm=self._shared_update_norm(group),
         )
+        if group["norm"]:
+            self._store_group_scalars(group, scalars)
+        return stats
 
 
 def _initial_sum(hp: Mapping[str, Any]) -> float:

@@ -5,7 +5,7 @@ With ``u_t = clip(g_t; clip, tau)`` (global, layer-wise, coordinate or no clippi
 
     m_t = b1 m_{t-1} + (1 - b1) u_t
     v_t = b2 v_{t-1} + (1 - b2) u_t^2          (norm=False: per coordinate, Adam)
-    v_t = b2 v_{t-1} + (1 - b2) ||u_t||^2      (norm=True: one scalar per group, Adam-Norm)
+    v_t = b2 v_{t-1} + (1 - b2) ||u_t||^2      (norm=True: one scalar, Adam-Norm)
     x <- x (1 - lr wd)                          (decoupled weight decay, AdamW)
 
     not delayed:  x <- x - lr mhat_t / (sqrt(vhat_t) + eps),
@@ -13,8 +13,9 @@ With ``u_t = clip(g_t; clip, tau)`` (global, layer-wise, coordinate or no clippi
     delayed:      x <- x - lr m_t / (sqrt(v_{t-1}) + eps),   then v_t as above
 
 The delayed step size does not depend on the current sample; it uses no bias correction and
-needs ``v0 > 0``. ``||u_t||`` is the norm over the whole param group (all its gradients
-concatenated). With ``clip=None``, ``norm=False`` and no delay this is exactly
+needs ``v0 > 0``. ``||u_t||`` is the model-wide norm: over every param group with ``norm=True``
+(one scalar ``v`` for them all), except with ``clip="group"``, where each group has its own.
+With ``clip=None``, ``norm=False`` and no delay this is exactly
 ``torch.optim.AdamW`` (same operations in the same order, same bits, for the loop and the
 foreach paths).
 
@@ -35,6 +36,7 @@ from torch.optim.adam import adam as torch_adam
 from torch.optim.optimizer import _device_dtype_check_for_fused, _get_capturable_supported_devices
 
 from tailclip.clip import (
+    NORM_MODES,
     ClipMode,
     ClipStats,
     ThresholdPolicy,
@@ -50,6 +52,7 @@ from tailclip.optim._base import (
     check_flag,
     check_lr,
     check_nonnegative,
+    clipped_norm,
     unsupported,
 )
 from tailclip.optim._kernels import cpu_blocks, device_dtype_buckets, per_tensor, signed
@@ -86,6 +89,8 @@ def clip_adam(
     maximize: bool = False,
     capturable: bool = False,
     max_exp_avg_sqs: list[Tensor] | None = None,
+    total_norm: Tensor | None = None,
+    group_update_norm: Tensor | None = None,
 ) -> ClipStats:
     """Functional ClipAdam; updates ``params`` and the moment buffers in place.
 
@@ -94,7 +99,10 @@ def clip_adam(
     per-coordinate ``v``; with ``norm=True`` it is unused and ``group_exp_avg_sq`` (0-dim) and
     ``group_step`` (0-dim, incremented here) hold the group's scalar ``v`` and its update count.
     ``norms`` are the per-tensor norms of ``grads`` if already known (saves a read). An
-    adaptive ``max_norm`` policy is fed the pre-clip norm of ``grads``.
+    adaptive ``max_norm`` policy is fed the pre-clip norm of ``grads``. ``total_norm``: the
+    model-wide norm global clipping divides by (``None``: that of ``grads``);
+    ``group_update_norm``: the model-wide ``||u_t||`` the scalar ``v`` takes (``None``: that of
+    these tensors).
 
     Pure torch without device synchronisation: the bias corrections read the step counts,
     which live on the CPU (as in ``torch.optim.Adam``), and ``fused=True`` (``norm=False``, not
@@ -114,23 +122,24 @@ def clip_adam(
             params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs or [], state_steps,
             lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, clip=clip,
             max_norm=max_norm, foreach=foreach, fused=fused, amsgrad=amsgrad, maximize=maximize,
-            capturable=capturable, norms=norms,
+            capturable=capturable, norms=norms, total_norm=total_norm,
         )
     lr = float(lr) if isinstance(lr, Tensor) else lr  # Adam-Norm and the delayed step: a host read
     grads = signed(grads, maximize, foreach)
     scales = None
-    if foreach and clip in ("global", "layer"):
+    if foreach and clip in NORM_MODES:
         # the factors go into the update's first op: no clipped copy of every gradient
         updates = grads
         norms = tensor_norms(grads, foreach) if norms is None else norms
-        coefs, stats = clip_coefficients(norms, clip, max_norm)
+        coefs, stats = clip_coefficients(norms, clip, max_norm, total_norm)
         scales = per_tensor(coefs, grads)
     else:
-        updates, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms)
+        updates, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms, total_norm)
     group_denom = None
     if norm:
+        update_norm = stats.clipped_norm if group_update_norm is None else group_update_norm
         group_denom = _group_denominator(
-            group_exp_avg_sq, group_step, stats.clipped_norm, beta2=beta2, eps=eps, delay=delay
+            group_exp_avg_sq, group_step, update_norm, beta2=beta2, eps=eps, delay=delay
         )
     if foreach:
         _multi_tensor_clip_adam(
@@ -296,6 +305,7 @@ def _torch_clip_adam(
     maximize: bool,
     capturable: bool,
     norms: Tensor | None,
+    total_norm: Tensor | None,
 ) -> ClipStats:
     """torch's AdamW (``torch.optim.adam.adam``) on the clipped gradient.
 
@@ -306,15 +316,16 @@ def _torch_clip_adam(
     (``clip(-g) = -clip(g)``).
     """
     grad_scale = None
-    if fused and clip == "global":
+    if fused and clip in ("global", "group"):
         if norms is None:
             norms = tensor_norms(grads, foreach)
         grad_norm = torch.linalg.vector_norm(norms)
-        grad_scale = torch.clamp(grad_norm / clip_threshold(max_norm, grad_norm), min=1.0)
+        clipped_by = grad_norm if total_norm is None else total_norm
+        grad_scale = torch.clamp(clipped_by / clip_threshold(max_norm, clipped_by), min=1.0)
         stats = ClipStats.of(grad_norm, grad_norm / grad_scale)
         updates = grads
     else:
-        updates, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms)
+        updates, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms, total_norm)
     torch_adam(
         params, updates, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
         # torch's foreach path takes a Tensor lr only when capturable: the loop path takes it
@@ -378,9 +389,10 @@ class ClipAdam(ClipOptimizer):
     See the module docstring for the update. State per parameter: ``"step"`` (a 0-dim float
     tensor on the CPU, on the parameter's device with ``fused=True``), ``"exp_avg"`` (``m``)
     and, with ``norm=False``, ``"exp_avg_sq"`` (``v``), as ``torch.optim.AdamW``. With
-    ``norm=True`` the group's scalar ``v`` (float32, float64 for float64 groups) and its
-    update count are stored in the state of the group's first parameter
-    ``group["params"][0]`` under ``"group_exp_avg_sq"`` and ``"group_step"``.
+    ``norm=True`` the scalar ``v`` (float32, float64 for float64 groups) and its update count
+    are stored under ``"group_exp_avg_sq"`` and ``"group_step"`` in the state of the first
+    parameter of the first ``norm=True`` group: one for the model (the groups sharing it need
+    one ``beta2``); with ``clip="group"`` one per group, in the state of its first parameter.
 
     Without clipping (``clip=None``, the default), ``norm=False`` and no delay it is
     ``torch.optim.AdamW`` with the same options, bit for bit, except the default
@@ -396,13 +408,14 @@ class ClipAdam(ClipOptimizer):
             allows 0 with ``v = 0``, which writes ``0 / 0 = NaN`` on an all-zero gradient:
             rejected here.
         weight_decay: decoupled decay, ``x <- x (1 - lr wd)`` before the update (>= 0).
-        norm: ``True`` for Adam-Norm (one scalar second moment per group).
+        norm: ``True`` for Adam-Norm (one model-wide scalar second moment; one per group with
+            ``clip="group"``).
         delay: ``True`` for the delayed step size ``lr / (sqrt(v_{t-1}) + eps)`` without bias
             correction (needs ``v0 > 0``).
-        clip: ``"global"`` (group norm), ``"layer"`` (each tensor), ``"coord"`` (elementwise
-            clamp) or ``None``.
+        clip: ``"global"`` (model-wide norm), ``"group"`` (the group's norm), ``"layer"`` (each
+            tensor), ``"coord"`` (elementwise clamp) or ``None``.
         max_norm: threshold ``tau > 0``, or an adaptive :class:`~tailclip.clip.ThresholdPolicy`
-            (``clip="global"`` only).
+            (``clip="global"`` or ``"group"``).
         v0: initial second moment ``v_0`` (>= 0; > 0 when delayed).
         foreach: multi-tensor path (default) or a per-tensor loop with the same results.
         fused: ``torch._fused_adamw_`` (``norm=False``, not delayed; takes precedence over
@@ -469,8 +482,51 @@ class ClipAdam(ClipOptimizer):
         if group["amsgrad"]:
             state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
+    def _shares_group_state(self, group: dict[str, Any]) -> bool:
+        return group["norm"] and group["clip"] != "group"
+
+    def _model_wide(self, group: dict[str, Any]) -> bool:
+        return group["clip"] == "global" or self._shares_group_state(group)
+
+    def _init_group_state(self, group: dict[str, Any], dtype: torch.dtype) -> dict[str, Any]:
+        group_state = self._group_state(group)
+        if GROUP_EXP_AVG_SQ not in group_state:
+            group_state[GROUP_STEP] = torch.tensor(0.0, dtype=_scalar_dtype(), device="cpu")
+            group_state[GROUP_EXP_AVG_SQ] = torch.full(
+                (), group["v0"], dtype=dtype, device=group["params"][0].device
+            )
+        return group_state
+
+    def _prepare_model_step(
+        self, model: list[tuple[dict[str, Any], list[Tensor], list[Tensor], Tensor]], model_norm: Tensor
+    ) -> None:
+        """Adam-Norm's model-wide ``||u_t||`` over the ``norm=True`` groups, before any update."""
+        shared = [entry for entry in model if entry[0]["norm"]]
+        if len(shared) < 2:
+            return
+        beta2 = {group["betas"][1] for group, *_ in shared}
+        if len(beta2) > 1:
+            raise ValueError(
+                f"Invalid betas: param groups sharing Adam-Norm's model-wide second moment have "
+                f"beta2 {sorted(beta2)}; allowed: one beta2, or clip='group' for one moment per group"
+            )
+        state = self._init_group_state(shared[0][0], shared[0][3].dtype)
+        update_norms = [
+            clipped_norm(group, grads, norms, self._threshold(group), model_norm).to(model_norm.device)
+            for group, _, grads, norms in shared
+        ]
+        self._record.shared = {
+            "start": {k: state[k].clone() for k in self.GROUP_STATE_KEYS},
+            "update_norm": torch.linalg.vector_norm(torch.stack(update_norms)),
+        }
+
     def _update_group(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        norms: Tensor,
+        model_norm: Tensor | None = None,
     ) -> ClipStats:
         exp_avgs, exp_avg_sqs, steps = [], [], []
         for p in params:
@@ -484,24 +540,23 @@ class ClipAdam(ClipOptimizer):
         max_exp_avg_sqs = [self.state[p]["max_exp_avg_sq"] for p in params] if group["amsgrad"] else None
         group_exp_avg_sq = group_step = None
         if group["norm"]:
-            first = group["params"][0]
-            group_state = self._group_state(group)
-            if GROUP_EXP_AVG_SQ not in group_state:
-                group_state[GROUP_STEP] = torch.tensor(0.0, dtype=_scalar_dtype(), device="cpu")
-                group_state[GROUP_EXP_AVG_SQ] = torch.full(
-                    (), group["v0"], dtype=norms.dtype, device=first.device
-                )
-            group_exp_avg_sq, group_step = group_state[GROUP_EXP_AVG_SQ], group_state[GROUP_STEP]
+            self._init_group_state(group, norms.dtype)
+            scalars = self._group_scalars(group)
+            group_exp_avg_sq, group_step = scalars[GROUP_EXP_AVG_SQ], scalars[GROUP_STEP]
         beta1, beta2 = group["betas"]
-        return clip_adam(
+        stats = clip_adam(
             params, grads, exp_avgs, exp_avg_sqs, steps,
             lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
             weight_decay=group["weight_decay"], clip=group["clip"],
-            max_norm=group["max_norm"], norm=group["norm"], delay=group["delay"],
+            max_norm=self._threshold(group), norm=group["norm"], delay=group["delay"],
             foreach=group["foreach"], fused=group["fused"], group_exp_avg_sq=group_exp_avg_sq,
             group_step=group_step, norms=norms, amsgrad=group["amsgrad"], maximize=group["maximize"],
             capturable=group["capturable"], max_exp_avg_sqs=max_exp_avg_sqs,
+            total_norm=model_norm, group_update_norm=self._shared_update_norm(group),
         )
+        if group["norm"]:
+            self._store_group_scalars(group, scalars)
+        return stats
 
 
 def _init_runs(x: Tensor, hp: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:

@@ -4,7 +4,7 @@ Tucat, Mukherjee, Sun, Sen, Rivasplata, "Regularized Gradient Clipping Provably 
 and Deep Neural Networks", TMLR 2025 (Definitions 2 and 5, stochastic delta-GClip). With
 step size ``eta`` (``lr``), threshold ``gamma`` and floor ``delta`` in [0, 1]::
 
-    G_t = ||g_t||                                   (the group norm of the raw gradient)
+    G_t = ||g_t||                                   (the model-wide norm of the raw gradient)
     h_t = eta * min(1, max(delta, gamma / G_t))     (h_t = 0 when G_t = 0: no step)
     x_{t+1} = x_t - h_t (g_t + wd x_t)
 
@@ -51,11 +51,13 @@ def delta_gclip(
     foreach: bool,
     norms: Tensor | None = None,
     maximize: bool = False,
+    total_norm: Tensor | None = None,
 ) -> ClipStats:
     """Functional DeltaGClip; updates ``params`` in place, ``grads`` are left untouched.
 
     ``norms`` are the per-tensor norms of the raw ``grads`` if already known (from
     :func:`~tailclip.clip.tensor_norms`); they give ``G_t`` without a second read.
+    ``total_norm`` is ``G_t`` when these tensors are a part of the model (``None``: their norm).
 
     Returns statistics with ``grad_norm = G_t`` and
     ``clipped_norm = min(1, max(delta, gamma / G_t)) G_t = (h_t / eta) G_t``: the norm of the
@@ -66,7 +68,8 @@ def delta_gclip(
     if norms is None:
         norms = tensor_norms(grads, foreach)
     grad_norm = torch.linalg.vector_norm(norms)
-    factor = torch.clamp(gamma / grad_norm, min=delta, max=1.0) * (grad_norm > 0)
+    model_norm = grad_norm if total_norm is None else total_norm
+    factor = torch.clamp(gamma / model_norm, min=delta, max=1.0) * (model_norm > 0)
     step_size = lr * factor
     directions = coupled_decay(grads, params, weight_decay, foreach) if weight_decay != 0 else grads
     sizes = [step_size.to(p.device, p.dtype) for p in params]
@@ -84,7 +87,7 @@ class DeltaGClip(ClipOptimizer):
     Args:
         params: parameters or param groups.
         lr: step size ``eta`` (>= 0).
-        gamma: clipping threshold on the group gradient norm (> 0).
+        gamma: clipping threshold on the model-wide gradient norm (> 0).
         delta: floor of the clipping factor, in [0, 1]; 0 gives plain GClip.
         weight_decay: coupled L2 factor; the step follows ``g + wd x`` while ``||g||`` is
             taken from the raw gradient.
@@ -130,14 +133,23 @@ class DeltaGClip(ClipOptimizer):
             raise ValueError(f"Invalid delta: {group['delta']}; allowed: 0 <= delta <= 1")
         check_nonnegative("weight_decay", group["weight_decay"])
 
+    def _model_wide(self, group: dict[str, Any]) -> bool:
+        return True
+
     def _update_group(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        norms: Tensor,
+        model_norm: Tensor | None = None,
     ) -> ClipStats:
         return delta_gclip(
             params, grads,
             lr=group["lr"], gamma=group["gamma"], delta=group["delta"],
             weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
             maximize=group["maximize"],
+            total_norm=model_norm,
         )
 
 

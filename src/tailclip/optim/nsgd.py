@@ -6,8 +6,9 @@ With coupled weight decay and ``m_0 = 0``::
     m_t = beta m_{t-1} + (1 - beta) g_t
     x_{t+1} = x_t - lr m_t / (||m_t|| + eps)
 
-where ``||m_t||`` is the norm of the momentum over the whole param group (computed once per
-step). Every step has length ``lr ||m_t|| / (||m_t|| + eps)``, about ``lr``, whatever the size
+where ``||m_t||`` is the model-wide norm of the momentum, over every parameter of every param
+group (computed once per step; the update of each group divides its own ``m_t`` by it).
+Every step has length ``lr ||m_t|| / (||m_t|| + eps)``, about ``lr``, whatever the size
 of the gradient: like clipping, normalization makes the step insensitive to heavy-tailed
 gradient spikes. ``momentum=0`` is normalized gradient descent,
 ``x_{t+1} = x_t - lr g_t / (||g_t|| + eps)`` (Zhang, He, Sra, Jadbabaie, ICLR 2020).
@@ -47,12 +48,15 @@ def nsgd(
     foreach: bool,
     norms: Tensor | None = None,
     maximize: bool = False,
+    total_norm: Tensor | None = None,
 ) -> ClipStats:
     """Functional NSGD; updates ``params`` and ``momentum_buffers`` (``m_{t-1}``) in place.
 
     ``momentum_buffers`` must be allocated (zeros before the first step: ``m_0 = 0``).
     ``norms`` are the per-tensor norms of ``grads`` if already known (used only without weight
-    decay). Returns ``ClipStats.of(||g_t||, ||d_t||)``: the group norm of the gradient
+    decay). ``total_norm`` is the model-wide ``||m_t||`` when these tensors are a part of the
+    model (``None``: the norm of ``momentum_buffers`` after the update). Returns
+    ``ClipStats.of(||g_t||, ||d_t||)``: the norm of these tensors' gradient
     (weight decay included) and of the applied direction ``d_t = m_t / (||m_t|| + eps)``, so
     ``clip_factor = ||d_t|| / ||g_t||`` is the scale of the step relative to the gradient.
     """
@@ -70,7 +74,7 @@ def nsgd(
         for buf, g in zip(momentum_buffers, grads, strict=True):
             buf.mul_(momentum).add_(g, alpha=1 - momentum)
     momentum_norm = torch.linalg.vector_norm(tensor_norms(momentum_buffers, foreach))
-    denominator = momentum_norm + eps
+    denominator = (momentum_norm if total_norm is None else total_norm) + eps
     minus_step = -lr / denominator
     add_scaled_(params, momentum_buffers, minus_step, foreach)
     return ClipStats.of(grad_norm, momentum_norm / denominator)
@@ -84,7 +88,7 @@ class NSGD(ClipOptimizer):
         lr: step size (>= 0); every step has length ``lr ||m_t|| / (||m_t|| + eps)``.
         momentum: ``beta`` in [0, 1) of ``m_t = beta m_{t-1} + (1 - beta) g_t``; 0 gives
             normalized gradient descent.
-        eps: added to the group norm ``||m_t||`` (> 0: a zero momentum gives a zero step).
+        eps: added to the model-wide norm ``||m_t||`` (> 0: a zero momentum gives a zero step).
         weight_decay: coupled L2 factor, ``g_t + wd x_t`` (as ``torch.optim.SGD``).
         maximize: ascend: ``-g_t`` takes the gradient's place.
         fused: no fused kernel: ``True`` is rejected (accepted for torch.optim signatures).
@@ -129,8 +133,31 @@ class NSGD(ClipOptimizer):
         check_positive("eps", group["eps"])
         check_nonnegative("weight_decay", group["weight_decay"])
 
-    def _update_group(
+    def _model_wide(self, group: dict[str, Any]) -> bool:
+        return True
+
+    def _model_norms(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
+    ) -> Tensor:
+        """Norms of ``m_t = beta m_{t-1} + (1 - beta)(s g_t + wd x_t)``, the buffers left as they are."""
+        grads = signed(grads, group["maximize"], group["foreach"])
+        if group["weight_decay"] != 0:
+            grads = coupled_decay(grads, params, group["weight_decay"], group["foreach"])
+        momentum = group["momentum"]
+        buffers = [self.state[p].get("momentum_buffer") for p in params]
+        moments = [
+            g * (1 - momentum) if b is None else torch.add(b * momentum, g, alpha=1 - momentum)
+            for g, b in zip(grads, buffers)
+        ]
+        return tensor_norms(moments, group["foreach"])
+
+    def _update_group(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        norms: Tensor,
+        model_norm: Tensor | None = None,
     ) -> ClipStats:
         buffers = []
         for p in params:
@@ -143,6 +170,7 @@ class NSGD(ClipOptimizer):
             lr=group["lr"], momentum=group["momentum"], eps=group["eps"],
             weight_decay=group["weight_decay"], foreach=group["foreach"], norms=norms,
             maximize=group["maximize"],
+            total_norm=model_norm,
         )
 
 

@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.optim.sgd import sgd as torch_sgd
 
 from tailclip.clip import (
+    NORM_MODES,
     ClipMode,
     ClipStats,
     ThresholdPolicy,
@@ -67,6 +68,7 @@ def clip_sgd(
     maximize: bool = False,
     fused: bool = False,
     norms: Tensor | None = None,
+    total_norm: Tensor | None = None,
 ) -> ClipStats:
     """Functional ClipSGD; updates ``params`` and fills/updates ``momentum_buffers`` in place.
 
@@ -75,13 +77,15 @@ def clip_sgd(
     ``max_norm`` policy is fed the pre-clip norm of the quantity it clips (``s g_t + wd x_t``,
     or ``p_t`` with ``clip_target="momentum"``). ``fused=True`` (gradient target) hands the
     clipped gradient to ``torch._fused_sgd_`` (with ``clip=None``, the raw gradient with torch's
-    ``maximize`` and ``weight_decay``).
+    ``maximize`` and ``weight_decay``). ``total_norm``: the model-wide
+    norm of that quantity, of which these tensors are a part, for global clipping (``None``: their
+    own).
     """
     if fused:
         return _fused_clip_sgd(
             params, grads, momentum_buffers, lr=lr, momentum=momentum, clip=clip, max_norm=max_norm,
             weight_decay=weight_decay, dampening=dampening, nesterov=nesterov, maximize=maximize,
-            norms=norms,
+            norms=norms, total_norm=total_norm,
         )
     grads = signed(grads, maximize, foreach)
     if weight_decay != 0:
@@ -91,14 +95,14 @@ def clip_sgd(
     if foreach and blocked and not isinstance(max_norm, Tensor):
         return _multi_tensor_clip_sgd(
             params, grads, momentum_buffers, lr=lr, momentum=momentum, clip=clip, max_norm=max_norm,
-            dampening=dampening, nesterov=nesterov, norms=norms,
+            dampening=dampening, nesterov=nesterov, norms=norms, total_norm=total_norm,
         )
     if clip_target == "gradient":
-        grads, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms)
+        grads, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, norms, total_norm)
     if momentum != 0:
         grads = _heavy_ball(grads, momentum_buffers, momentum, dampening, nesterov, foreach)
     if clip_target == "momentum":
-        grads, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach)
+        grads, stats = clip_tensors_unchecked(grads, clip, max_norm, foreach, total_norm=total_norm)
     if foreach:
         torch._foreach_add_(params, grads, alpha=-lr)
     else:
@@ -119,6 +123,7 @@ def _multi_tensor_clip_sgd(
     dampening: float,
     nesterov: bool,
     norms: Tensor | None,
+    total_norm: Tensor | None,
 ) -> ClipStats:
     """Foreach path for ``clip_target="gradient"`` once the momentum buffers exist.
 
@@ -130,8 +135,8 @@ def _multi_tensor_clip_sgd(
     if norms is None:
         norms = tensor_norms(grads, True)
     scales = None
-    if clip in ("global", "layer"):
-        coefs, stats = clip_coefficients(norms, clip, max_norm)
+    if clip in NORM_MODES:
+        coefs, stats = clip_coefficients(norms, clip, max_norm, total_norm)
         scales = per_tensor(coefs, grads)
     else:
         grad_norm = torch.linalg.vector_norm(norms)
@@ -195,6 +200,7 @@ def _fused_clip_sgd(
     nesterov: bool,
     maximize: bool,
     norms: Tensor | None,
+    total_norm: Tensor | None,
 ) -> ClipStats:
     """``torch._fused_sgd_`` (through ``torch.optim.sgd.sgd``) on ``u_t``; gradient target only."""
     if clip is None:
@@ -204,7 +210,7 @@ def _fused_clip_sgd(
         updates = signed(grads, maximize, True)
         if weight_decay != 0:
             updates, norms = coupled_decay(updates, params, weight_decay, True), None
-        updates, stats = clip_tensors_unchecked(updates, clip, max_norm, True, norms)
+        updates, stats = clip_tensors_unchecked(updates, clip, max_norm, True, norms, total_norm)
         fused_decay, fused_maximize = 0.0, False
     # torch's kernel starts buffers (m_1 = u_1) only when all of a call's are new: one call for
     # the tensors whose buffer exists, one for those whose buffer starts now
@@ -231,10 +237,10 @@ class ClipSGD(ClipOptimizer):
         params: parameters or param groups.
         lr: step size (>= 0; a number or a one-element tensor), default ``1e-3`` as ``SGD``.
         momentum: heavy-ball factor ``beta`` in [0, 1).
-        clip: ``"global"`` (group norm), ``"layer"`` (each tensor), ``"coord"`` (elementwise
-            clamp) or ``None``.
+        clip: ``"global"`` (model-wide norm), ``"group"`` (the group's norm), ``"layer"`` (each
+            tensor), ``"coord"`` (elementwise clamp) or ``None``.
         max_norm: threshold ``tau > 0``, or an adaptive :class:`~tailclip.clip.ThresholdPolicy`
-            (``clip="global"`` only).
+            (``clip="global"`` or ``"group"``).
         clip_target: ``"gradient"`` clips ``u_t`` before the momentum, ``"momentum"`` clips
             the step direction ``p_t``.
         weight_decay: coupled L2 factor, ``g_t + wd x_t`` (as ``torch.optim.SGD``).
@@ -294,17 +300,42 @@ class ClipSGD(ClipOptimizer):
         if group["fused"] and group["clip_target"] != "gradient":
             unsupported("fused", True, "allowed only with clip_target='gradient'")
 
-    def _update_group(
+    def _model_norms(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], norms: Tensor
+    ) -> Tensor:
+        """Norms of the clipped quantity: ``u_t = s g_t + wd x_t``, or (``clip_target="momentum"``)
+        the step direction ``p_t`` that this step's heavy-ball update will give, buffers untouched."""
+        foreach = group["foreach"]
+        beta = group["momentum"]
+        on_momentum = group["clip_target"] == "momentum" and beta != 0
+        if group["weight_decay"] == 0 and not on_momentum:
+            return norms  # ||-g|| = ||g||
+        grads = signed(grads, group["maximize"], foreach)
+        if group["weight_decay"] != 0:
+            grads = coupled_decay(grads, params, group["weight_decay"], foreach)
+        if on_momentum:
+            damped = 1 - group["dampening"]
+            buffers = [self.state[p].get("momentum_buffer") for p in params]
+            momenta = [u if b is None else b * beta + u * damped for u, b in zip(grads, buffers)]
+            grads = [u + m * beta for u, m in zip(grads, momenta)] if group["nesterov"] else momenta
+        return tensor_norms(grads, foreach)
+
+    def _update_group(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        norms: Tensor,
+        model_norm: Tensor | None = None,
     ) -> ClipStats:
         buffers = [self.state[p].get("momentum_buffer") for p in params]
         stats = clip_sgd(
             params, grads, buffers,
             lr=group["lr"], momentum=group["momentum"], clip=group["clip"],
-            max_norm=group["max_norm"], clip_target=group["clip_target"],
+            max_norm=self._threshold(group), clip_target=group["clip_target"],
             weight_decay=group["weight_decay"], foreach=group["foreach"],
             dampening=group["dampening"], nesterov=group["nesterov"], maximize=group["maximize"],
-            fused=group["fused"], norms=norms,
+            fused=group["fused"], norms=norms, total_norm=model_norm,
         )
         if group["momentum"] != 0:
             for p, buf in zip(params, buffers):
