@@ -216,6 +216,16 @@ class ClipOptimizer(Optimizer):
         defaults = {**defaults, "foreach": bool(foreach), "nonfinite": nonfinite}
         super().__init__(params, defaults)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # torch.optim keeps only defaults, state and param_groups: deepcopy and pickle keep the
+        # step record too (the last step's stats, the skip count)
+        return {**super().__getstate__(), "_record": self._record}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "_record" not in self.__dict__:  # pickled without it
+            self._record = StepRecord()
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """``torch.optim`` semantics; the group (given or inherited values) is validated (an
         invalid one is not added), and a threshold policy already serving a group is copied."""
