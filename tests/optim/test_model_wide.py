@@ -15,7 +15,7 @@ import torch
 from cases import battery_cases, grad_stream, make_params, set_grads
 
 from tailclip.clip import AutoClip, ZClip
-from tailclip.optim import ClipAdaGrad, ClipAdam, ClipSGD
+from tailclip.optim import NSGD, ClipAdaGrad, ClipAdam, ClipSGD
 
 STEPS = 6
 
@@ -47,6 +47,45 @@ def test_two_groups_equal_one_group(case) -> None:
     torch.testing.assert_close(
         split_opt.step_stats.clipped_norm, whole_opt.step_stats.clipped_norm, rtol=1e-10, atol=1e-12
     )
+
+
+class _Spec:
+    """A case built from a class and keyword arguments (the torch.optim options with clipping)."""
+
+    def __init__(self, cls, **kwargs) -> None:
+        self.cls, self.kwargs = cls, kwargs
+
+    def fresh_kwargs(self) -> dict:
+        return copy.deepcopy(self.kwargs)
+
+
+OPTION_SPECS = {
+    "sgd-momentum-target-nesterov-maximize-wd": _Spec(
+        ClipSGD, lr=0.1, momentum=0.9, nesterov=True, maximize=True, weight_decay=0.1,
+        clip="global", clip_target="momentum", max_norm=0.5,
+    ),
+    "sgd-momentum-target-dampening-wd": _Spec(
+        ClipSGD, lr=0.1, momentum=0.9, dampening=0.3, weight_decay=0.1,
+        clip="global", clip_target="momentum", max_norm=0.5,
+    ),
+    "adagrad-maximize-wd": _Spec(
+        ClipAdaGrad, lr=0.1, maximize=True, weight_decay=0.1, clip="global", max_norm=0.5
+    ),
+    "adagrad-norm-maximize-wd": _Spec(
+        ClipAdaGrad, lr=0.1, norm=True, maximize=True, weight_decay=0.1, clip="global", max_norm=0.5
+    ),
+    "nsgd-maximize-wd": _Spec(NSGD, lr=0.1, momentum=0.9, maximize=True, weight_decay=0.1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTION_SPECS))
+def test_two_groups_equal_one_group_with_torch_options(name: str) -> None:
+    """The model-wide norm is the norm of what each rule really clips or normalises, with
+    ``maximize``, ``dampening``, ``nesterov`` and coupled weight decay in it."""
+    split, _ = _run(OPTION_SPECS[name], grouped=True)
+    whole, _ = _run(OPTION_SPECS[name], grouped=False)
+    for a, b in zip(split, whole, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 def _issue_groups() -> tuple[torch.Tensor, torch.Tensor]:
