@@ -479,3 +479,28 @@ def test_a_missing_or_unreadable_advice_file_is_a_note(advised, tmp_path):
     text = write_report(runs / "store-advise.sqlite", tmp_path / "r.html").read_text(encoding="utf-8")
     assert '<p class="note">missing advice file: advise/advised/advice.json</p>' in text
     assert 'href="#advice-advised">Advice: advised</a>' in text
+
+
+@pytest.mark.parametrize(
+    ("outcome", "explained", "badge"),
+    [
+        ("flips", True, "flips: the gain is explained by the noise"),
+        ("holds", False, "holds: the gain is not explained by the noise"),
+        ("weak", None, "weak: no conclusion"),
+        ("no gain", None, "no gain: no conclusion"),
+    ],
+)
+def test_advice_control_states_its_conclusion(advised, outcome, explained, badge):
+    from tailclip.engine.advice_section import advice_section_html
+
+    data = json.loads(json.dumps(advised["advice"]))
+    data["control"].update(outcome=outcome, explained_by_noise=explained)
+    section = advice_section_html(data, "advice-x")
+    assert f'<span class="noise-verdict control">{badge}</span>' in section
+
+
+def test_advice_without_a_control_says_why(advised):
+    from tailclip.engine.advice_section import advice_section_html
+
+    data = {**advised["advice"], "control": None}
+    assert "Only one finalist: nothing to compare at a larger batch." in advice_section_html(data, "advice-x")

@@ -27,6 +27,14 @@ __all__ = ["ADVICE_KIND", "advice_section_html"]
 
 ADVICE_KIND = "advice/json"
 
+# the control's ``explained_by_noise``: None when it cannot conclude (no gain to explain, or a
+# large batch that barely reduces the noise)
+_CONCLUSIONS = {
+    True: "the gain is explained by the noise",
+    False: "the gain is not explained by the noise",
+    None: "no conclusion",
+}
+
 
 def _num(value: Any, digits: int = 4) -> str:
     return escape(format_float(None if value is None else float(value), digits))
@@ -143,10 +151,10 @@ def _control_html(data: Mapping[str, Any]) -> str:
         strict=True,
     ):
         table.add([_label(label, spec), (_num(small), small), (_num(large), large)])
-    cause = "explained" if control["explained_by_noise"] else "not explained"
     return (
-        f'<h3>Control</h3><p><span class="noise-verdict control">gain {cause} by the noise</span> '
-        f"{escape(control['message'])}.</p>" + table.html()
+        f'<h3>Control</h3><p><span class="noise-verdict control">{escape(control["outcome"])}: '
+        f"{_CONCLUSIONS[control['explained_by_noise']]}</span> {escape(control['message'])}.</p>"
+        + table.html()
     )
 
 
