@@ -160,8 +160,8 @@ def _control_html(data: Mapping[str, Any]) -> str:
 
 def _bakeoff_html(candidates: Sequence[Mapping[str, Any]], metric: str) -> str:
     table = HtmlTable(
-        [("candidate", True), ("best lr", False), (metric, False), ("trials done / pruned", True),
-         ("why", True)]
+        [("candidate", True), ("best lr", False), (f"{metric} at best lr", False),
+         ("trials done / pruned", True), ("why", True)]
     )
     for c in candidates:
         trials = c["trials"]
