@@ -12,6 +12,7 @@ from tailclip.advise import Answer
 from tailclip.advise.answer import to_json
 from tailclip.cli import app
 from tailclip.engine.config import parse_config
+from tailclip.engine.store import ResultsStore
 
 
 def test_json_has_the_contract_fields(gaussian_answer: Answer) -> None:
@@ -61,11 +62,14 @@ def test_recommended_yaml_runs_with_tailclip_run(stable_answer: Answer, tmp_path
     assert result.exit_code == 0, result.output
 
 
-def test_answer_is_saved_as_json_and_an_html_section(gaussian_answer: Answer) -> None:
+def test_answer_is_saved_as_json_and_recorded_in_the_results_store(gaussian_answer: Answer) -> None:
     reports = Path(gaussian_answer.store).parent / "advise" / gaussian_answer.config_name
     saved = json.loads((reports / "advice.json").read_text())
     assert saved["recommendation"] == json.loads(to_json(gaussian_answer.to_dict()))["recommendation"]
-    section = (reports / "advice_section.html").read_text()
-    assert section.startswith('<section class="advice">') and section.rstrip().endswith("</section>")
-    assert f"Train with {saved['recommendation']['label']}" in section
-    assert saved["control"]["message"].split(":")[0] in section
+    # an ``advice/json`` artifact of every finalist's runs, by its path relative to the store's folder
+    with ResultsStore(gaussian_answer.store, read_only=True) as store:
+        recorded = store.artifacts(kind="advice/json")
+    finalists = {run_id for row in saved["ranking"] for run_id in row["run_ids"]}
+    assert {a.run_id for a in recorded} == finalists
+    assert {a.path for a in recorded} == {f"advise/{gaussian_answer.config_name}/advice.json"}
+    assert not (reports / "advice_section.html").exists()  # the report renders it from the JSON

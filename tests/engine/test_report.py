@@ -357,3 +357,150 @@ def test_colours_follow_the_method_and_pngs_are_compact():
     assert compact_png(compact) == compact  # nothing to gain: the input comes back
     steps, values = thin(np.arange(10_001), np.arange(10_001.0), points=1000)
     assert len(steps) <= 1002 and steps[0] == 0 and steps[-1] == 10_000 and np.array_equal(steps, values)
+
+
+# ----------------------------------------------------------------------------- the advice section
+
+
+@pytest.fixture(scope="module")
+def advised(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``tailclip advise`` on a small heavy-tailed quadratic (20-step runs, 2 seeds), then
+    ``tailclip report`` on the store it wrote."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from tailclip.cli import app
+
+    root = tmp_path_factory.mktemp("advised")
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "advised",
+        "task": {"name": "noisy-quadratic", "options": {"dim": 5, "noise": "stable", "alpha": 1.2}},
+        "optimizer": {"name": "sgd", "lr": 0.1},
+        "train": {"steps": 60, "batch_size": 1},
+        "output": {"store": str(root / "runs" / "store.sqlite")},
+    }))
+    runner = CliRunner()
+    advice = root / "advice.json"
+    small = ["--steps", "20", "--noise-batches", "20", "--seeds", "2"]
+    result = runner.invoke(app, ["advise", str(config), *small, "--json", str(advice)])
+    assert result.exit_code == 0, result.output
+    store = root / "runs" / "store-advise.sqlite"
+    report = root / "report.html"
+    result = runner.invoke(app, ["report", str(store), "-o", str(report)])
+    assert result.exit_code == 0, result.output
+    return {"advice": json.loads(advice.read_text()), "store": store, "report": report}
+
+
+def _advice_section(text: str) -> str:
+    start = text.index('<section id="advice-advised" class="advice">')
+    return text[start:text.index("</section>", start)]
+
+
+def test_report_of_an_advise_store_opens_with_the_advice(advised):
+    from tailclip.engine.tables import escape
+
+    text = advised["report"].read_text(encoding="utf-8")
+    advice = advised["advice"]
+    rec = advice["recommendation"]
+    # first in the page and in the navigation, before the bake-off's experiment section
+    assert text.index('<section id="advice-advised"') < text.index('<section id="exp-')
+    assert re.search(r'<nav><a href="#advice-advised">Advice: advised</a>', text)
+    section = _advice_section(text)
+    # the verdict: what to train with, the noise, the YAML to paste, the reason
+    assert f"Train with <b>{escape(rec['label'])}</b>" in section
+    assert f"noise {advice['noise']['verdict']}</span>" in section
+    alpha = advice["noise"]["alpha"]
+    assert f"α = {alpha['value']:.2f} [{alpha['low']:.2f}, {alpha['high']:.2f}]" in section
+    assert f"<pre>{escape(rec['yaml'].rstrip())}</pre>" in section and "name: " in rec["yaml"]
+    assert escape(rec["reason"]) in section
+    # the evidence: every finalist with its mean ± sd and seeds, the recommended one marked
+    for row in advice["ranking"]:
+        assert f">{escape(row['label'])}</span>" in section
+        assert f"{row['mean']:.4g} ± {row['sd']:.4g}</td>" in section
+    marked = re.search(r'<tr class="recommended">.*?<span class="label"[^>]*>([^<]*)</span>', section)
+    assert marked is not None and marked.group(1) == escape(rec["label"])
+    # the control and what would change the advice
+    assert advice["control"] is not None and escape(advice["control"]["message"]) in section
+    assert f"batch {advice['control']['batch_size']}</th>" in section
+    assert all(f"<li>{escape(line)}</li>" in section for line in advice["what_would_change"])
+
+
+def test_advice_is_recorded_once_however_many_runs_carry_it(advised):
+    with ResultsStore(advised["store"], read_only=True) as store:
+        recorded = store.artifacts(kind="advice/json")
+    assert len(recorded) > 1 and {a.path for a in recorded} == {"advise/advised/advice.json"}
+    assert advised["report"].read_text(encoding="utf-8").count('class="advice"') == 1
+
+
+def test_advice_section_reads_in_headless_chromium(advised, tmp_path):
+    """The advise store's report: no console error, every label (the advice's too) at most 40
+    characters, nothing wider than the page; the screenshot of its first screen is kept."""
+    html = advised["report"]
+    shot = tmp_path / "advice.png"
+    assert screenshot(html, shot, tmp_path, width=1280, height=1400) == []
+    from matplotlib.image import imread
+
+    assert imread(shot).std() > 0.05
+    found = probe(html, tmp_path, sort_table="runs-table", sort_column="seed")
+    assert found["errors"] == [] and found["resources"] == [] and found["tooWide"] == []
+    assert found["decoded"] == found["images"] == html.read_text().count("<img")
+    labels = found["labels"]
+    assert {row["label"] for row in advised["advice"]["ranking"]} <= set(labels)
+    assert max(len(label) for label in labels) <= 40
+
+
+def _copied_store(advised: dict, tmp_path: Path) -> Path:
+    import shutil
+
+    target = tmp_path / "runs"
+    shutil.copytree(advised["store"].parent, target)
+    return target
+
+
+def test_advice_section_escapes_what_the_file_says(advised, tmp_path):
+    runs = _copied_store(advised, tmp_path)
+    path = runs / "advise" / "advised" / "advice.json"
+    data = json.loads(path.read_text())
+    data["recommendation"]["label"] = "<img src=x onerror=alert(1)>"
+    path.write_text(json.dumps(data))
+    text = write_report(runs / "store-advise.sqlite", tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "Train with <b>&lt;img src=x onerror=alert(1)&gt;</b>" in text and "<img src=x" not in text
+
+
+def test_a_missing_or_unreadable_advice_file_is_a_note(advised, tmp_path):
+    runs = _copied_store(advised, tmp_path)
+    path = runs / "advise" / "advised" / "advice.json"
+    path.write_text("{not json")
+    text = write_report(runs / "store-advise.sqlite", tmp_path / "r.html").read_text(encoding="utf-8")
+    assert '<p class="note">unreadable advice file advise/advised/advice.json (' in text
+    assert '<section id="exp-' in text  # the rest of the report is there
+    path.unlink()
+    text = write_report(runs / "store-advise.sqlite", tmp_path / "r.html").read_text(encoding="utf-8")
+    assert '<p class="note">missing advice file: advise/advised/advice.json</p>' in text
+    assert 'href="#advice-advised">Advice: advised</a>' in text
+
+
+@pytest.mark.parametrize(
+    ("outcome", "explained", "badge"),
+    [
+        ("flips", True, "flips: the gain is explained by the noise"),
+        ("holds", False, "holds: the gain is not explained by the noise"),
+        ("weak", None, "weak: no conclusion"),
+        ("no gain", None, "no gain: no conclusion"),
+    ],
+)
+def test_advice_control_states_its_conclusion(advised, outcome, explained, badge):
+    from tailclip.engine.advice_section import advice_section_html
+
+    data = json.loads(json.dumps(advised["advice"]))
+    data["control"].update(outcome=outcome, explained_by_noise=explained)
+    section = advice_section_html(data, "advice-x")
+    assert f'<span class="noise-verdict control">{badge}</span>' in section
+
+
+def test_advice_without_a_control_says_why(advised):
+    from tailclip.engine.advice_section import advice_section_html
+
+    data = {**advised["advice"], "control": None}
+    assert "Only one finalist: nothing to compare at a larger batch." in advice_section_html(data, "advice-x")

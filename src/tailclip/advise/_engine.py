@@ -3,6 +3,7 @@
 When an engine path moves, only this file changes.
 """
 
+from tailclip.engine.advice_section import ADVICE_KIND
 from tailclip.engine.config import ConfigError, ExperimentConfig, parse_config
 from tailclip.engine.devices import resolve_device
 from tailclip.engine.optimizer_spec import build_optimizer, optimizer_class
@@ -14,6 +15,7 @@ from tailclip.engine.yaml_loading import load_config
 from tailclip.problems import TASKS
 
 __all__ = [
+    "ADVICE_KIND",
     "ConfigError",
     "ExperimentConfig",
     "ResultsStore",

@@ -1,9 +1,10 @@
 """``advise(config)``: measure, choose candidates, bake off, control, answer (the five steps in order).
 
-The runs go to ``<store dir>/<store stem>-advise.sqlite`` (a results store: ``tailclip report``
-reads it), the Optuna studies to ``<store stem>-advise-optuna.sqlite`` beside it and the noise
-reports, the plan and the answer (``advice.json``, ``advice_section.html`` for the HTML report) to
-``<store dir>/advise/<config name>/``. Calling ``advise`` again with the same
+The runs go to ``<store dir>/<store stem>-advise.sqlite`` (a results store), the Optuna studies
+to ``<store stem>-advise-optuna.sqlite`` beside it and the noise reports, the plan and the answer
+(``advice.json``) to ``<store dir>/advise/<config name>/``. The answer is recorded in the results
+store too (an ``advice/json`` artifact of the finalists' runs), so ``tailclip report`` on that store
+opens with the advice. Calling ``advise`` again with the same
 config, budget and seeds reuses the saved plan and resumes: finished runs and finished trials are
 read back, not redone (the measurement, a few seconds, is repeated).
 """
@@ -16,12 +17,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tailclip.advise._engine import TASKS, ExperimentConfig, ResultsStore
+from tailclip.advise._engine import ADVICE_KIND, TASKS, ExperimentConfig, ResultsStore
 from tailclip.advise.answer import Answer, decide, leads, to_json
 from tailclip.advise.bakeoff import bake_off, finalists, run_seeds
 from tailclip.advise.candidates import choose_candidates
 from tailclip.advise.control import LR_FACTORS, run_control
-from tailclip.advise.html import advice_html
 from tailclip.advise.measure import measure
 from tailclip.advise.plan import Plan, default_budget_seconds, make_plan
 
@@ -31,7 +31,6 @@ Progress = Callable[[str, int, int], None]
 MIN_REMAINING = 0.3
 PLAN_FILE = "plan.json"
 ADVICE_JSON = "advice.json"
-ADVICE_HTML = "advice_section.html"
 
 
 def _write(path: Path, text: str) -> None:
@@ -186,5 +185,14 @@ def advise(
         optuna_storage=str(paths["optuna"]),
     )
     _write(paths["reports"] / ADVICE_JSON, to_json(answer.to_dict()))
-    _write(paths["reports"] / ADVICE_HTML, advice_html(answer.to_dict()))
+    _record_advice(paths, {run_id for f in decision.ranking for run_id in f.run_ids})
     return answer
+
+
+def _record_advice(paths: dict[str, Path], run_ids: set[str]) -> None:
+    """Record ``advice.json`` in the results store on ``run_ids``, by its path relative to the
+    store's folder (so that the folder can move), for ``tailclip report``."""
+    relative = (paths["reports"] / ADVICE_JSON).relative_to(paths["store"].parent)
+    with ResultsStore(paths["store"]) as store:
+        for run_id in sorted(run_ids):
+            store.add_artifact(run_id, ADVICE_KIND, str(relative))

@@ -35,6 +35,15 @@ section.experiment { margin-top: 28px; }
 figure.headline { margin: 8px 0 12px; } figure.headline img { max-width: min(100%, 960px); }
 .label { white-space: nowrap; }
 figure.small img { max-width: min(100%, 480px); }
+section.advice .advice-verdict { border: 1px solid var(--line); border-left: 4px solid var(--accent);
+  padding: 4px 16px; margin: 8px 0 12px; max-width: 960px; }
+.advice-headline { font-size: 18px; margin: 8px 0; }
+.advice-verdict pre { display: inline-block; min-width: 280px; margin: 0; }
+.noise-verdict { border-radius: 4px; padding: 1px 7px; font-weight: 600; font-size: 12px;
+  background: #eaeef2; }
+.noise-verdict.heavy-tailed { background: #fff1e5; color: #953800; }
+.noise-verdict.light-tailed { background: #dafbe1; color: #116329; }
+tr.recommended td { background: #dafbe1; }
 .error { color: #a40e26; max-width: 420px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 """
 

@@ -1,7 +1,9 @@
 """One self-contained HTML report of a results store, one section per experiment.
 
 ``write_report(store, "report.html")`` writes a single file that opens offline: no network,
-no external script, style sheet, font or image. Per experiment (config name), in this order:
+no external script, style sheet, font or image. It opens with the advice of ``tailclip advise``
+when the store holds one (``advice/json`` artifacts, :mod:`tailclip.engine.advice_section`: the
+verdict, the YAML to paste, the evidence and the control). Per experiment (config name), in this order:
 
 * its claims and their verdicts (``claims=``: what :mod:`tailclip.claims` measured);
 * its headline figure, drawn as its paper draws it (:mod:`tailclip.engine.headlines`);
@@ -34,6 +36,7 @@ from matplotlib.figure import Figure
 
 from tailclip.engine._page import CSS as _CSS
 from tailclip.engine._page import JS as _JS
+from tailclip.engine.advice_section import ADVICE_KIND, advice_section_html
 from tailclip.engine.consolidate import (
     ConfigSummary,
     SummaryTable,
@@ -118,8 +121,24 @@ def _noise_item(path: Path) -> str:
     return f'<p class="note">{_e(path.name)} ({path.stat().st_size} bytes, not shown)</p>'
 
 
-def _slug(name: str) -> str:
-    return "exp-" + (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unnamed")
+def _slug(name: str, prefix: str = "exp") -> str:
+    return f"{prefix}-" + (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unnamed")
+
+
+def _advice_section(path: str, store_dir: Path) -> tuple[str, str]:
+    """``(config name, section)`` of one recorded advice file; a missing or unreadable one is a note."""
+    name = Path(path).parent.name
+    resolved = _resolve(path, store_dir)
+    if resolved is None:
+        problem = f"missing advice file: {path}"
+    else:
+        try:
+            data = json.loads(resolved.read_text(encoding="utf-8"))
+            name = str(data["config"])
+            return name, advice_section_html(data, _slug(name, "advice"))
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError) as error:
+            problem = f"unreadable advice file {path} ({error!r})"
+    return name, _section(_slug(name, "advice"), f"Advice: {name}", f'<p class="note">{_e(problem)}</p>')
 
 
 def _curve_keys(keys: Iterable[str]) -> list[str]:
@@ -340,9 +359,10 @@ def render_report(
 ) -> str:
     """The report of ``store`` as one HTML string (see the module docstring).
 
-    ``extra_sections`` are ``(heading, html body)`` pairs placed first; ``claims`` are claim
-    results as mappings (``name``, ``paper``, ``experiment``, ``statement``, ``measured``,
-    ``threshold``, ``passed``), each shown in the section of its ``experiment``.
+    ``extra_sections`` are ``(heading, html body)`` pairs placed first (after the advice the
+    store holds); ``claims`` are claim results as mappings (``name``, ``paper``, ``experiment``,
+    ``statement``, ``measured``, ``threshold``, ``passed``), each shown in the section of its
+    ``experiment``.
     """
     store = store if isinstance(store, ResultsStore) else ResultsStore(store, read_only=True)
     store_dir = Path(store.path).resolve().parent
@@ -366,6 +386,10 @@ def render_report(
 
     sections = []
     nav = []
+    advice_paths = {path for _, kind, path in artifacts if kind == ADVICE_KIND}  # one file, many runs
+    for name, body in sorted(_advice_section(path, store_dir) for path in advice_paths):
+        sections.append(body)
+        nav.append((_slug(name, "advice"), f"Advice: {name}"))
     for index, (heading, body) in enumerate(extra_sections or []):
         ident = f"extra-{index}"
         sections.append(_section(ident, heading, body))
