@@ -302,19 +302,24 @@ class ResultsStore:
     def renew_lease(self, owner: str) -> int:
         """Extend the lease of every ``running`` run ``owner`` holds to now + :attr:`lease_seconds`.
 
-        Returns how many runs it renewed (a run taken over by ``--reclaim`` is no longer
-        ``owner``'s and is not renewed).
+        Returns how many runs it renewed. A lease ended by :meth:`expire_leases` is not
+        renewed: the run stays takeable until a claimer takes it, however often its owner
+        beats (renewing it would make ``--reclaim`` lose to a live heartbeat that beats
+        between the expiry and the claim, and wait for the owner instead).
         """
         with self._transaction() as c:
             cursor = c.execute(
-                "UPDATE runs SET lease_expires_at = ? WHERE owner = ? AND status = 'running'",
+                "UPDATE runs SET lease_expires_at = ? WHERE owner = ? AND status = 'running' "
+                "AND lease_expires_at IS NOT 0",
                 (time.time() + self.lease_seconds, owner),
             )
             return cursor.rowcount
 
     def expire_leases(self, run_ids: Sequence[str] | None = None) -> int:
         """End the lease of every ``running`` run (of ``run_ids``, or all), so that the next
-        :meth:`claim` takes it over even from a live owner (``--reclaim``); return how many."""
+        :meth:`claim` takes it over even from a live owner (``--reclaim``); return how many.
+
+        An ended lease (``lease_expires_at = 0``) is never renewed, see :meth:`renew_lease`."""
         ids = _ids_json(run_ids)
         with self._transaction() as c:
             cursor = c.execute(
