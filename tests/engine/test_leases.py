@@ -219,3 +219,16 @@ def test_heartbeat_renews_while_it_runs(tmp_path: Path) -> None:
         assert store.takeable() == []
     time.sleep(0.6)
     assert store.takeable() == [claimed.run_id]
+
+
+def test_a_reclaimed_lease_is_not_renewed_by_its_owners_heartbeat(setup: tuple[Path, object]) -> None:
+    # --reclaim ends the lease, then claims; a beat in between must not win the run back, or the
+    # sweep waits for the live owner instead of taking its run.
+    path, config = setup
+    store, owner = ResultsStore(path), make_owner()
+    assert store.claim(owner) is not None
+    assert store.expire_leases() == 1
+    assert store.renew_lease(owner) == 0
+    assert store.takeable() == [config.run_id]  # type: ignore[attr-defined]
+    claimed = store.claim(make_owner())
+    assert claimed is not None and claimed.owner != owner

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +185,60 @@ def test_claim_is_atomic_across_processes(tmp_path: Path) -> None:
     assert sorted(claimed) == sorted(ids)
     assert sum(1 for r in ResultsStore(path).runs() if r.status == "running") == len(ids)
     assert sum(1 for out in outputs if out) >= 2  # the work was actually shared
+
+
+def test_opening_a_store_again_keeps_this_processs_locks_so_no_other_process_deletes_its_wal(
+    tmp_path: Path,
+) -> None:
+    # Closing any descriptor of a file drops all of the process's POSIX locks on it. If opening
+    # the store a second time (here: a write-open and a read-only open, as a sweep's worker and a
+    # report do) dropped the first connection's lock, the other process's close would think it is
+    # the last connection, checkpoint and delete the -wal/-shm under it: lost rows, then "disk I/O
+    # error" or "database disk image is malformed".
+    path = tmp_path / "s.sqlite"
+    (run_id,) = (first := ResultsStore(path)).add_runs(configs(1))
+    first.log_metrics(run_id, [(0, "x", 0.0)])
+    ResultsStore(path).runs()
+    ResultsStore(path, read_only=True).runs()
+    other = (
+        "import sys\n"
+        "from tailclip.engine.store import ResultsStore\n"
+        "store = ResultsStore(sys.argv[1])\n"
+        "store.log_metrics(sys.argv[2], [(1, 'x', 1.0)])\n"
+        "store.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", other, str(path), run_id], check=True, timeout=120)
+    assert Path(f"{path}-wal").exists()  # this process's connection is still open
+    first.log_metrics(run_id, [(2, "x", 2.0)])
+    first.close()
+    assert ResultsStore(path, read_only=True).metrics()[run_id]["x"][0].tolist() == [0, 1, 2]
+
+
+def test_a_probe_that_raced_a_writer_reads_the_store_again_through_sqlites_locks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a -wal file the probe reads with immutable=1 (no locks); a writer that opens,
+    # writes and checkpoints meanwhile breaks that promise, so the answer must not be trusted.
+    path = tmp_path / "s.sqlite"
+    (store := ResultsStore(path)).add_runs(configs(1))
+    store.close()
+    assert not Path(f"{path}-wal").exists()
+    uris: list[str] = []
+    connect = sqlite3.connect
+
+    def writer_meanwhile(database: str, *args: object, **kwargs: object) -> sqlite3.Connection:
+        uris.append(str(database))
+        if "immutable=1" in str(database):
+            time.sleep(0.05)  # past the file system's mtime granularity
+            writer = connect(path)
+            writer.execute("UPDATE runs SET name = 'renamed'")
+            writer.commit()
+            writer.close()  # the last connection: checkpoints into the file, deletes the -wal
+        return connect(database, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite3, "connect", writer_meanwhile)
+    assert ResultsStore(path, read_only=True).version == 1
+    assert ["immutable=1" in uri for uri in uris] == [True, False]
 
 
 def test_log_metrics_is_idempotent_and_keeps_nan(store: ResultsStore) -> None:

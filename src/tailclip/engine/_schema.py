@@ -15,6 +15,7 @@ refused with a :class:`StoreError` before a byte of it is written.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -62,6 +63,7 @@ _TABLES = (
     "CREATE INDEX runs_group ON runs(group_key)",
 )
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_HEADER_SIZE = 100  # SQLite's database header
 _V0_RUN_COLUMNS = {
     "run_id", "name", "config_json", "group_key", "seed", "status", "owner",
     "started", "ended", "wall_time", "steps", "host", "error",
@@ -104,28 +106,91 @@ def found_version(conn: sqlite3.Connection, path: object) -> int | None:
     return version
 
 
+def _header(path: Path) -> bytes | None:
+    """The first 100 bytes of the file at ``path`` (fewer for a shorter file; ``None``: missing).
+
+    Read through a descriptor this process already has on the file when there is one, never
+    opening and closing a new one beside it: closing *any* descriptor of a file drops every
+    POSIX lock the process holds on it, including those of its open SQLite connections. A WAL
+    connection that lost its lock lets another process's connection believe it is the last one
+    and delete the ``-wal``/``-shm`` files under it: lost writes, then ``database disk image is
+    malformed`` (SQLite's "How To Corrupt An SQLite Database File", section 2.2). Without such a
+    descriptor the process holds no lock on the file (SQLite keeps a file open while it holds
+    locks on it), so a fresh one is safe to close.
+    """
+    try:
+        target = path.stat()
+    except FileNotFoundError:
+        return None
+    for fd in _open_descriptors():
+        try:
+            found = os.fstat(fd)
+            if (found.st_dev, found.st_ino) == (target.st_dev, target.st_ino):
+                return os.pread(fd, _HEADER_SIZE, 0)
+        except OSError:
+            continue
+    try:
+        with path.open("rb") as handle:
+            return handle.read(_HEADER_SIZE)
+    except FileNotFoundError:
+        return None
+
+
+def _open_descriptors() -> list[int]:
+    """This process's open file descriptors (none where the platform does not list them)."""
+    for listing in ("/proc/self/fd", "/dev/fd"):
+        try:
+            return [int(name) for name in os.listdir(listing)]
+        except (OSError, ValueError):
+            continue
+    return []
+
+
 def probe_version(path: Path) -> int | None:
     """:func:`found_version` of the file at ``path`` (``None``: missing or empty), touching nothing.
 
     A file without SQLite's magic header is refused before SQLite sees it. Without a ``-wal``
-    file beside it, the file is the whole database and is read with ``immutable=1``: no
-    locks, and no ``-shm``/``-wal`` files created beside another application's database.
+    file beside it, the file is first read as the whole database with ``immutable=1``: no
+    locks, and no ``-shm``/``-wal`` files created beside another application's database
+    (``mode=ro`` creates them for a WAL-mode one). ``immutable=1`` promises SQLite that nobody
+    writes the file, which another process running on a store may break at any moment (it
+    creates the ``-wal``, writes, checkpoints into the file): that read's answer counts only if
+    the file is unchanged after it (same size, mtime, inode, still no ``-wal``); otherwise, and
+    whenever a ``-wal`` exists, the file is read with ``mode=ro`` through SQLite's locks.
     """
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(len(_SQLITE_MAGIC))
-    except FileNotFoundError:
-        return None
+    head = _header(path)
     if not head:
         return None
-    if head != _SQLITE_MAGIC:
+    if head[: len(_SQLITE_MAGIC)] != _SQLITE_MAGIC:
         raise StoreError(
             f"Invalid store: {str(path)!r} is not a tailclip results store (not an SQLite database); "
             "allowed: a results store written by tailclip run/sweep"
         )
-    uri = f"{path.resolve().as_uri()}?mode=ro"
-    if not Path(f"{path}-wal").exists():
-        uri += "&immutable=1"
+    wal = Path(f"{path}-wal")
+    if not wal.exists():
+        before = _stamp(path)
+        try:
+            version = _read_version(path, immutable=True)
+        except StoreError:
+            if not wal.exists() and _stamp(path) == before:
+                raise
+        else:
+            if not wal.exists() and _stamp(path) == before:
+                return version
+    return _read_version(path, immutable=False)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the file is written or replaced (``os.stat`` opens no descriptor)."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    return found.st_ino, found.st_size, found.st_mtime_ns
+
+
+def _read_version(path: Path, *, immutable: bool) -> int | None:
+    uri = f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
     conn = sqlite3.connect(uri, uri=True)
     try:
         return found_version(conn, path)
