@@ -499,3 +499,15 @@ def test_check_max_norm_allows_numbers_above_zero_tensors_and_policies() -> None
     for bad in (0, -1.0, float("nan"), True, "1.0", None):
         with pytest.raises(ValueError, match="Invalid max_norm: .*; allowed: max_norm > 0"):
             check_max_norm(bad)
+
+
+@pytest.mark.parametrize("mode", ["global", "layer"])
+@pytest.mark.parametrize("foreach", [False, True])
+def test_a_norm_equal_to_the_threshold_is_not_clipped(mode, foreach) -> None:
+    """``||g|| == tau`` gives factor 1 exactly: ``tau / ||g||`` by true division (torch computes
+    a Python number over a tensor as ``tau * (1 / ||g||)``: 0.99999994 for 355)."""
+    for value in (355.0, 3.0, 0.1, 7e-3):
+        grads = [torch.tensor([value])]
+        out, stats = clip_tensors(grads, mode, value, foreach=foreach)
+        assert torch.equal(out[0], grads[0])
+        assert stats.clip_factor.item() == 1.0

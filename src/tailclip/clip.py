@@ -189,6 +189,14 @@ def clip_threshold(max_norm: float | Tensor | ThresholdPolicy, grad_norm: Tensor
     return max_norm
 
 
+def _ratio(tau: float | Tensor, norms: Tensor) -> Tensor:
+    """``tau / norms`` by true division: a Python number over a tensor is computed by torch as
+    ``tau * (1 / norms)``, which gives 0.99999994 for ``tau == ||g||`` (a spurious clip)."""
+    if not isinstance(tau, Tensor):
+        tau = torch.full_like(norms, tau)
+    return tau / norms
+
+
 def clip_coefficients(
     norms: Tensor,
     mode: ClipMode,
@@ -213,11 +221,11 @@ def clip_coefficients(
     grad_norm = torch.linalg.vector_norm(norms)
     if mode in ("global", "group"):
         clipped_by = grad_norm if total_norm is None else total_norm
-        coef = torch.clamp(clip_threshold(threshold, clipped_by) / clipped_by, max=1.0)
+        coef = torch.clamp(_ratio(clip_threshold(threshold, clipped_by), clipped_by), max=1.0)
         return [coef] * norms.shape[0], ClipStats.of(grad_norm, grad_norm * coef)
     tau = clip_threshold(threshold, grad_norm)
     if mode == "layer":
-        coefs = torch.clamp(tau / norms, max=1.0)
+        coefs = torch.clamp(_ratio(tau, norms), max=1.0)
         return list(coefs.unbind()), ClipStats.of(grad_norm, torch.linalg.vector_norm(norms * coefs))
     raise ValueError(f"Invalid mode: {mode!r}; allowed: 'global', 'group' or 'layer' (clipping by a norm)")
 
@@ -234,7 +242,7 @@ def clip_grads_with_norm_(
     tensors = list(tensors)
     if not tensors:
         return
-    coef = torch.clamp(max_norm / norm, max=1.0)  # tau / 0 = inf clamps to 1
+    coef = torch.clamp(_ratio(max_norm, norm), max=1.0)  # tau / 0 = inf clamps to 1
     if foreach:
         for index in device_dtype_buckets(tensors):
             group = [tensors[i] for i in index]
