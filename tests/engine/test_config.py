@@ -89,7 +89,9 @@ ERROR_CASES = [
     pytest.param(
         mutated(optimizer={"momentum": 1.5}), "optimizer.momentum", "0 <= momentum < 1", id="momentum"
     ),
-    pytest.param(mutated(optimizer={"clip": "bad"}), "optimizer.clip", "'global', 'group', 'layer'", id="clip-mode"),
+    pytest.param(
+        mutated(optimizer={"clip": "bad"}), "optimizer.clip", "'global', 'group', 'layer'", id="clip-mode"
+    ),
     pytest.param(
         {**mutated(), "optimizer": {"name": "nsgd"}}, "optimizer.lr", "missing required", id="no-lr"
     ),
