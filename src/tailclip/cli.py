@@ -22,6 +22,10 @@
 validated before the store is opened: a user error prints one line to stderr and exits with
 code 2, writing nothing. A failed run exits with code 1. Progress bars appear only when stdout
 is a terminal; otherwise a sweep prints one line per run.
+
+Length (over ~500 lines): one typer command per verb, each its arguments, the call into the
+engine and its rich output; nothing else lives here (progress: ``engine/progress.py``,
+advice: ``tailclip.advise``, tables: ``engine/tables.py``).
 """
 
 from __future__ import annotations

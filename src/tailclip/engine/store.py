@@ -32,6 +32,9 @@ machine), is *interrupted* and can be claimed again; :meth:`ResultsStore.expire_
 
 A ``ResultsStore`` is cheap to create; it opens one connection per thread and per process, so
 one object may be shared by threads, and survives a fork.
+
+Length (over ~500 lines): one idea, the results store's SQL; the schema marker and the lease
+thread are already apart (``_schema.py``, ``lease.py``); what remains is one table set's queries.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ group's parameters and gradients (``None`` grads skipped, sparse grads rejected)
 gradients for NaN/Inf under the ``nonfinite`` policy, and records per-step statistics. The
 update itself is a functional core in each optimizer's module, called by
 :meth:`ClipOptimizer._update_group`; the cores take validated hyperparameters and check nothing.
+
+Length (over ~500 lines): one idea, the step protocol every rule shares; its parts (the
+validation helpers, the model-wide step, the state_dict format) call each other and would only
+be split into modules that import one another.
 """
 
 from __future__ import annotations
