@@ -33,7 +33,7 @@ from tailclip.advise.bakeoff import Finalist, ensure_run, final_metric, run_conf
 from tailclip.advise.candidates import lr_of, with_lr
 from tailclip.advise.plan import Plan
 
-__all__ = ["LR_FACTORS", "ControlResult", "relative_gap", "run_control"]
+__all__ = ["LR_FACTORS", "ControlResult", "no_gain_message", "relative_gap", "run_control"]
 
 LR_FACTORS = (1 / 3, 1.0, 3.0)
 KEEP_FRACTION = 0.5
@@ -45,6 +45,21 @@ def relative_gap(winner: float, loser: float) -> float:
     if math.isinf(loser):
         return 0.0 if math.isinf(winner) else 1.0
     return (loser - winner) / abs(loser) if loser else 0.0
+
+
+def no_gain_message(
+    names: tuple[str, str], small: tuple[float, float], large: tuple[float, float], at: str
+) -> str:
+    """The control's words when the finalists tied: who had the lower loss at each batch, by the
+    measured means (the recommendation's order is a tie-break and says nothing about them)."""
+    small_lead = names[0] if small[0] <= small[1] else names[1]
+    large_lead = names[0] if large[0] <= large[1] else names[1]
+    order = "as well" if small_lead == large_lead else "instead"
+    return (
+        f"{names[0]} and {names[1]} tied at the training batch (within the seed spread; {small_lead} "
+        f"lower), so there is no gain to explain; {at} {large_lead} is lower {order}: final losses "
+        f"{large[0]:.4g} and {large[1]:.4g}"
+    )
 
 
 @dataclass(frozen=True)
@@ -122,11 +137,7 @@ def run_control(
     at = f"at batch {plan.control_batch} ({factor:.3g}x, noise scale x{reduction:.2g})"
     if not significant:
         outcome, explained = "no gain", None
-        message = (
-            f"{names[0]} and {names[1]} tied at the training batch, so there is no gain to explain; "
-            f"{at} the final {'' if large_w <= large_r else 'ranking flips: '}losses are "
-            f"{large_w:.4g} and {large_r:.4g}"
-        )
+        message = no_gain_message(names, (winner.mean, rival.mean), (large_w, large_r), at)
     elif reduction > WEAK_REDUCTION:
         outcome, explained = "weak", None
         message = (
