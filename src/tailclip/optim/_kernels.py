@@ -14,11 +14,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tailclip.clip import device_dtype_buckets
+from tailclip.clip import ClipMode, ClipStats, ThresholdPolicy, clip_tensors_unchecked, device_dtype_buckets
 
 __all__ = [
     "CPU_BLOCK_NUMEL",
     "add_scaled_",
+    "clipped_for_torch",
     "coupled_decay",
     "cpu_blocks",
     "device_dtype_buckets",
@@ -108,3 +109,31 @@ def signed(grads: list[Tensor], maximize: bool, foreach: bool) -> list[Tensor]:
     if foreach:
         return list(torch._foreach_neg(grads))
     return [torch.neg(g) for g in grads]
+
+
+def clipped_for_torch(
+    params: list[Tensor],
+    grads: list[Tensor],
+    *,
+    clip: ClipMode,
+    max_norm: float | Tensor | ThresholdPolicy,
+    weight_decay: float,
+    maximize: bool,
+    norms: Tensor | None,
+    total_norm: Tensor | None,
+) -> tuple[list[Tensor], ClipStats, float, bool]:
+    """What a coupled-decay rule hands to torch's own kernel (fused SGD, fused Adagrad).
+
+    Without clipping: the raw gradients, with torch's ``weight_decay`` and ``maximize``. With
+    clipping: the clipped ``u_t = clip(s g_t + wd x_t)`` (``s = -1`` with ``maximize``), with
+    decay and ``maximize`` already in it, so torch gets ``0.0`` and ``False``. Returns the
+    tensors, the clipping statistics, and torch's ``weight_decay`` and ``maximize``.
+    """
+    if clip is None:
+        _, stats = clip_tensors_unchecked(grads, None, max_norm, True, norms)
+        return grads, stats, weight_decay, maximize
+    updates = signed(grads, maximize, True)
+    if weight_decay != 0:
+        updates, norms = coupled_decay(updates, params, weight_decay, True), None
+    updates, stats = clip_tensors_unchecked(updates, clip, max_norm, True, norms, total_norm)
+    return updates, stats, 0.0, False

@@ -55,7 +55,14 @@ from tailclip.optim._base import (
     clipped_norm,
     unsupported,
 )
-from tailclip.optim._kernels import add_scaled_, coupled_decay, cpu_blocks, per_tensor, signed
+from tailclip.optim._kernels import (
+    add_scaled_,
+    clipped_for_torch,
+    coupled_decay,
+    cpu_blocks,
+    per_tensor,
+    signed,
+)
 from tailclip.optim._registry import VectorizedRule, register_optimizer
 
 
@@ -144,15 +151,10 @@ def _fused_clip_adagrad(
     total_norm: Tensor | None,
 ) -> ClipStats:
     """torch's fused Adagrad (``torch.optim.adagrad.adagrad``) on ``u_t``."""
-    if clip is None:
-        updates, stats = clip_tensors_unchecked(grads, None, max_norm, True, norms)
-        fused_decay, fused_maximize = weight_decay, maximize
-    else:
-        updates = signed(grads, maximize, True)
-        if weight_decay != 0:
-            updates, norms = coupled_decay(updates, params, weight_decay, True), None
-        updates, stats = clip_tensors_unchecked(updates, clip, max_norm, True, norms, total_norm)
-        fused_decay, fused_maximize = 0.0, False
+    updates, stats, fused_decay, fused_maximize = clipped_for_torch(
+        params, grads, clip=clip, max_norm=max_norm, weight_decay=weight_decay, maximize=maximize,
+        norms=norms, total_norm=total_norm,
+    )
     torch_adagrad(
         params, updates, sums, steps, fused=True, lr=lr, weight_decay=fused_decay,
         lr_decay=lr_decay, eps=eps, maximize=fused_maximize,

@@ -45,7 +45,7 @@ from tailclip.optim._base import (
     check_unit_interval,
     unsupported,
 )
-from tailclip.optim._kernels import coupled_decay, cpu_blocks, per_tensor, signed
+from tailclip.optim._kernels import clipped_for_torch, coupled_decay, cpu_blocks, per_tensor, signed
 from tailclip.optim._registry import VectorizedRule, register_optimizer
 
 CLIP_TARGETS = ("gradient", "momentum")
@@ -203,15 +203,10 @@ def _fused_clip_sgd(
     total_norm: Tensor | None,
 ) -> ClipStats:
     """``torch._fused_sgd_`` (through ``torch.optim.sgd.sgd``) on ``u_t``; gradient target only."""
-    if clip is None:
-        updates, stats = clip_tensors_unchecked(grads, None, max_norm, True, norms)
-        updates, fused_decay, fused_maximize = grads, weight_decay, maximize
-    else:
-        updates = signed(grads, maximize, True)
-        if weight_decay != 0:
-            updates, norms = coupled_decay(updates, params, weight_decay, True), None
-        updates, stats = clip_tensors_unchecked(updates, clip, max_norm, True, norms, total_norm)
-        fused_decay, fused_maximize = 0.0, False
+    updates, stats, fused_decay, fused_maximize = clipped_for_torch(
+        params, grads, clip=clip, max_norm=max_norm, weight_decay=weight_decay, maximize=maximize,
+        norms=norms, total_norm=total_norm,
+    )
     # torch's kernel starts buffers (m_1 = u_1) only when all of a call's are new: one call for
     # the tensors whose buffer exists, one for those whose buffer starts now
     new = [i for i, b in enumerate(momentum_buffers) if b is None]
