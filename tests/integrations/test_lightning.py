@@ -9,15 +9,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as L  # noqa: E402  (the integrations extra; a hard import: never skipped)
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-L = pytest.importorskip("lightning.pytorch")
-
 from integration_cases import AGNI_CASES, RESUME_CASES  # noqa: E402
 from lightning.pytorch.loggers.logger import Logger  # noqa: E402
+from torch import nn
 
 from tailclip.integrations.lightning import TailclipCallback  # noqa: E402
 from tailclip.optim import OPTIMIZERS, NoiseInjection  # noqa: E402

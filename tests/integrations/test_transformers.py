@@ -12,9 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-
-transformers = pytest.importorskip("transformers")
-
+import transformers  # noqa: E402  (the tasks extra; a hard import: never skipped)
 from integration_cases import AGNI_CASES, RESUME_CASES  # noqa: E402
 
 from tailclip.integrations._common import find_tailclip_optimizer  # noqa: E402
@@ -122,7 +120,6 @@ def test_make_optimizer_builds_trainers_decay_groups(tmp_path: Path) -> None:
 
 
 def test_metrics_logged_through_trainer_equal_the_model_wide_norm(tmp_path: Path, monkeypatch: Any) -> None:
-    pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
