@@ -45,7 +45,9 @@ def test_control_uses_sixteen_batches_for_large_data() -> None:
     plan = make_plan(600.0, 600, 0.01, 5, 128, 60_000)
     assert plan.control_batch == 2048 and plan.control_steps == int((20.0 - 1.0) / 0.16)
     tight = make_plan(60.0, 600, 0.01, 5, 128, 60_000)
-    assert tight.control_steps == -(-tight.trial_steps // 16)  # never fewer than the same examples
+    # 16 B affords 6 steps in its share (2 s), the same examples 7: too few, so 8 B (12 affordable)
+    assert tight.control_batch == 1024 and not tight.control_too_short
+    assert tight.control_steps == max(-(-tight.trial_steps // 8), 12)  # never fewer than the same examples
 
 
 def test_stream_control_keeps_the_steps_when_the_large_batch_is_cheap() -> None:
@@ -55,11 +57,40 @@ def test_stream_control_keeps_the_steps_when_the_large_batch_is_cheap() -> None:
     assert dear.control_steps == 19
 
 
+def test_control_falls_back_to_four_batches_for_ten_steps() -> None:
+    """text-agni's measured speed (0.569 s a step at batch 16, 1.55 s an evaluation): 16 B affords
+    3 steps and 8 B 6 in the control's share; 4 B affords 13."""
+    plan = make_plan(1064.0, 100, 0.569, 7, 16, 120_000, eval_seconds=1.55)
+    share = 1064.0 * 0.2 / 6 - 2 * 1.55 - 1.0
+    assert int(share / (0.569 * 16)) < 10 and int(share / (0.569 * 8)) < 10
+    assert plan.control_batch == 64 and plan.control_steps == int(share / (0.569 * 4)) >= 10
+    assert not plan.control_too_short and plan.control_budget_minutes is None
+
+
+def test_control_too_short_names_a_budget_that_affords_one() -> None:
+    plan = make_plan(300.0, 100, 0.569, 7, 16, 120_000, eval_seconds=1.55)
+    assert plan.control_too_short and plan.control_batch == 64 and plan.control_steps < 10
+    assert plan.control_budget_seconds is not None
+    assert plan.control_budget_minutes == -(-plan.control_budget_seconds // 60)
+    enough = make_plan(plan.control_budget_seconds, 100, 0.569, 7, 16, 120_000, eval_seconds=1.55)
+    assert not enough.control_too_short and enough.control_steps >= 10
+
+
+def test_stream_control_step_time_scales_with_the_fallback_batch() -> None:
+    """On a stream the step time is measured at 16 B; at 4 B it is taken as a quarter of it."""
+    plan = make_plan(600.0, 60, 0.001, 7, 1, None, stream_control_step_seconds=4.0)
+    spare = 600.0 * 0.2 / 6 - 1.0
+    assert max(int(spare / 4.0), 60 // 16 + 1) < 10 and max(int(spare / 2.0), 60 // 8 + 1) < 10
+    assert plan.control_batch == 4 and plan.control_steps == int(spare / 1.0)
+
+
 def test_fixed_run_length_does_not_depend_on_speed() -> None:
     fast = make_plan(60.0, 640, 1e-6, 5, 64, 4096, trial_steps=640)
     slow = make_plan(60.0, 640, 10.0, 5, 64, 4096, trial_steps=640)
     assert fast == slow
     assert fast.trial_steps == 640 and fast.lr_points == 5 and fast.control_steps == 10
+    short = make_plan(60.0, 640, 1.0, 5, 64, 4096, trial_steps=64)
+    assert short.control_batch == 4096 and short.control_steps == 10  # one epoch is one step: 10 at least
     stream = make_plan(60.0, 300, 10.0, 7, 1, None, trial_steps=300)
     assert stream.control_batch == 16 and stream.control_steps == 300
 

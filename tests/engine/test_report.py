@@ -426,6 +426,22 @@ def test_report_of_an_advise_store_opens_with_the_advice(advised):
     assert all(f"<li>{escape(line)}</li>" in section for line in advice["what_would_change"])
 
 
+def test_a_control_too_short_to_run_shows_its_reason_and_no_table(advised):
+    from tailclip.engine.advice_section import advice_section_html
+
+    control = {
+        **advised["advice"]["control"],
+        "outcome": "too short",
+        "explained_by_noise": None,
+        "large_batch": [None, None],
+        "run_ids": [],
+        "message": "too short to conclude: the budget affords 6 steps at batch 64 (4x)",
+    }
+    section = advice_section_html({**advised["advice"], "control": control}, "advice-x")
+    assert "too short: no conclusion</span> too short to conclude: the budget affords 6 steps" in section
+    assert "<h3>Control</h3>" in section and f"batch {control['batch_size']}</th>" not in section
+
+
 def test_advice_is_recorded_once_however_many_runs_carry_it(advised):
     with ResultsStore(advised["store"], read_only=True) as store:
         recorded = store.artifacts(kind="advice/json")

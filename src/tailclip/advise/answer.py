@@ -182,6 +182,11 @@ class Answer:
                 f"the bake-off ran {plan.trial_steps} of the config's {m.total_steps} steps: "
                 "at full length the ranking may differ"
             )
+        if self.control is not None and self.control.outcome == "too short":
+            out.append(
+                f"a control at a larger batch (--budget-minutes {self.plan.control_budget_minutes}"
+                " or more): it would tell whether the gap between the finalists comes from the noise"
+            )
         if self.control is not None and self.control.explained_by_noise is False:
             out.append(
                 "the gain survives without noise, so it comes from the optimizer's geometry (curvature, "

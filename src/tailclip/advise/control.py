@@ -14,7 +14,11 @@ times 1/3, 1 and 3 (the best step size moves with the batch), and compares their
 * **no gain**: the finalists tied at the training batch (lead within the seed spread), so there
   is nothing to explain; the large-batch numbers are still reported;
 * **weak**: the large batch shrinks the noise by less than half (see below), so it cannot tell
-  noise from geometry; the numbers are reported, no conclusion is drawn.
+  noise from geometry; the numbers are reported, no conclusion is drawn;
+* **too short**: the budget affords fewer than ``min(10, T')`` steps at every batch the plan
+  tries (:mod:`tailclip.advise.plan`): no control runs, and the answer names the budget that
+  would afford one. A control of a few steps compares the first moments of training, not the
+  methods, and its ranking says nothing about the noise.
 
 The relative gap is ``(loser - winner) / |loser|``. At ``K`` times the batch an alpha-stable noise
 shrinks only by ``K^(1/alpha - 1)`` (``K^(-1/2)`` for finite variance), so the answer records that
@@ -31,9 +35,10 @@ from typing import Any
 from tailclip.advise._engine import ExperimentConfig, ResultsStore
 from tailclip.advise.bakeoff import Finalist, ensure_run, final_metric, run_config
 from tailclip.advise.candidates import lr_of, with_lr
+from tailclip.advise.plan import MIN_CONTROL_STEPS
 from tailclip.advise.plan import Plan
 
-__all__ = ["LR_FACTORS", "ControlResult", "no_gain_message", "relative_gap", "run_control"]
+__all__ = ["LR_FACTORS", "ControlResult", "no_gain_message", "relative_gap", "run_control", "too_short"]
 
 LR_FACTORS = (1 / 3, 1.0, 3.0)
 KEEP_FRACTION = 0.5
@@ -64,7 +69,7 @@ def no_gain_message(
 
 @dataclass(frozen=True)
 class ControlResult:
-    """The control's runs and conclusion (``outcome`` in holds / flips / vanishes / no gain / weak)."""
+    """The control's runs and conclusion (``outcome``: holds / flips / vanishes / no gain / weak / too short)."""
 
     batch_size: int
     steps: int
@@ -170,4 +175,28 @@ def run_control(
         explained_by_noise=explained,
         message=message,
         run_ids=tuple(ids_w + ids_r),
+    )
+
+
+def too_short(config: ExperimentConfig, winner: Finalist, rival: Finalist, plan: Plan) -> ControlResult:
+    """The control that did not run: ``plan.control_too_short`` (see the module docstring)."""
+    needed = min(MIN_CONTROL_STEPS, plan.trial_steps)
+    message = (
+        f"too short to conclude: the budget affords {plan.control_steps} steps at batch "
+        f"{plan.control_batch} ({plan.control_batch / config.train.batch_size:.3g}x), fewer than the "
+        f"{needed} a comparison needs, so no control ran; --budget-minutes {plan.control_budget_minutes} or more "
+        "would afford one"
+    )
+    return ControlResult(
+        batch_size=plan.control_batch,
+        steps=plan.control_steps,
+        noise_reduction=math.nan,
+        labels=(winner.candidate.label, rival.candidate.label),
+        small_batch=(winner.mean, rival.mean),
+        large_batch=(math.nan, math.nan),
+        large_batch_optimizers=(winner.optimizer, rival.optimizer),
+        outcome="too short",
+        explained_by_noise=None,
+        message=message,
+        run_ids=(),
     )

@@ -21,7 +21,7 @@ from tailclip.advise._engine import ADVICE_KIND, TASKS, ExperimentConfig, Result
 from tailclip.advise.answer import Answer, decide, leads, to_json
 from tailclip.advise.bakeoff import bake_off, finalists, run_seeds
 from tailclip.advise.candidates import choose_candidates
-from tailclip.advise.control import LR_FACTORS, run_control
+from tailclip.advise.control import LR_FACTORS, run_control, too_short
 from tailclip.advise.measure import measure
 from tailclip.advise.plan import Plan, default_budget_seconds, make_plan
 
@@ -157,7 +157,9 @@ def advise(
         )
         decision = decide(ranked, measurement.verdict)
         control = None
-        if decision.rival is not None:
+        if decision.rival is not None and plan.control_too_short:
+            control = too_short(config, decision.recommended, decision.rival, plan)
+        elif decision.rival is not None:
             rival, recommended = decision.rival, decision.recommended
             control = run_control(
                 config,

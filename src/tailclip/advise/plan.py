@@ -14,9 +14,14 @@ for that is overrun, and the answer says so.
 The control batch (Kunstner et al., ICLR 2023): the full batch when the task's data is finite and
 holds at most ``max(64 B, 8192)`` examples, else ``16 B``. It runs at least the same number of
 examples (``T' B / B_control`` steps) and at most ``T'`` steps: as many as the control's share
-affords at the large batch's step time (``16 s`` on finite data, measured on a stream). Full-batch
-methods need many steps (Kunstner et al. ran far more epochs at full batch), so a control of a
-handful of steps would compare the first moments of training, not the methods.
+affords at the large batch's step time (``K s`` at ``K`` times the batch on finite data; on a
+stream the step time measured at ``16 B``, scaled by ``K / 16``). Full-batch methods need many
+steps (Kunstner et al. ran far more epochs at full batch), so a control of a handful of steps
+would compare the first moments of training, not the methods: a control needs at least
+``min(10, T')`` steps. When the first choice of batch cannot afford them, the plan falls back to
+``8 B``, then ``4 B`` (still a noise reduced by at least half under finite variance); when none can,
+``control_too_short`` is set, no control runs and the answer says so, with the budget that would
+afford one (``control_budget_seconds``).
 """
 
 from __future__ import annotations
@@ -39,11 +44,18 @@ SHARES = {"bakeoff": 0.55, "finalists": 0.25, "control": 0.2}
 MIN_STEPS = 20
 MAX_BUDGET = 20 * 60.0
 MIN_BUDGET = 60.0
+MIN_CONTROL_STEPS = 10
+FALLBACK_FACTORS = (8, 4)
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The sizes of one ``advise`` (see the module docstring); ``over_budget`` when ``T'`` hit its floor."""
+    """The sizes of one ``advise`` (see the module docstring); ``over_budget`` when ``T'`` hit its floor.
+
+    ``control_too_short``: no batch of the control affords ``min(10, T')`` steps in its share (no
+    control runs); ``control_budget_seconds`` is then the budget whose share would afford them at
+    ``4 B``.
+    """
 
     budget_seconds: float
     trial_steps: int
@@ -53,6 +65,13 @@ class Plan:
     control_batch: int
     control_steps: int
     over_budget: bool
+    control_too_short: bool = False
+    control_budget_seconds: float | None = None
+
+    @property
+    def control_budget_minutes(self) -> int | None:
+        """``control_budget_seconds`` in whole minutes, rounded up (``None`` when it is not set)."""
+        return None if self.control_budget_seconds is None else math.ceil(self.control_budget_seconds / 60)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,24 +114,27 @@ def make_plan(
     """Size the bake-off, the finalists' seeds and the control for ``budget_seconds`` (see above).
 
     ``stream_control_step_seconds``: a stream's step time at ``16 B`` (default: ``16 s``).
-    ``trial_steps`` fixes ``T'`` instead (5 step sizes; the control runs the same number of examples
-    on finite data, ``T'`` steps on a stream): a plan that does not depend on the machine's speed.
+    ``trial_steps`` fixes ``T'`` instead (5 step sizes; the control, at the first choice of batch,
+    runs the same number of examples on finite data, at least ``min(10, T')`` steps, and ``T'``
+    steps on a stream): a plan that does not depend on the machine's speed.
     """
     floor = min(total_steps, MIN_STEPS)
     if examples is not None and examples <= max(64 * batch_size, 8192):
-        control_batch = examples
+        first = examples
     else:
-        control_batch = STREAM_FACTOR * batch_size
-    factor = control_batch / batch_size
+        first = STREAM_FACTOR * batch_size
+    batches = [first, *(k * batch_size for k in FALLBACK_FACTORS if k * batch_size < first)]
     if trial_steps is not None:
+        factor = first / batch_size
+        same_examples = math.ceil(trial_steps / factor) if examples is not None else trial_steps
         return Plan(
             budget_seconds=float(budget_seconds),
             trial_steps=trial_steps,
             eval_every=max(1, trial_steps // 3),
             lr_points=5,
             seeds=seeds,
-            control_batch=control_batch,
-            control_steps=max(1, math.ceil(trial_steps / factor)) if examples is not None else trial_steps,
+            control_batch=first,
+            control_steps=min(trial_steps, max(same_examples, MIN_CONTROL_STEPS)),
             over_budget=False,
         )
 
@@ -132,19 +154,35 @@ def make_plan(
         steps = fit(points)
     over = steps < floor
     steps = max(steps, floor)
+
+    def large_step_seconds(batch: int) -> float:
+        if examples is None and stream_control_step_seconds is not None:
+            return stream_control_step_seconds * batch / (STREAM_FACTOR * batch_size)
+        return step_seconds * batch / batch_size
+
     share = budget_seconds * SHARES["control"] / CONTROL_RUNS
-    large = step_seconds * factor
-    if examples is None and stream_control_step_seconds is not None:
-        large = stream_control_step_seconds
-    affordable = int((share - CONTROL_EVALS * eval_seconds - RUN_OVERHEAD) / max(large, 1e-9))
-    control_steps = min(steps, max(math.ceil(steps / factor), affordable, 1))
+    needed = min(MIN_CONTROL_STEPS, steps)
+    too_short: dict[str, Any] = {}
+    for batch in batches:
+        spare = share - CONTROL_EVALS * eval_seconds - RUN_OVERHEAD
+        affordable = int(spare / max(large_step_seconds(batch), 1e-9))
+        control_steps = min(steps, max(math.ceil(steps * batch_size / batch), affordable, 1))
+        if control_steps >= needed:
+            break
+    else:
+        run = needed * large_step_seconds(batch) + CONTROL_EVALS * eval_seconds + RUN_OVERHEAD
+        too_short = {
+            "control_too_short": True,
+            "control_budget_seconds": CONTROL_RUNS * run / SHARES["control"],
+        }
     return Plan(
         budget_seconds=float(budget_seconds),
         trial_steps=steps,
         eval_every=max(1, steps // 3),
         lr_points=points,
         seeds=seeds,
-        control_batch=control_batch,
+        control_batch=batch,
         control_steps=control_steps,
         over_budget=over,
+        **too_short,
     )

@@ -100,6 +100,8 @@ def _control_text(answer: Answer) -> Text:
     c = answer.control
     if c is None:
         return Text("Control: only one finalist, nothing to compare.")
+    if not c.run_ids:
+        return Text(f"Control: {c.message}.")
     return Text(
         f"Control ({c.steps} steps at batch {c.batch_size}, best of step sizes x1/3, x1, x3): {c.message}."
     )

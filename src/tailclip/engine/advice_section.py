@@ -27,8 +27,8 @@ __all__ = ["ADVICE_KIND", "advice_section_html"]
 
 ADVICE_KIND = "advice/json"
 
-# the control's ``explained_by_noise``: None when it cannot conclude (no gain to explain, or a
-# large batch that barely reduces the noise)
+# the control's ``explained_by_noise``: None when it cannot conclude (no gain to explain, a
+# large batch that barely reduces the noise, or a budget too small to run it)
 _CONCLUSIONS = {
     True: "the gain is explained by the noise",
     False: "the gain is not explained by the noise",
@@ -154,7 +154,7 @@ def _control_html(data: Mapping[str, Any]) -> str:
     return (
         f'<h3>Control</h3><p><span class="noise-verdict control">{escape(control["outcome"])}: '
         f"{_CONCLUSIONS[control['explained_by_noise']]}</span> {escape(control['message'])}.</p>"
-        + table.html()
+        + (table.html() if control["run_ids"] else "")
     )
 
 
