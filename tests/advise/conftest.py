@@ -13,6 +13,7 @@ import pytest
 
 from tailclip.advise import Answer, advise
 from tailclip.engine.config import parse_config
+from tailclip.engine.yaml_loading import load_config
 
 BUDGET_MINUTES = 1.0
 
@@ -58,6 +59,14 @@ def stable_answer(tmp_path_factory: pytest.TempPathFactory) -> Answer:
 def gaussian_answer(tmp_path_factory: pytest.TempPathFactory) -> Answer:
     store = tmp_path_factory.mktemp("advise-gaussian") / "runs.sqlite"
     return advise(quadratic_config("gaussian", store), budget_minutes=BUDGET_MINUTES, trial_steps=300)
+
+
+@pytest.fixture(scope="session")
+def remark1_answer(tmp_path_factory: pytest.TempPathFactory) -> Answer:
+    """The built-in ``synthetic-remark1`` (vectorized: advised through its model twin), full length."""
+    store = tmp_path_factory.mktemp("advise-remark1") / "runs.sqlite"
+    config = load_config("synthetic-remark1", [f"output.store={store}"])
+    return advise(config, budget_minutes=BUDGET_MINUTES, trial_steps=100)
 
 
 @pytest.fixture(scope="session")

@@ -48,11 +48,14 @@ def test_bad_options_exit_2_with_one_line_and_write_nothing(
     assert not (tmp_path / "runs").exists()
 
 
-def test_vectorized_task_is_a_user_error(tmp_path: Path) -> None:
-    config = write_config(tmp_path, "clip_sgd", name="stochastic-quadratic", options={})
+def test_a_vectorized_task_without_noise_is_a_user_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "clip_sgd", name="stochastic-quadratic", options={"noise": "none"})
     result = runner.invoke(app, ["advise", str(config)])
-    assert result.exit_code == 2
-    assert "task.name: 'stochastic-quadratic' is a vectorized task; allowed: a model task" in result.stderr
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert (
+        "task.options.noise: 'none' has no gradient noise to advise on; "
+        "allowed: stable, pareto, student_t, gaussian, skewed"
+    ) in result.stderr
     assert not (tmp_path / "runs").exists()
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from _advice_fakes import finalist
+
 from tailclip.advise.control import no_gain_message, too_short
 from tailclip.advise.plan import make_plan
 from tailclip.engine.config import parse_config
-
-from _advice_fakes import finalist
 
 AT = "at batch 512 (16x, noise scale x0.26)"
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from tailclip.advise import Answer
 from tailclip.advise.candidates import is_clipped
+from tailclip.engine.yaml_loading import load_config
 
 
 def test_heavy_tailed_quadratic_gets_a_clipped_method(stable_answer: Answer) -> None:
@@ -48,3 +51,20 @@ def test_imbalanced_softmax_gain_is_not_explained_by_noise(imbalanced_answer: An
     assert out["recommendation"]["optimizer"]["name"] == "adamw"
     yours = next(r for r in out["ranking"] if r["label"] == "yours")
     assert out["ranking"][0]["mean"] < yours["mean"] / 2
+
+
+def test_a_synthetic_config_is_advised_through_its_model_twin(remark1_answer: Answer) -> None:
+    """synthetic-remark1: pareto noise with alpha 1.5 (infinite variance): heavy-tailed, clip."""
+    out = remark1_answer.to_dict()
+    assert out["noise"]["verdict"] == "heavy-tailed"
+    assert is_clipped(out["recommendation"]["optimizer"])
+    assert out["twin"]["original_task"] == "stochastic-quadratic" and out["twin"]["task"] == "noisy-quadratic"
+    assert out["twin"]["left_out"] and all(line.startswith("autoclip: ") for line in out["twin"]["left_out"])
+    assert "Advised on the model twin of stochastic-quadratic" in out["recommendation"]["reason"]
+    # every candidate, and so the recommendation, is a spec the vectorized config runs
+    labels = {c["label"]: c["optimizer"] for c in out["candidates"]}
+    assert labels["adamw"] == {"name": "clip_adam", "weight_decay": 0.0}
+    for spec in [c["optimizer"] for c in out["candidates"]] + [out["recommendation"]["optimizer"]]:
+        overrides = [*out["recommendation"]["config_overrides"], f"optimizer={json.dumps(spec)}"]
+        config = load_config("synthetic-remark1", overrides)
+        assert config.task.name == "stochastic-quadratic"

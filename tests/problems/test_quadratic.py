@@ -104,3 +104,26 @@ def test_invalid_family_parameter_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match=r"task.options: Invalid alpha: 2.5"):
         make_task(noise="stable", alpha=2.5)
+
+
+def test_start_puts_the_optimum_at_zero_and_starts_at_start() -> None:
+    task = make_task(start=2.5)
+    assert torch.equal(task.model.x_star, torch.zeros(6, dtype=torch.float64))
+    assert torch.equal(task.model.x.detach(), torch.full((6,), 2.5, dtype=torch.float64))
+    default = make_task()
+    assert not torch.equal(default.model.x_star, torch.zeros(6, dtype=torch.float64))
+    assert not default.model.x.detach().any()
+
+
+def test_isotropic_noise_has_the_family_norm_and_uniform_directions() -> None:
+    import numpy as np
+    import scipy.stats as st
+
+    task = make_task(seed=1, dim=5, noise="pareto", alpha=1.5, isotropic=True)
+    xi = np.stack([task.train_batch().numpy() for _ in range(3000)])
+    norms = np.linalg.norm(xi, axis=1)
+    assert st.kstest(norms, st.lomax(1.5).cdf).pvalue > 0.01
+    assert st.kstest(norms, st.lomax(2.0).cdf).pvalue < 0.01
+    assert np.abs((xi / norms[:, None]).mean(axis=0)).max() < 4 / math.sqrt(3000 * 5)
+    with pytest.raises(ValueError, match="isotropic: true with noise 'skewed'"):
+        make_task(noise="skewed", alpha=3.0, isotropic=True)

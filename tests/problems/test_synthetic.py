@@ -287,3 +287,50 @@ def test_runner_logs_quantiles_over_independent_runs(tmp_path) -> None:
     (evaluated,) = store.artifacts(run_id=run_id, kind="per_run/eval/clip_fraction")
     assert np.load(evaluated.path).shape == (300,)
     assert {"train/error/q10", "train/clipped/mean", "eval/clip_fraction/q50"} <= set(series)
+
+
+def test_model_twin_trains_one_run_of_the_problem() -> None:
+    """noisy-quadratic with the twin's options, trained by the optimizer class through autograd,
+    follows run 0 of the vectorized task exactly (same seed: the same noise stream)."""
+    options = {"runs": 1, "dim": 4, "condition_number": 10.0, "x0": 2.0, "noise": "pareto", "alpha": 1.5}
+    hp = {"lr": 0.1, "momentum": 0.9, "clip": "global", "max_norm": 0.5}
+    task = make_task(options, {"name": "clip_sgd", **hp})
+    twin = StochasticQuadratic.model_twin(StochasticQuadratic.Options.model_validate(options))
+    assert twin.task == "noisy-quadratic" and twin.resets == {}
+    config = parse_config(
+        {
+            "name": "twin",
+            "task": {"name": twin.task, "options": twin.options},
+            "optimizer": {"name": "clip_sgd", **hp},
+            "train": {"steps": 10, "seed": 3},
+        }
+    )
+    cls = TASKS[twin.task]
+    context = task_context(config, torch.device("cpu"))
+    model_task = cls(cls.Options.model_validate(config.task.options), context)
+    assert torch.equal(model_task.model.x.detach(), task.x[0]) and not model_task.model.x_star.any()
+    optimizer = ClipSGD(model_task.model.parameters(), foreach=False, **hp)
+    for _ in range(30):
+        task.step(1.0)
+        loss, _ = model_task.loss(model_task.train_batch())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.equal(model_task.model.x.detach(), task.x[0])
+
+
+def test_model_twin_lists_what_it_does_not_carry() -> None:
+    options = StochasticQuadratic.Options.model_validate(
+        {"runs": 50, "dim": 3, "noise": "stable", "alpha": 1.6, "step_size": "inverse",
+         "threshold": "theory", "average": "uniform", "average_start": 5}
+    )
+    twin = StochasticQuadratic.model_twin(options)
+    assert [line.split(":")[0] for line in twin.not_carried] == [
+        "runs", "step_size", "threshold", "average", "average_start"
+    ]
+    assert twin.resets == {
+        "step_size": "constant", "threshold": "constant", "average": "none", "average_start": 0
+    }
+    assert (twin.options["start"], twin.options["scale"], twin.options["dtype"]) == (1.0, 1.0, "float64")
+    with pytest.raises(ValueError, match="task.options.noise: 'none' has no gradient noise"):
+        StochasticQuadratic.model_twin(StochasticQuadratic.Options.model_validate({"noise": "none"}))

@@ -35,7 +35,7 @@ from tailclip.advise.control import ControlResult
 from tailclip.advise.measure import Measurement
 from tailclip.advise.plan import Plan
 
-__all__ = ["Answer", "Decision", "decide", "leads", "to_json"]
+__all__ = ["Answer", "Decision", "decide", "leads", "to_json", "twin_note"]
 
 
 MIN_RELATIVE_LEAD = 0.01
@@ -105,6 +105,19 @@ def decide(finalists: list[Finalist], verdict: str) -> Decision:
     return Decision(ranking, recommended, rival, tied, clipping_needed, basis)
 
 
+def twin_note(twin: dict[str, Any]) -> str:
+    """What a vectorized config's advice ran on (a :meth:`tailclip.advise.twin.Twin.to_dict`)."""
+    text = (
+        f"Advised on the model twin of {twin['original_task']} ({twin['task']}: one run of the same "
+        f"problem, noise and start; each seed a run); not carried: {'; '.join(twin['not_carried'])}"
+    )
+    if twin["overrides"]:
+        text += f". The recommendation runs on this config with --set {' --set '.join(twin['overrides'])}"
+    if twin["left_out"]:
+        text += f". Left out (this config cannot run them): {'; '.join(twin['left_out'])}"
+    return text + "."
+
+
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -134,6 +147,7 @@ class Answer:
     runtime_seconds: float
     store: str
     optuna_storage: str
+    twin: dict[str, Any] | None = None
 
     @property
     def recommended_yaml(self) -> str:
@@ -153,7 +167,8 @@ class Answer:
             else " This does not show that clipping is needed."
         )
         control = f" Control: {self.control.message}." if self.control is not None else ""
-        return f"{noise} {d.reason}.{clip}{control}"
+        twin = f" {twin_note(self.twin)}" if self.twin is not None else ""
+        return f"{noise} {d.reason}.{clip}{control}{twin}"
 
     def what_would_change(self) -> list[str]:
         m, d, plan = self.measurement, self.decision, self.plan
@@ -176,6 +191,12 @@ class Answer:
             out.append(
                 "local smoothness growing with the gradient norm ((L0, L1)-smoothness): "
                 "delta-GClip would join"
+            )
+        skipped = sum(r.skipped for r in self.candidates)
+        if skipped:
+            out.append(
+                f"the {skipped} bake-off trials left unrun when the bake-off reached its share of the budget "
+                "(the largest step sizes of each candidate): --budget-minutes"
             )
         if plan.trial_steps < m.total_steps:
             out.append(
@@ -228,6 +249,7 @@ class Answer:
                     "best_lr": None if r.best is None else r.best["lr"],
                     "best_value": r.best_value,
                     "trials": r.trials,
+                    "skipped": r.skipped,
                 }
                 for r in self.candidates
             ],
@@ -252,7 +274,9 @@ class Answer:
                 "reason": self.reason,
                 "clipping_needed": d.clipping_needed,
                 "tie": len(d.tied) > 1,
+                "config_overrides": [] if self.twin is None else list(self.twin["overrides"]),
             },
+            "twin": self.twin,
             "control": None if self.control is None else self.control.to_dict(),
             "what_would_change": self.what_would_change(),
             "timing": {

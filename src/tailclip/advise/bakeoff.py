@@ -5,7 +5,10 @@ so a resumed advice runs exactly the missing ones) with Optuna's ``SuccessiveHal
 successive halving, reduction factor 3): a trial reports ``eval/loss`` at every evaluation and is
 stopped when it falls out of the top third of the trials that reached the same step. The
 studies live in an SQLite file beside the results store (Optuna's RDB storage), keyed by the
-config's run id, the candidate and the run length.
+config's run id, the candidate and the run length. The studies take turns, one trial each, and
+under a budget no trial starts after the bake-off's share of it (the plan's estimate of the run
+time can be wrong when the machine slows down): the candidates have then tried the same number of
+step sizes, give or take one, and the answer counts the trials left.
 
 Every trial is a normal run (:func:`run_config`: the config with the candidate's optimizer, the
 planned length, evaluations every third and no sweep) trained by ``run_one`` into the results
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,10 +110,12 @@ def ensure_run(config: ExperimentConfig, store: ResultsStore, progress: Any = No
 
 @dataclass
 class CandidateResult:
-    """A candidate's trials ``(lr, state, value, run_id)`` and its best step size and value."""
+    """A candidate's trials ``(lr, state, value, run_id)``, its best step size and value, and the
+    number of its trials the deadline left unrun (``skipped``)."""
 
     candidate: Candidate
     trials: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
 
     @property
     def best(self) -> dict[str, Any] | None:
@@ -130,16 +136,23 @@ def bake_off(
     optuna_path: str | Path,
     total_steps: int,
     *,
+    deadline: float | None = None,
     on_trial: Progress | None = None,
 ) -> list[CandidateResult]:
-    """Run every candidate's study (see the module docstring); ``on_trial(label)`` after each trial."""
+    """Run every candidate's study (see the module docstring); ``on_trial(label)`` after each trial.
+
+    The studies take turns, one trial each (a study's own trials keep their order, so pruning is
+    the same as running the studies one after the other). ``deadline`` (a ``time.perf_counter()``
+    value): no trial starts after it; the trials left are counted in
+    :attr:`CandidateResult.skipped` and stay enqueued, so a resumed advice runs them.
+    """
     import optuna
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(optuna_path).resolve()}")
-    results = []
+    studies = []
     for candidate in candidates:
         grid = candidate.lr_grid(plan.lr_points)
         study = optuna.create_study(
@@ -162,41 +175,22 @@ def bake_off(
         for lr in grid:
             if lr not in planned:
                 study.enqueue_trial({"lr": lr})
+        studies.append((candidate, study, _objective(config, candidate, grid, plan, store, total_steps)))
 
-        def objective(trial: Any, candidate: Candidate = candidate, grid: list[float] = grid) -> float:
-            lr = trial.suggest_float("lr", min(grid), max(grid))
-            run = run_config(
-                config,
-                candidate.with_lr(lr),
-                steps=plan.trial_steps,
-                seed=config.train.seed,
-                total_steps=total_steps,
-                eval_every=plan.eval_every,
-            )
-            trial.set_user_attr("run_id", run.run_id)
+    def waiting(study: Any) -> int:
+        return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
-            def report(step: int, total: int) -> None:
-                evaluated = step - 1
-                if evaluated < 1 or evaluated % plan.eval_every or evaluated >= total:
-                    return
-                series = store.metrics([run.run_id], [METRIC]).get(run.run_id, {}).get(METRIC)
-                value = float(series[1][-1]) if series is not None else math.nan
-                if not math.isfinite(value):
-                    return
-                trial.report(value, evaluated)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(
-                        f"pruned by successive halving at step {evaluated}: {METRIC} {value:.4g}"
-                    )
-
-            ensure_run(run, store, report)
-            return final_metric(store, run.run_id)
-
-        for _ in range(len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))):
-            study.optimize(objective, n_trials=1, catch=())
-            if on_trial is not None:
-                on_trial(candidate.label)
-        result = CandidateResult(candidate)
+    while any(waiting(study) for _, study, _ in studies):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        for candidate, study, objective in studies:
+            if waiting(study) and not (deadline is not None and time.perf_counter() > deadline):
+                study.optimize(objective, n_trials=1, catch=())
+                if on_trial is not None:
+                    on_trial(candidate.label)
+    results = []
+    for candidate, study, _ in studies:
+        result = CandidateResult(candidate, skipped=waiting(study))
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
             result.trials.append(
                 {
@@ -209,6 +203,49 @@ def bake_off(
         result.trials.sort(key=lambda t: t["lr"])
         results.append(result)
     return results
+
+
+def _objective(
+    config: ExperimentConfig,
+    candidate: Candidate,
+    grid: list[float],
+    plan: Plan,
+    store: ResultsStore,
+    total_steps: int,
+) -> Callable[[Any], float]:
+    """The Optuna objective of ``candidate``: a run at the trial's step size, reporting each evaluation."""
+    import optuna
+
+    def objective(trial: Any) -> float:
+        lr = trial.suggest_float("lr", min(grid), max(grid))
+        run = run_config(
+            config,
+            candidate.with_lr(lr),
+            steps=plan.trial_steps,
+            seed=config.train.seed,
+            total_steps=total_steps,
+            eval_every=plan.eval_every,
+        )
+        trial.set_user_attr("run_id", run.run_id)
+
+        def report(step: int, total: int) -> None:
+            evaluated = step - 1
+            if evaluated < 1 or evaluated % plan.eval_every or evaluated >= total:
+                return
+            series = store.metrics([run.run_id], [METRIC]).get(run.run_id, {}).get(METRIC)
+            value = float(series[1][-1]) if series is not None else math.nan
+            if not math.isfinite(value):
+                return
+            trial.report(value, evaluated)
+            if trial.should_prune():
+                raise optuna.TrialPruned(
+                    f"pruned by successive halving at step {evaluated}: {METRIC} {value:.4g}"
+                )
+
+        ensure_run(run, store, report)
+        return final_metric(store, run.run_id)
+
+    return objective
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,7 @@ from typing import Any
 from tailclip.advise._engine import ExperimentConfig, ResultsStore
 from tailclip.advise.bakeoff import Finalist, ensure_run, final_metric, run_config
 from tailclip.advise.candidates import lr_of, with_lr
-from tailclip.advise.plan import MIN_CONTROL_STEPS
-from tailclip.advise.plan import Plan
+from tailclip.advise.plan import MIN_CONTROL_STEPS, Plan
 
 __all__ = ["LR_FACTORS", "ControlResult", "no_gain_message", "relative_gap", "run_control", "too_short"]
 
@@ -69,7 +68,10 @@ def no_gain_message(
 
 @dataclass(frozen=True)
 class ControlResult:
-    """The control's runs and conclusion (``outcome``: holds / flips / vanishes / no gain / weak / too short)."""
+    """The control's runs and conclusion.
+
+    ``outcome``: holds / flips / vanishes / no gain / weak / too short (see the module docstring).
+    """
 
     batch_size: int
     steps: int
@@ -184,8 +186,8 @@ def too_short(config: ExperimentConfig, winner: Finalist, rival: Finalist, plan:
     message = (
         f"too short to conclude: the budget affords {plan.control_steps} steps at batch "
         f"{plan.control_batch} ({plan.control_batch / config.train.batch_size:.3g}x), fewer than the "
-        f"{needed} a comparison needs, so no control ran; --budget-minutes {plan.control_budget_minutes} or more "
-        "would afford one"
+        f"{needed} a comparison needs, so no control ran; --budget-minutes "
+        f"{plan.control_budget_minutes} or more would afford one"
     )
     return ControlResult(
         batch_size=plan.control_batch,

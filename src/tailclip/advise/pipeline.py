@@ -15,6 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from tailclip.advise._engine import ADVICE_KIND, TASKS, ExperimentConfig, ResultsStore
@@ -23,12 +24,14 @@ from tailclip.advise.bakeoff import bake_off, finalists, run_seeds
 from tailclip.advise.candidates import choose_candidates
 from tailclip.advise.control import LR_FACTORS, run_control, too_short
 from tailclip.advise.measure import measure
-from tailclip.advise.plan import Plan, default_budget_seconds, make_plan
+from tailclip.advise.plan import MAX_BUDGET, SHARES, Plan, default_budget_seconds, make_plan
+from tailclip.advise.twin import model_twin, runnable_on
 
 __all__ = ["Progress", "advise", "advice_paths"]
 
 Progress = Callable[[str, int, int], None]
 MIN_REMAINING = 0.3
+TWIN_MAX_BUDGET = 2 * 60.0
 PLAN_FILE = "plan.json"
 ADVICE_JSON = "advice.json"
 
@@ -74,8 +77,10 @@ def advise(
 ) -> Answer:
     """Run the five steps on ``config`` (see :mod:`tailclip.advise`) and return the :class:`Answer`.
 
-    ``budget_minutes`` (default: sized by :func:`~tailclip.advise.plan.default_budget_seconds`)
-    bounds the whole advice; ``trial_steps`` fixes the run length instead (see
+    A vectorized config is advised through its task's model twin (:mod:`tailclip.advise.twin`),
+    with a default budget of at most 2 minutes (its gradient is closed-form). ``budget_minutes``
+    (default: sized by :func:`~tailclip.advise.plan.default_budget_seconds`) bounds the whole
+    advice; ``trial_steps`` fixes the run length instead (see
     :func:`~tailclip.advise.plan.make_plan`: the advice then does not depend on the machine's
     speed); ``progress(phase, done, total)`` reports each phase (``measure``,
     ``bake-off``, ``seeds``, ``control``). Raises ``ValueError`` for a config it cannot advise on
@@ -87,11 +92,10 @@ def advise(
         raise ValueError(f"budget_minutes: got {budget_minutes}; allowed: a number > 0")
     if trial_steps is not None and trial_steps < 1:
         raise ValueError(f"trial_steps: got {trial_steps}; allowed: an integer >= 1")
+    twin = None
     if TASKS[config.task.name].kind != "model":
-        models = ", ".join(sorted(name for name, cls in TASKS.items() if cls.kind == "model"))
-        raise ValueError(
-            f"task.name: {config.task.name!r} is a vectorized task; allowed: a model task ({models})"
-        )
+        twin = model_twin(config)
+        config = twin.config
     start = time.perf_counter()
     report = progress or (lambda phase, done, total: None)
     paths = advice_paths(config)
@@ -100,6 +104,9 @@ def advise(
         config, paths["reports"], noise_batches=noise_batches, progress=lambda d, t: report("measure", d, t)
     )
     candidates = choose_candidates(config.optimizer.model_dump(), measurement)
+    if twin is not None:
+        candidates, left_out = runnable_on(twin.original, candidates)
+        twin = replace(twin, left_out=tuple(left_out))
     budget = (
         budget_minutes * 60.0
         if budget_minutes is not None
@@ -109,6 +116,7 @@ def advise(
             measurement.eval_seconds,
             len(candidates),
             seeds,
+            maximum=MAX_BUDGET if twin is None else TWIN_MAX_BUDGET,
         )
     )
     remaining = max(budget - (time.perf_counter() - start), MIN_REMAINING * budget)
@@ -140,6 +148,9 @@ def advise(
             return tick
 
         total = measurement.total_steps
+        deadline = None
+        if trial_steps is None:  # under a budget: no bake-off trial starts after its share
+            deadline = time.perf_counter() + SHARES["bakeoff"] * plan.budget_seconds
         results = bake_off(
             config,
             candidates,
@@ -147,6 +158,7 @@ def advise(
             store,
             paths["optuna"],
             total,
+            deadline=deadline,
             on_trial=counter("bake-off", total_trials),
         )
         chosen = finalists(results)
@@ -185,6 +197,7 @@ def advise(
         runtime_seconds=time.perf_counter() - start,
         store=str(paths["store"]),
         optuna_storage=str(paths["optuna"]),
+        twin=None if twin is None else twin.to_dict(),
     )
     _write(paths["reports"] / ADVICE_JSON, to_json(answer.to_dict()))
     _record_advice(paths, {run_id for f in decision.ranking for run_id in f.run_ids})

@@ -90,12 +90,18 @@ def _units(candidates: int, points: int, seeds: int) -> dict[str, float]:
 
 
 def default_budget_seconds(
-    total_steps: int, step_seconds: float, eval_seconds: float, candidates: int, seeds: int = 3
+    total_steps: int,
+    step_seconds: float,
+    eval_seconds: float,
+    candidates: int,
+    seeds: int = 3,
+    *,
+    maximum: float = MAX_BUDGET,
 ) -> float:
-    """What a full-length advice costs (``T' = T``, ``P = 5``), clamped to [1, 20] minutes."""
+    """What a full-length advice costs (``T' = T``, ``P = 5``), clamped to [1 minute, ``maximum``]."""
     runs = sum(_units(candidates, 5, seeds).values())
     cost = _run_cost(total_steps, step_seconds, RUN_EVALS * eval_seconds)
-    return min(MAX_BUDGET, max(MIN_BUDGET, runs * cost))
+    return min(maximum, max(MIN_BUDGET, runs * cost))
 
 
 def make_plan(

@@ -59,7 +59,7 @@ def _bakeoff_table(answer: Answer) -> Table:
         f"final {METRIC} at the best step size, seed {answer.decision.ranking[0].seeds[0]})",
         title_justify="left",
     )
-    for column in ("candidate", "best lr", METRIC, "trials done / pruned", "why"):
+    for column in ("candidate", "best lr", METRIC, "trials done / pruned / left", "why"):
         table.add_column(column, overflow="fold")
     for r in answer.candidates:
         best = r.best
@@ -69,7 +69,7 @@ def _bakeoff_table(answer: Answer) -> Table:
             r.candidate.label,
             "-" if best is None else f"{best['lr']:.3g}",
             _num(r.best_value),
-            f"{done} / {pruned}",
+            f"{done} / {pruned} / {r.skipped}",
             r.candidate.reason,
         )
     return table

@@ -161,7 +161,7 @@ def _control_html(data: Mapping[str, Any]) -> str:
 def _bakeoff_html(candidates: Sequence[Mapping[str, Any]], metric: str) -> str:
     table = HtmlTable(
         [("candidate", True), ("best lr", False), (f"{metric} at best lr", False),
-         ("trials done / pruned", True), ("why", True)]
+         ("trials done / pruned / left", True), ("why", True)]
     )
     for c in candidates:
         trials = c["trials"]
@@ -172,7 +172,7 @@ def _bakeoff_html(candidates: Sequence[Mapping[str, Any]], metric: str) -> str:
                 _label(c["label"], c["optimizer"]),
                 (_num(c["best_lr"]), c["best_lr"]),
                 (_num(c["best_value"]), c["best_value"]),
-                f"{done} / {pruned}",
+                f"{done} / {pruned} / {c.get('skipped', 0)}",
                 escape(c["reason"]),
             ]
         )

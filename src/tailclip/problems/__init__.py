@@ -17,6 +17,7 @@ from tailclip.problems import (  # noqa: E402, I001  (after the contract they re
 from tailclip.problems.task import (
     TASKS,
     ModelTask,
+    ModelTwin,
     NoiseSource,
     Task,
     TaskContext,
@@ -28,6 +29,7 @@ from tailclip.problems.task import (
 __all__ = [
     "TASKS",
     "ModelTask",
+    "ModelTwin",
     "NoiseSource",
     "Task",
     "TaskContext",

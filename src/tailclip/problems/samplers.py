@@ -18,7 +18,8 @@ Each sampler returns a tensor of the requested shape, every entry an independent
 
 ``isotropic_stable_vectors`` gives rotation-invariant heavy-tailed vectors (a Gaussian direction
 scaled by a positive stable variable: the sub-Gaussian alpha-stable law), as opposed to
-independent coordinates.
+independent coordinates. ``sample_noise_vectors`` gives the noise vectors of the quadratic tasks:
+independent coordinates, or a uniformly random direction whose length is one draw of the family.
 """
 
 from __future__ import annotations
@@ -129,6 +130,30 @@ def sample_noise(
     if family == "skewed":
         return sample_skewed(shape, alpha, generator, dtype)
     raise ValueError(f"Invalid noise family: {family!r}; allowed: {', '.join(NOISE_FAMILIES)}")
+
+
+def sample_noise_vectors(
+    family: str,
+    shape: tuple[int, ...],
+    *,
+    isotropic: bool = False,
+    alpha: float = 1.5,
+    df: float = 3.0,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    """Vectors along the last dimension of ``shape``: iid coordinates from ``family``, or
+    (``isotropic``) ``z = |x| u`` with ``x`` one draw of the family and ``u`` uniform on the sphere,
+    so that ``||z||`` has exactly the family's tail in any dimension (``skewed`` has no isotropic form).
+    """
+    if not isotropic:
+        return sample_noise(family, shape, alpha=alpha, df=df, generator=generator, dtype=dtype)
+    if family == "skewed":
+        raise ValueError("isotropic: true with noise 'skewed'; allowed: isotropic false for skewed noise")
+    length = sample_noise(family, (*shape[:-1], 1), alpha=alpha, df=df, generator=generator, dtype=dtype)
+    length = length.abs()
+    direction = torch.randn(shape, generator=generator, dtype=dtype)
+    return length * direction / torch.linalg.vector_norm(direction, dim=-1, keepdim=True)
 
 
 def isotropic_stable_vectors(

@@ -58,8 +58,8 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from tailclip.problems.quadratic import eigenvalues
-from tailclip.problems.samplers import NOISE_FAMILIES, sample_noise
-from tailclip.problems.task import TaskContext, TaskOptions, VectorizedTask, register_task
+from tailclip.problems.samplers import NOISE_FAMILIES, sample_noise, sample_noise_vectors
+from tailclip.problems.task import ModelTwin, TaskContext, TaskOptions, VectorizedTask, register_task
 from tailclip.problems.vectorized import VectorizedOptimizer, make_vectorized_optimizer
 
 __all__ = ["StochasticQuadratic", "StochasticQuadraticOptions", "theory_threshold_factor"]
@@ -148,6 +148,45 @@ class StochasticQuadratic(VectorizedTask):
             raise ValueError(f"optimizer: {exc}") from None
         _check_threshold(options, optimizer)
 
+    @classmethod
+    def model_twin(cls, options: StochasticQuadraticOptions) -> ModelTwin:
+        """``noisy-quadratic`` with this problem, noise and start (``x* = 0``, ``x_0 = x0 (1, ..., 1)``).
+
+        One run each: the runs become the twin's seeds. The theory's schedules (``step_size:
+        inverse``, ``threshold: theory``) and averaging are devices of the experiments, not of the
+        problem; the twin trains at the optimizer's constant step size and threshold and reports
+        the last iterate.
+        """
+        o = options
+        if o.noise == "none":
+            raise ValueError(
+                "task.options.noise: 'none' has no gradient noise to advise on; allowed: "
+                + ", ".join(NOISE_FAMILIES)
+            )
+        why = {
+            "runs": "each run of the twin is one seed",
+            "step_size": "the twin trains at constant step sizes, tuned per optimizer",
+            "threshold": "the twin clips at constant thresholds",
+            "average": "the twin reports the last iterate",
+            "average_start": "the twin reports the last iterate",
+        }
+        defaults = StochasticQuadraticOptions()
+        changed = [key for key in why if key == "runs" or getattr(o, key) != getattr(defaults, key)]
+        not_carried = tuple(f"{key}: {getattr(o, key)!r} ({why[key]})" for key in changed)
+        resets = {key: getattr(defaults, key) for key in changed if key != "runs"}
+        options_ = {
+            "dim": o.dim,
+            "condition_number": o.condition_number,
+            "noise": o.noise,
+            "alpha": o.alpha,
+            "df": o.df,
+            "scale": o.noise_scale,
+            "isotropic": o.isotropic,
+            "start": o.x0,
+            "dtype": o.dtype,
+        }
+        return ModelTwin("noisy-quadratic", options_, not_carried, resets)
+
     @property
     def runs(self) -> int:
         return self.options.runs
@@ -160,16 +199,15 @@ class StochasticQuadratic(VectorizedTask):
         shape = (self.context.batch_size, o.runs, o.dim)
         if o.noise == "none":
             return torch.zeros(shape[1:], dtype=self.dtype, device=self.device)
-        if o.isotropic:
-            length = sample_noise(
-                o.noise, (*shape[:2], 1), alpha=o.alpha, df=o.df, generator=self.generator, dtype=self.dtype
-            ).abs()
-            direction = torch.randn(shape, generator=self.generator, dtype=self.dtype)
-            draws = length * direction / torch.linalg.vector_norm(direction, dim=-1, keepdim=True)
-        else:
-            draws = sample_noise(
-                o.noise, shape, alpha=o.alpha, df=o.df, generator=self.generator, dtype=self.dtype
-            )
+        draws = sample_noise_vectors(
+            o.noise,
+            shape,
+            isotropic=o.isotropic,
+            alpha=o.alpha,
+            df=o.df,
+            generator=self.generator,
+            dtype=self.dtype,
+        )
         xi = draws[0] if shape[0] == 1 else draws.mean(dim=0)
         return (o.noise_scale * xi).to(self.device)
 

@@ -44,7 +44,10 @@ The runner logs, for each key, the 10/50/90/99% quantiles and the mean over the 
 (``train/<key>/q10``, ..., ``train/<key>/mean``; a non-finite value counts as ``+inf``: a
 diverged run is the worst run) and saves the final per-run values as ``.npy`` artifacts of
 kind ``per_run/<prefix>/<key>``. ``state_dict()`` must hold everything the task updates
-(iterates, optimizer states, generator states).
+(iterates, optimizer states, generator states). A vectorized task may name its **model twin**
+(classmethod ``model_twin(options)``, a :class:`ModelTwin`): the model task that trains one of
+its runs through the real optimizer classes, for what needs a model (``tailclip advise``); the
+twin lists the options it does not carry.
 
 Both kinds keep per-step values as tensors: the runner converts them to floats in batches at
 log boundaries, so a step needs no host synchronisation.
@@ -86,6 +89,7 @@ from tailclip.noise.batches import BatchLoss
 __all__ = [
     "TASKS",
     "ModelTask",
+    "ModelTwin",
     "NoiseSource",
     "Task",
     "TaskContext",
@@ -244,10 +248,29 @@ class ModelTask(Task):
         self.load_data_state(state["data"])
 
 
+@dataclass(frozen=True)
+class ModelTwin:
+    """One run of a vectorized task as a model task: ``task`` with ``options`` (same problem, same
+    noise, same start). ``not_carried``: the options it cannot carry, each ``"key: value (why)"``;
+    ``resets``: the vectorized task's options that, set to these values, make its runs train as the
+    twin does (e.g. a constant step size instead of a schedule)."""
+
+    task: str
+    options: dict[str, Any]
+    not_carried: tuple[str, ...]
+    resets: dict[str, Any]
+
+
 class VectorizedTask(Task):
     """``R`` independent runs in one tensor; the task applies the optimizer's rule itself."""
 
     kind: ClassVar[Literal["vectorized"]] = "vectorized"
+
+    @classmethod
+    def model_twin(cls, options: TaskOptions) -> ModelTwin | None:
+        """The model task that trains one run of this task (``None``: there is none). Raises a
+        ``ValueError`` naming the option (``"task.options.<key>: ..."``) that has no twin."""
+        return None
 
     @property
     @abstractmethod
