@@ -571,7 +571,8 @@ def advise(
     config: ConfigArgument,
     set_: SetOption = None,
     budget_minutes: Annotated[
-        float | None, typer.Option(help="Minutes for the whole advice (default: sized for the config, 1-20).")
+        float | None,
+        typer.Option(help="Minutes for the whole advice (default: sized, 1-20; a synthetic config 1-2)."),
     ] = None,
     seeds: Annotated[int, typer.Option(help="Seeds per finalist (at least 2).")] = 3,
     noise_batches: Annotated[int, typer.Option(help="Noise samples per measurement (at least 20).")] = 100,

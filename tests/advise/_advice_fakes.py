@@ -27,7 +27,8 @@ def measurement(
         step_seconds=0.01,
         eval_seconds=0.0,
         examples=None,
-        stream_control_step_seconds=None,
+        control_batch=16,
+        control_step_seconds=0.16,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tailclip.advise.plan import MAX_BUDGET, MIN_BUDGET, default_budget_seconds, make_plan
+from tailclip.advise.plan import MAX_BUDGET, MIN_BUDGET, Plan, default_budget_seconds, make_plan
 
 
 def test_full_length_when_the_budget_allows() -> None:
@@ -51,9 +51,9 @@ def test_control_uses_sixteen_batches_for_large_data() -> None:
 
 
 def test_stream_control_keeps_the_steps_when_the_large_batch_is_cheap() -> None:
-    cheap = make_plan(600.0, 300, 0.001, 7, 1, None, stream_control_step_seconds=0.002)
+    cheap = make_plan(600.0, 300, 0.001, 7, 1, None, control_step_seconds=0.002)
     assert cheap.control_batch == 16 and cheap.control_steps == 300
-    dear = make_plan(600.0, 300, 0.001, 7, 1, None, stream_control_step_seconds=1.0)
+    dear = make_plan(600.0, 300, 0.001, 7, 1, None, control_step_seconds=1.0)
     assert dear.control_steps == 19
 
 
@@ -78,10 +78,27 @@ def test_control_too_short_names_a_budget_that_affords_one() -> None:
 
 def test_stream_control_step_time_scales_with_the_fallback_batch() -> None:
     """On a stream the step time is measured at 16 B; at 4 B it is taken as a quarter of it."""
-    plan = make_plan(600.0, 60, 0.001, 7, 1, None, stream_control_step_seconds=4.0)
+    plan = make_plan(600.0, 60, 0.001, 7, 1, None, control_step_seconds=4.0)
     spare = 600.0 * 0.2 / 6 - 1.0
     assert max(int(spare / 4.0), 60 // 16 + 1) < 10 and max(int(spare / 2.0), 60 // 8 + 1) < 10
     assert plan.control_batch == 4 and plan.control_steps == int(spare / 1.0)
+
+
+def test_a_measured_large_batch_step_shortens_the_runs_to_keep_the_control_in_its_share() -> None:
+    """resnet-delta-gclip's measured times: 0.105 s a step at batch 128, 1.9 s an evaluation, and
+    3.1 s a step at the control's batch 2,048 (not 16 x 0.105 = 1.68 s). Planned with the linear
+    guess, the control's six runs cost 401 s of a 231 s share (they took 406 s)."""
+    linear = make_plan(1157.0, 600, 0.105, 6, 128, 50_000, eval_seconds=1.9)
+    measured = make_plan(1157.0, 600, 0.105, 6, 128, 50_000, eval_seconds=1.9, control_step_seconds=3.1)
+
+    def control_cost(plan: Plan) -> float:
+        return 6 * (plan.control_steps * 3.1 + 2 * 1.9 + 1.0)
+
+    share = 0.2 * 1157.0
+    assert control_cost(linear) > 1.7 * share
+    assert measured.control_batch == 2048 and measured.control_steps >= -(-measured.trial_steps // 16)
+    assert control_cost(measured) <= share * 1.02  # the same-examples floor rounds up
+    assert measured.trial_steps < linear.trial_steps
 
 
 def test_fixed_run_length_does_not_depend_on_speed() -> None:

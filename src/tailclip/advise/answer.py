@@ -282,7 +282,8 @@ class Answer:
             "timing": {
                 "step_seconds": m.step_seconds,
                 "eval_seconds": m.eval_seconds,
-                "stream_control_step_seconds": m.stream_control_step_seconds,
+                "control_batch": m.control_batch,
+                "control_step_seconds": m.control_step_seconds,
             },
             "plan": self.plan.to_dict(),
             "budget_seconds": self.budget_seconds,

@@ -130,7 +130,7 @@ def advise(
         config.train.batch_size,
         measurement.examples,
         eval_seconds=measurement.eval_seconds,
-        stream_control_step_seconds=measurement.stream_control_step_seconds,
+        control_step_seconds=measurement.control_step_seconds,
         seeds=seeds,
         trial_steps=trial_steps,
     )

@@ -6,16 +6,17 @@ run: at steps 0, ``T'/3``, ``2T'/3`` and ``T'``, 2 for a control run; ``o = 1 s`
 and open the store). What is
 left of the budget after the measurement is split: 55% for the bake-off (``C`` candidates x ``P``
 step sizes, successive halving stopping about 40% of the work early), 25% for the finalists' extra
-seeds (3 finalists x ``S - 1`` seeds) and 20% for the control (2 optimizers x 3 step sizes). The
-largest ``T' <= T`` (the config's training length) that fits is taken with ``P = 5, S = 3``; below
-``T / 5`` the grid shrinks to ``P = 3``. ``T'`` never goes below ``min(T, 20)``: a budget too small
-for that is overrun, and the answer says so.
+seeds (3 finalists x ``S - 1`` seeds) and 20% for the control (2 optimizers x 3 step sizes), whose
+runs cost ``T' s_c B / B_c`` for the steps (the same examples at the measured step time ``s_c`` of
+the control's batch ``B_c``). The largest ``T' <= T`` (the config's training length) that fits is
+taken with ``P = 5, S = 3``; below ``T / 5`` the grid shrinks to ``P = 3``. ``T'`` never goes below
+``min(T, 20)``: a budget too small for that is overrun, and the answer says so.
 
-The control batch (Kunstner et al., ICLR 2023): the full batch when the task's data is finite and
-holds at most ``max(64 B, 8192)`` examples, else ``16 B``. It runs at least the same number of
-examples (``T' B / B_control`` steps) and at most ``T'`` steps: as many as the control's share
-affords at the large batch's step time (``K s`` at ``K`` times the batch on finite data; on a
-stream the step time measured at ``16 B``, scaled by ``K / 16``). Full-batch methods need many
+The control batch (Kunstner et al., ICLR 2023; :func:`control_batch`): the full batch when the
+task's data is finite and holds at most ``max(64 B, 8192)`` examples, else ``16 B``. It runs at
+least the same number of examples (``T' B / B_c`` steps) and at most ``T'`` steps: as many as the
+control's share affords at the measured ``s_c`` (``K s_c / 16`` at ``K B`` below it: a smaller
+batch costs at most its share of the examples). Full-batch methods need many
 steps (Kunstner et al. ran far more epochs at full batch), so a control of a handful of steps
 would compare the first moments of training, not the methods: a control needs at least
 ``min(10, T')`` steps. When the first choice of batch cannot afford them, the plan falls back to
@@ -30,9 +31,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tailclip.advise.measure import STREAM_FACTOR
-
-__all__ = ["Plan", "default_budget_seconds", "make_plan"]
+__all__ = ["Plan", "control_batch", "default_budget_seconds", "make_plan"]
 
 RUN_OVERHEAD = 1.0
 RUN_EVALS = 4
@@ -45,6 +44,7 @@ MIN_STEPS = 20
 MAX_BUDGET = 20 * 60.0
 MIN_BUDGET = 60.0
 MIN_CONTROL_STEPS = 10
+CONTROL_FACTOR = 16
 FALLBACK_FACTORS = (8, 4)
 
 
@@ -75,6 +75,14 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def control_batch(batch_size: int, examples: int | None) -> int:
+    """The control's first choice of batch: all ``examples`` when the data is finite and holds at
+    most ``max(64 B, 8192)`` of them (the full batch), else ``16 B``."""
+    if examples is not None and examples <= max(64 * batch_size, 8192):
+        return examples
+    return CONTROL_FACTOR * batch_size
 
 
 def _run_cost(steps: int, step_seconds: float, evals: float) -> float:
@@ -113,22 +121,27 @@ def make_plan(
     examples: int | None,
     *,
     eval_seconds: float = 0.0,
-    stream_control_step_seconds: float | None = None,
+    control_step_seconds: float | None = None,
     seeds: int = 3,
     trial_steps: int | None = None,
 ) -> Plan:
     """Size the bake-off, the finalists' seeds and the control for ``budget_seconds`` (see above).
 
-    ``stream_control_step_seconds``: a stream's step time at ``16 B`` (default: ``16 s``).
+    ``control_step_seconds``: the measured step time at :func:`control_batch` (default: ``s``
+    times the batch ratio).
     ``trial_steps`` fixes ``T'`` instead (5 step sizes; the control, at the first choice of batch,
     runs the same number of examples on finite data, at least ``min(10, T')`` steps, and ``T'``
     steps on a stream): a plan that does not depend on the machine's speed.
     """
     floor = min(total_steps, MIN_STEPS)
-    if examples is not None and examples <= max(64 * batch_size, 8192):
-        first = examples
-    else:
-        first = STREAM_FACTOR * batch_size
+    first = control_batch(batch_size, examples)
+    first_seconds = control_step_seconds
+    if first_seconds is None:
+        first_seconds = step_seconds * first / batch_size
+
+    def large_step_seconds(batch: int) -> float:
+        return first_seconds * batch / first
+
     batches = [first, *(k * batch_size for k in FALLBACK_FACTORS if k * batch_size < first)]
     if trial_steps is not None:
         factor = first / batch_size
@@ -149,8 +162,10 @@ def make_plan(
         for phase, units in _units(candidates, points, seeds).items():
             if units:
                 per_run = budget_seconds * SHARES[phase] / units
-                evals = (CONTROL_EVALS if phase == "control" else RUN_EVALS) * eval_seconds
-                steps = min(steps, int((per_run - evals - RUN_OVERHEAD) / max(step_seconds, 1e-9)))
+                control = phase == "control"
+                evals = (CONTROL_EVALS if control else RUN_EVALS) * eval_seconds
+                per_step = first_seconds * batch_size / first if control else step_seconds
+                steps = min(steps, int((per_run - evals - RUN_OVERHEAD) / max(per_step, 1e-9)))
         return steps
 
     points = 5
@@ -160,11 +175,6 @@ def make_plan(
         steps = fit(points)
     over = steps < floor
     steps = max(steps, floor)
-
-    def large_step_seconds(batch: int) -> float:
-        if examples is None and stream_control_step_seconds is not None:
-            return stream_control_step_seconds * batch / (STREAM_FACTOR * batch_size)
-        return step_seconds * batch / batch_size
 
     share = budget_seconds * SHARES["control"] / CONTROL_RUNS
     needed = min(MIN_CONTROL_STEPS, steps)
