@@ -16,9 +16,27 @@ def labels(candidates: list) -> list[str]:
 
 
 def test_own_optimizer_adamw_and_clipping_always() -> None:
-    out = choose_candidates(SGD, measurement(("light-tailed",)))
-    assert labels(out) == ["yours", "adamw", "gclip", "autoclip", "cclip"]
+    out = choose_candidates(SGD, measurement(("heavy-tailed",)))
+    assert labels(out)[:5] == ["yours", "adamw", "gclip", "autoclip", "cclip"]
     assert all(c.reason for c in out)
+
+
+def test_light_tailed_noise_adds_agni_around_adamw_with_a_running_variance() -> None:
+    out = {c.label: c for c in choose_candidates(SGD, measurement(("light-tailed",)))}
+    assert list(out) == ["yours", "adamw", "gclip", "autoclip", "cclip", "agni"]
+    agni = out["agni"]
+    assert agni.spec == {
+        "name": "noise_injection",
+        "eta": 0.01,
+        "variance": "ema",
+        "base_optimizer": {"name": "adamw", "weight_decay": 0.0},
+    }
+    assert not agni.clipped and (agni.lr_low, agni.lr_high) == (out["adamw"].lr_low, out["adamw"].lr_high)
+    assert agni.with_lr(1e-3)["base_optimizer"]["lr"] == 1e-3
+    config = {"name": "q", "task": {"name": "noisy-quadratic"}, "train": {"steps": 5}}
+    parse_config({**config, "optimizer": agni.with_lr(1e-3)})  # a spec the engine runs
+    for verdicts in (("heavy-tailed",), ("light-tailed", "inconclusive")):
+        assert "agni" not in labels(choose_candidates(SGD, measurement(verdicts)))
 
 
 def test_adam_config_is_its_own_adamw_baseline_and_keeps_only_changed_keys() -> None:

@@ -65,14 +65,16 @@ def test_candidates_are_what_the_original_config_runs() -> None:
         _candidate("autoclip", {"name": "clip_sgd", "clip": "global",
                                 "max_norm": {"policy": "autoclip", "percentile": 50.0}}),
         _candidate("cclip", {"name": "clip_sgd", "clip": "coord", "max_norm": 0.3}),
+        _candidate("agni", {"name": "noise_injection", "base_optimizer": {"name": "adamw"}}),
     ]
     kept, left_out = runnable_on(twin.original, candidates)
     assert [c.label for c in kept] == ["adamw", "cclip"]
     assert kept[0].spec == {"name": "clip_adam", "weight_decay": 0.0} and "clip_adam" in kept[0].reason
-    assert left_out == [
+    assert left_out[0] == (
         "autoclip: optimizer: Invalid max_norm: an adaptive threshold policy; allowed: a number > 0 "
         "(vectorized runs keep no per-run policy history)"
-    ]
+    )
+    assert left_out[1].startswith("agni: optimizer: Invalid optimizer: 'noise_injection' has no vectorized")
     # without the resets the original refuses an unclipped optimizer (threshold: theory needs one)
     with pytest.raises(ConfigError, match="threshold"):
         load_config("synthetic-rates", ["optimizer={name: clip_adam, lr: 0.01}"])

@@ -424,6 +424,13 @@ def test_report_of_an_advise_store_opens_with_the_advice(advised):
     assert advice["control"] is not None and escape(advice["control"]["message"]) in section
     assert f"batch {advice['control']['batch_size']}</th>" in section
     assert all(f"<li>{escape(line)}</li>" in section for line in advice["what_would_change"])
+    # the advice's runs are named by candidate, step size and (in the control) batch
+    after = text[text.index("</section>", text.index('<section id="advice-advised"')):]
+    best = advice["ranking"][0]
+    lr = best["optimizer"]["lr"]
+    assert f'">{escape(best["label"])}, lr {lr:.3g}</span>' in after
+    control = advice["control"]
+    assert f", batch {control['batch_size']}</span>" in after
 
 
 def test_a_control_too_short_to_run_shows_its_reason_and_no_table(advised):

@@ -13,7 +13,8 @@ Five steps, one module each:
 5. :mod:`~tailclip.advise.answer`: the recommendation, its reason, what would change it, and the
    JSON contract; :mod:`~tailclip.advise.render` draws it in the terminal.
 
-:func:`advise` (in :mod:`~tailclip.advise.pipeline`) runs them in order.
+:func:`advise` (in :mod:`~tailclip.advise.pipeline`) runs them in order; a vectorized config
+(the synthetic suite) runs them on its task's model twin (:mod:`~tailclip.advise.twin`).
 """
 
 from tailclip.advise.answer import Answer

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from tailclip.advise._engine import ExperimentConfig, ResultsStore, parse_config, run_one
-from tailclip.advise.candidates import Candidate
+from tailclip.advise.candidates import Candidate, lr_of
 from tailclip.advise.plan import Plan
 
 __all__ = [
@@ -68,15 +68,22 @@ def run_config(
     base: ExperimentConfig,
     optimizer: dict[str, Any],
     *,
+    label: str,
     steps: int,
     seed: int,
     total_steps: int,
     eval_every: int | None = None,
     batch_size: int | None = None,
 ) -> ExperimentConfig:
-    """``base`` with ``optimizer``, ``steps`` steps, ``seed``, no sweep, no monitor, no checkpoints."""
+    """``base`` with ``optimizer``, ``steps`` steps, ``seed``, no sweep, no monitor, no checkpoints.
+
+    Its report label (not part of the run id) is the candidate's, its step size and, when it
+    differs from the config's, the batch: ``cclip, lr 0.913`` (``..., batch 2048`` in the control).
+    """
     data = base.model_dump(mode="json", exclude={"sweep", "monitor"})
     data["name"] = f"{base.name}-advise"
+    label = f"{label}, lr {lr_of(optimizer):.3g}"
+    data["label"] = (label if batch_size is None else f"{label}, batch {batch_size}")[:40]
     data["optimizer"] = optimizer
     data["schedule"] = _scaled_schedule(data["schedule"], total_steps, steps)
     data["train"].update(
@@ -221,6 +228,7 @@ def _objective(
         run = run_config(
             config,
             candidate.with_lr(lr),
+            label=candidate.label,
             steps=plan.trial_steps,
             seed=config.train.seed,
             total_steps=total_steps,
@@ -304,6 +312,7 @@ def run_seeds(
             run = run_config(
                 config,
                 optimizer,
+                label=result.candidate.label,
                 steps=plan.trial_steps,
                 seed=seed,
                 total_steps=total_steps,

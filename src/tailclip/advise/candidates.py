@@ -7,7 +7,10 @@ threshold a 50th percentile AutoClip rule settles on): global clipping (GClip), 
 (AutoClip at the 50th percentile) and coordinate clipping (CClip) at the root-mean-square
 coordinate ``q50 / sqrt(d)``. Where the noise is heavy-tailed or inconclusive: clipped Adam
 (Chezhegov et al.: clipping repairs Adam's high-probability convergence under heavy tails) and
-ACClip (Zhang et al., NeurIPS 2020). Where local smoothness grows with the gradient norm:
+ACClip (Zhang et al., NeurIPS 2020). Where the noise is light-tailed: AGNI around AdamW (noise
+scaled by the observed gradient variance, added before the step: a regulariser for a noise that
+has no tails to tame; the running (EMA) variance, which gives noise with one micro-batch per step,
+where the paper's micro-batch variance gives none). Where local smoothness grows with the gradient norm:
 delta-GClip (Tucat et al., TMLR 2025; Zhang et al., ICLR 2020: clipped steps provably beat fixed
 ones under (L0, L1)-smoothness).
 
@@ -173,6 +176,20 @@ def choose_candidates(config_optimizer: dict[str, Any], measurement: Measurement
                 {"name": "acclip"},
                 f"noise {verdict}: ACClip's adaptive coordinate thresholds (Zhang et al., NeurIPS 2020)",
                 "sgd",
+            )
+        )
+    if verdict == "light-tailed":
+        out.append(
+            make(
+                "agni",
+                {
+                    "name": "noise_injection",
+                    "eta": 0.01,
+                    "variance": "ema",
+                    "base_optimizer": {"name": "adamw", "weight_decay": weight_decay},
+                },
+                "noise light-tailed: AGNI adds noise scaled by the observed gradient variance before AdamW "
+                "(a regulariser; running variance, so one micro-batch per step still gives noise)",
             )
         )
     if measurement.smoothness.grows:

@@ -103,6 +103,7 @@ def _best_at_large_batch(
         run = run_config(
             config,
             spec,
+            label=finalist.candidate.label,
             steps=plan.control_steps,
             seed=config.train.seed,
             total_steps=total,
