@@ -55,3 +55,18 @@ def test_tie_goes_to_clipping_only_under_heavy_tails() -> None:
     assert light.recommended.candidate.label == "yours"
     assert "no clipping is needed" in light.reason
     assert light.rival is not None and light.rival.candidate.clipped
+
+
+def test_a_tie_of_clipped_finalists_under_light_tails_does_not_claim_an_unclipped_pick() -> None:
+    """synthetic-rates' advice: clipped Adam and the config's GClip tied, AdamW behind, noise
+    inconclusive: the best tied finalist is recommended, and the reason says why."""
+    ranking = [
+        finalist("clip-adam", (0.0010, 0.0020, 0.0030)),
+        finalist("gclip", (0.0010, 0.0060, 0.0130)),
+        finalist("adamw", (0.0050, 0.0060, 0.0070), {"name": "adamw"}),
+    ]
+    decision = decide(ranking, "inconclusive")
+    assert decision.recommended.candidate.label == "clip-adam"
+    assert [f.candidate.label for f in decision.tied] == ["clip-adam", "gclip"]
+    assert "every tied finalist clips, so the best of them" in decision.reason
+    assert "unclipped" not in decision.reason

@@ -90,6 +90,8 @@ def decide(finalists: list[Finalist], verdict: str) -> Decision:
             why = (
                 f"the noise is {verdict}, so {'your own' if own else 'an unclipped'} optimizer: "
                 "no clipping is needed to get this result"
+                if unclipped
+                else f"the noise is {verdict} and every tied finalist clips, so the best of them"
             )
         basis = f"Finalists {names} tie within the seed spread; {why}"
     others = [f for f in ranking if f is not recommended]

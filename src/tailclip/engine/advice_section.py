@@ -191,7 +191,7 @@ def advice_section_html(data: Mapping[str, Any], ident: str) -> str:
             f'<section id="{escape(ident)}" class="advice">',
             f"<h2>Advice: {escape(data['config'])}</h2>",
             f'<p class="meta">tailclip advise: what to train with, the evidence and a control · '
-            f"runtime {_num(data['runtime_seconds'], 2)} s</p>",
+            f"runtime {data['runtime_seconds']:.0f} s</p>",
             _verdict_html(data),
             _noise_html(data["noise"]),
             _ranking_html(data),
