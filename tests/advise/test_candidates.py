@@ -21,6 +21,21 @@ def test_own_optimizer_adamw_and_clipping_always() -> None:
     assert all(c.reason for c in out)
 
 
+def test_adamw_candidates_keep_the_configs_default_weight_decay() -> None:
+    """text-agni's AdamW leaves weight_decay at torch's default 0.01: the spec of "yours" drops it
+    (a default), the AdamW-based candidates keep it."""
+    resolved = parse_config(
+        {"name": "x", "task": {"name": "noisy-quadratic"}, "optimizer": {"name": "adamw", "lr": 1e-4},
+         "train": {"steps": 5}}
+    ).optimizer.model_dump()
+    assert resolved["weight_decay"] == 0.01
+    out = {c.label: c for c in choose_candidates(resolved, measurement(("light-tailed",)))}
+    assert out["yours"].spec == {"name": "adamw"}
+    assert out["agni"].spec["base_optimizer"]["weight_decay"] == 0.01
+    heavy = {c.label: c for c in choose_candidates(resolved, measurement(("heavy-tailed",)))}
+    assert heavy["clip-adam"].spec["weight_decay"] == 0.01
+
+
 def test_light_tailed_noise_adds_agni_around_adamw_with_a_running_variance() -> None:
     out = {c.label: c for c in choose_candidates(SGD, measurement(("light-tailed",)))}
     assert list(out) == ["yours", "adamw", "gclip", "autoclip", "cclip", "agni"]

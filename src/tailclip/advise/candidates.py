@@ -130,7 +130,8 @@ def choose_candidates(config_optimizer: dict[str, Any], measurement: Measurement
     verdict = measurement.verdict
     q50 = float(f"{measurement.grad_norm_quantiles['q50']:.3g}")
     coord = float(f"{measurement.coordinate_rms_median:.3g}")
-    weight_decay = float(own.get("weight_decay", 0.0) or 0.0)
+    # from the resolved spec: AdamW's default 0.01 is the config's weight decay too
+    weight_decay = float(config_optimizer.get("weight_decay", 0.0) or 0.0)
     heavy_ball = {"momentum": momentum} if momentum else {}
     out = [
         make("yours", own, f"the config's own optimizer ({own['name']}), the baseline to beat", own_family),
