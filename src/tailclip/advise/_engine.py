@@ -7,6 +7,7 @@ from tailclip.engine.advice_section import ADVICE_KIND
 from tailclip.engine.config import ConfigError, ExperimentConfig, parse_config
 from tailclip.engine.devices import resolve_device
 from tailclip.engine.optimizer_spec import build_optimizer, optimizer_class
+from tailclip.engine.progress import progress_bar
 from tailclip.engine.runner import run_one
 from tailclip.engine.schedules import make_scheduler
 from tailclip.engine.store import ResultsStore
@@ -27,6 +28,7 @@ __all__ = [
     "model_step",
     "optimizer_class",
     "parse_config",
+    "progress_bar",
     "resolve_device",
     "run_one",
     "training_length",

@@ -187,11 +187,12 @@ def bake_off(
     def waiting(study: Any) -> int:
         return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
-    while any(waiting(study) for _, study, _ in studies):
-        if deadline is not None and time.perf_counter() > deadline:
-            break
+    def expired() -> bool:
+        return deadline is not None and time.perf_counter() > deadline
+
+    while any(waiting(study) for _, study, _ in studies) and not expired():
         for candidate, study, objective in studies:
-            if waiting(study) and not (deadline is not None and time.perf_counter() > deadline):
+            if waiting(study) and not expired():
                 study.optimize(objective, n_trials=1, catch=())
                 if on_trial is not None:
                     on_trial(candidate.label)

@@ -6,16 +6,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from tailclip.advise._engine import ExperimentConfig
+from tailclip.advise._engine import ExperimentConfig, progress_bar
 from tailclip.advise.answer import Answer, to_json
-from tailclip.advise.pipeline import advise
+from tailclip.advise.pipeline import advise, write_atomic
 from tailclip.advise.render import render_answer
 
 __all__ = ["advise_command"]
@@ -65,15 +63,7 @@ def advise_command(
             f"--noise-batches: got {noise_batches}; allowed: an integer >= {MIN_NOISE_BATCHES} "
             "(the tail index needs 2 blocks of 10)"
         )
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not console.is_terminal,
-    )
+    progress = progress_bar(console)
     bars: dict[str, Any] = {}
 
     def update(phase: str, done: int, total: int) -> None:
@@ -92,8 +82,6 @@ def advise_command(
         )
     render_answer(answer, console)
     if path is not None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(to_json(answer.to_dict()))
-        os.replace(tmp, path)
+        write_atomic(path, to_json(answer.to_dict()))
         console.print(f"JSON: {path}", soft_wrap=True)
     return answer

@@ -27,7 +27,7 @@ from tailclip.advise.measure import measure
 from tailclip.advise.plan import MAX_BUDGET, SHARES, Plan, default_budget_seconds, make_plan
 from tailclip.advise.twin import model_twin, runnable_on
 
-__all__ = ["Progress", "advise", "advice_paths"]
+__all__ = ["Progress", "advice_paths", "advise", "write_atomic"]
 
 Progress = Callable[[str, int, int], None]
 MIN_REMAINING = 0.3
@@ -36,7 +36,8 @@ PLAN_FILE = "plan.json"
 ADVICE_JSON = "advice.json"
 
 
-def _write(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -53,7 +54,7 @@ def _saved_plan(path: Path, key: str) -> Plan | None:
 
 def _save_plan(path: Path, key: str, plan: Plan) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write(path, json.dumps({"key": key, "plan": plan.to_dict()}))
+    write_atomic(path, json.dumps({"key": key, "plan": plan.to_dict()}))
 
 
 def advice_paths(config: ExperimentConfig) -> dict[str, Path]:
@@ -199,7 +200,7 @@ def advise(
         optuna_storage=str(paths["optuna"]),
         twin=None if twin is None else twin.to_dict(),
     )
-    _write(paths["reports"] / ADVICE_JSON, to_json(answer.to_dict()))
+    write_atomic(paths["reports"] / ADVICE_JSON, to_json(answer.to_dict()))
     _record_advice(paths, {run_id for f in decision.ranking for run_id in f.run_ids})
     return answer
 

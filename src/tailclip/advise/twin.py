@@ -35,19 +35,16 @@ class Twin:
 
     config: ExperimentConfig = field(repr=False)
     original: ExperimentConfig = field(repr=False)
-    original_task: str
-    task: str
-    options: dict[str, Any]
     not_carried: tuple[str, ...]
     overrides: tuple[str, ...]
     left_out: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form (``twin`` in the answer): every field but the two configs."""
+        """The JSON form (``twin`` in the answer): the two tasks, the twin's options, the lists."""
         return {
-            "original_task": self.original_task,
-            "task": self.task,
-            "options": dict(self.options),
+            "original_task": self.original.task.name,
+            "task": self.config.task.name,
+            "options": dict(self.config.task.options),
             "not_carried": list(self.not_carried),
             "overrides": list(self.overrides),
             "left_out": list(self.left_out),
@@ -75,9 +72,6 @@ def model_twin(config: ExperimentConfig) -> Twin:
     return Twin(
         config=parse_config(data, f"{config.source} (model twin)"),
         original=parse_config(as_twin, config.source),
-        original_task=config.task.name,
-        task=twin.task,
-        options=dict(twin.options),
         not_carried=twin.not_carried,
         overrides=tuple(f"task.options.{key}={value}" for key, value in twin.resets.items()),
     )
